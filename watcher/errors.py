@@ -1,0 +1,70 @@
+"""The few typed errors watcher raises across module boundaries.
+
+Every message is one line that names the problem (the source, the request, the HTTP status) and
+never carries a secret: sources build them from the method, the URL path and the response, never
+from headers.
+"""
+
+from __future__ import annotations
+
+
+class WatcherError(Exception):
+    """Base of every error watcher raises on purpose."""
+
+
+class ConfigError(WatcherError):
+    """The configuration is unusable; `problems` has one line per problem, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class SourceError(WatcherError):
+    """A source could not produce a listing. A poll that raises this changes no state."""
+
+    kind = "error"
+
+    def __init__(
+        self,
+        source: str,
+        message: str,
+        *,
+        agent_id: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        self.source = source
+        self.agent_id = agent_id
+        self.http_status = http_status
+        self.detail = message
+        super().__init__(f"{source}: {message}")
+
+
+class SourceUnavailable(SourceError):
+    """Temporary: the platform is down, slow, rate-limiting or unreachable. Try again later."""
+
+    kind = "unavailable"
+
+    def __init__(
+        self,
+        source: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        agent_id: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(source, message, agent_id=agent_id, http_status=http_status)
+        self.retry_after = retry_after
+
+
+class SourceAuthError(SourceError):
+    """The platform refused our credentials (401/403). Retrying will not help."""
+
+    kind = "auth"
+
+
+class SourceProtocolError(SourceError):
+    """The platform answered something we cannot read: HTML, truncated JSON, wrong shape, 4xx."""
+
+    kind = "protocol"

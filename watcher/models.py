@@ -1,0 +1,359 @@
+"""The shapes every part of watcher speaks: run snapshots, events, phases and outcomes.
+
+Pure data: nothing here does I/O. Sources produce `RunSnapshot`s, the diff engine turns them
+into `Event`s, the store persists both, sinks consume events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    UNKNOWN = "unknown"
+
+    @property
+    def active(self) -> bool:
+        return self in (Phase.PENDING, Phase.RUNNING)
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    STOPPED = "stopped"
+    SKIPPED = "skipped"
+
+
+class EventType(StrEnum):
+    SOURCE_BASELINED = "source.baselined"
+    SOURCE_FAILED = "source.failed"
+    SOURCE_RECOVERED = "source.recovered"
+    RUN_DISCOVERED = "run.discovered"
+    RUN_STATUS_CHANGED = "run.status_changed"
+    RUN_FINISHED = "run.finished"
+    RUN_REOPENED = "run.reopened"
+    RUN_UNKNOWN_STATUS = "run.unknown_status"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    """A platform status mapped onto watcher's phases (see `watcher.status`)."""
+
+    status: str  # the platform's own name, e.g. "Failure"
+    status_code: int | None  # the platform's integer, when it has one
+    phase: Phase
+    outcome: Outcome | None = None
+    with_errors: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    pages: int | None = None
+    records: int | None = None
+    errors: int | None = None
+    requests: int | None = None
+    exported: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent (or automation) a source watches."""
+
+    id: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """What a source saw of one run in one listing. Immutable; compared by value."""
+
+    source: str
+    agent_id: str
+    run_id: str
+    status: str
+    status_code: int | None
+    phase: Phase
+    outcome: Outcome | None = None
+    with_errors: bool = False
+    agent_name: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    counts: Counts = field(default_factory=Counts)
+    message: str | None = None
+    url: str | None = None
+    extra: tuple[tuple[str, Any], ...] = ()  # source-specific details, kept in events
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.agent_id, self.run_id)
+
+    def digest(self) -> str:
+        """A short fingerprint of everything observable; equal digests mean nothing changed."""
+        return _hash(*(_plain(getattr(self, f.name)) for f in fields(self)))[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "agent_id": self.agent_id,
+            "agent_name": self.agent_name,
+            "run_id": self.run_id,
+            "status": self.status,
+            "status_code": self.status_code,
+            "phase": str(self.phase),
+            "outcome": str(self.outcome) if self.outcome else None,
+            "with_errors": self.with_errors,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "duration_s": self.duration_s,
+            "counts": self.counts.as_dict(),
+            "message": self.message,
+            "url": self.url,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSnapshot:
+        return cls(
+            source=d["source"],
+            agent_id=d["agent_id"],
+            agent_name=d.get("agent_name"),
+            run_id=d["run_id"],
+            status=d["status"],
+            status_code=d.get("status_code"),
+            phase=Phase(d["phase"]),
+            outcome=Outcome(d["outcome"]) if d.get("outcome") else None,
+            with_errors=bool(d.get("with_errors")),
+            started_at=parse_iso(d.get("started_at")),
+            ended_at=parse_iso(d.get("ended_at")),
+            duration_s=d.get("duration_s"),
+            counts=Counts(**(d.get("counts") or {})),
+            message=d.get("message"),
+            url=d.get("url"),
+            extra=tuple(sorted((d.get("extra") or {}).items())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What watcher remembers of a run between polls: enough to diff the next listing."""
+
+    status: str
+    status_code: int | None
+    phase: Phase
+    outcome: Outcome | None
+    attempt: int  # incremented each time a finished run is reopened
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened. Serialised as one JSON object per line in the events file."""
+
+    id: str
+    type: str
+    ts: datetime
+    source: str
+    source_kind: str
+    agent_id: str | None = None
+    agent_name: str | None = None
+    run_id: str | None = None
+    status: str | None = None
+    status_code: int | None = None
+    phase: Phase | None = None
+    outcome: Outcome | None = None
+    previous_status: str | None = None
+    attempt: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    counts: Counts | None = None
+    message: str | None = None
+    url: str | None = None
+    data: tuple[tuple[str, Any], ...] = ()  # type-specific fields, flattened into the JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "ts": iso(self.ts),
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "agent_id": self.agent_id,
+            "agent_name": self.agent_name,
+            "run_id": self.run_id,
+            "status": self.status,
+            "status_code": self.status_code,
+            "phase": str(self.phase) if self.phase else None,
+            "outcome": str(self.outcome) if self.outcome else None,
+            "previous_status": self.previous_status,
+            "attempt": self.attempt,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "duration_s": self.duration_s,
+            "counts": self.counts.as_dict() if self.counts else None,
+            "message": self.message,
+            "url": self.url,
+        }
+        for k, v in self.data:
+            d.setdefault(k, v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
+        known = {f.name for f in fields(cls)}
+        return cls(
+            id=d["id"],
+            type=d["type"],
+            ts=parse_iso(d["ts"]) or datetime.now(UTC),
+            source=d["source"],
+            source_kind=d["source_kind"],
+            agent_id=d.get("agent_id"),
+            agent_name=d.get("agent_name"),
+            run_id=d.get("run_id"),
+            status=d.get("status"),
+            status_code=d.get("status_code"),
+            phase=Phase(d["phase"]) if d.get("phase") else None,
+            outcome=Outcome(d["outcome"]) if d.get("outcome") else None,
+            previous_status=d.get("previous_status"),
+            attempt=d.get("attempt") or 0,
+            started_at=parse_iso(d.get("started_at")),
+            ended_at=parse_iso(d.get("ended_at")),
+            duration_s=d.get("duration_s"),
+            counts=Counts(**d["counts"]) if d.get("counts") else None,
+            message=d.get("message"),
+            url=d.get("url"),
+            data=tuple((k, v) for k, v in d.items() if k not in known),
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A type-specific field from `data`."""
+        return dict(self.data).get(key, default)
+
+
+def event_id(*parts: object) -> str:
+    """Stable id of an event: the same facts always hash to the same id, so replays are seen."""
+    return _hash(*parts)[:24]
+
+
+def run_event(
+    type: EventType | str,
+    snap: RunSnapshot,
+    *,
+    source_kind: str,
+    ts: datetime,
+    attempt: int,
+    previous_status: str | None = None,
+    id_parts: tuple[object, ...] = (),
+) -> Event:
+    """An event about a run, carrying everything the snapshot knows."""
+    key = snap.outcome if type == EventType.RUN_FINISHED else snap.status
+    return Event(
+        id=event_id(snap.source, snap.agent_id, snap.run_id, str(type), key, attempt, *id_parts),
+        type=str(type),
+        ts=ts,
+        source=snap.source,
+        source_kind=source_kind,
+        agent_id=snap.agent_id,
+        agent_name=snap.agent_name,
+        run_id=snap.run_id,
+        status=snap.status,
+        status_code=snap.status_code,
+        phase=snap.phase,
+        outcome=snap.outcome if snap.phase is Phase.FINISHED else None,
+        previous_status=previous_status,
+        attempt=attempt,
+        started_at=snap.started_at,
+        ended_at=snap.ended_at,
+        duration_s=snap.duration_s,
+        counts=snap.counts,
+        message=snap.message,
+        url=snap.url,
+        data=(("with_errors", True),) if snap.with_errors else (),
+    )
+
+
+def source_event(
+    type: EventType | str,
+    *,
+    source: str,
+    source_kind: str,
+    ts: datetime,
+    message: str | None = None,
+    id_parts: tuple[object, ...] = (),
+    **data: Any,
+) -> Event:
+    return Event(
+        id=event_id(source, str(type), *id_parts),
+        type=str(type),
+        ts=ts,
+        source=source,
+        source_kind=source_kind,
+        message=message,
+        data=tuple(sorted(data.items())),
+    )
+
+
+def with_data(event: Event, **data: Any) -> Event:
+    merged = dict(event.data)
+    merged.update(data)
+    return replace(event, data=tuple(sorted(merged.items())))
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(value: Any) -> datetime | None:
+    """Parse an ISO 8601 timestamp; naive values are taken as UTC. Unparseable → None."""
+    if not value or not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # .NET emits up to 7 fractional digits; Python accepts at most 6.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        if digits > 6:
+            rest = rest[:6] + rest[digits:]
+        text = f"{head}.{rest}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed.year <= 1:  # .NET's DateTime.MinValue stands for "never"
+        return None
+    return parsed
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Counts):
+        return tuple(value.as_dict().values())
+    return value
+
+
+def _hash(*parts: object) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(repr(part.value if isinstance(part, Enum) else part).encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
