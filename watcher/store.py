@@ -1,0 +1,399 @@
+"""The state file: one SQLite database (WAL) holding everything watcher must not forget.
+
+- `runs`: the last snapshot of every run, with the state the diff engine needs.
+- `agents`: the agents each source has baselined.
+- `sources`: whether each source is failing, so a restart during an outage does not re-alert.
+- `events` + `outbox`: the transactional outbox. A poll's run changes and the events they cause
+  commit in one transaction, together with one outbox row per (event, target) that must receive
+  it. A sink's delivery removes its row only after it succeeded, so a crash at any point loses
+  nothing and repeats at most the delivery that was in flight.
+
+A commit with nothing in it does not touch the file. All methods are synchronous and short;
+the daemon calls them from its event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from watcher.diff import Change
+from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    source       TEXT NOT NULL,
+    agent_id     TEXT NOT NULL,
+    name         TEXT,
+    baselined_at TEXT NOT NULL,
+    PRIMARY KEY (source, agent_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    source      TEXT NOT NULL,
+    agent_id    TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    status_code INTEGER,
+    phase       TEXT NOT NULL,
+    outcome     TEXT,
+    attempt     INTEGER NOT NULL,
+    digest      TEXT NOT NULL,
+    snapshot    TEXT NOT NULL,
+    first_seen  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (source, agent_id, run_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sources (
+    source     TEXT PRIMARY KEY,
+    failing    INTEGER NOT NULL,
+    since      TEXT,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id   TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    ts   TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    event_seq  INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    target     TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    first_at   REAL NOT NULL,
+    next_at    REAL NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (event_seq, target)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
+"""
+
+Route = Callable[[Event], Iterable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One undelivered (event, target) pair from the outbox."""
+
+    seq: int
+    target: str
+    event: Event
+    attempts: int
+    first_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    failing: bool
+    since: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """How many statements changed the file since it was opened (the benchmarks read this)."""
+
+    transactions: int
+    rows: int
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._db = conn
+        self.path = path
+        self._transactions = 0
+        self._rows = 0
+
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        """Open (creating, mode 0600) the state file and bring its schema up to date."""
+        path = Path(path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(path, 0o600)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        store = cls(conn, path)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        with self._tx():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: state file has schema {row[0]}, newer than this watcher "
+                    f"({SCHEMA_VERSION}); upgrade watcher"
+                )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._transactions += 1
+
+    # --- runs and agents -------------------------------------------------------------------
+
+    def load_runs(self, source: str) -> dict[str, dict[str, RunState]]:
+        """Everything the diff engine needs for one source: agent → run → state."""
+        out: dict[str, dict[str, RunState]] = {}
+        for agent_id in self.known_agents(source):
+            out[agent_id] = {}
+        rows = self._db.execute(
+            "SELECT agent_id, run_id, status, status_code, phase, outcome, attempt, digest "
+            "FROM runs WHERE source = ?",
+            (source,),
+        )
+        for agent_id, run_id, status, code, phase, outcome, attempt, digest in rows:
+            out.setdefault(agent_id, {})[run_id] = RunState(
+                status=status,
+                status_code=code,
+                phase=Phase(phase),
+                outcome=Outcome(outcome) if outcome else None,
+                attempt=attempt,
+                digest=digest,
+            )
+        return out
+
+    def known_agents(self, source: str) -> set[str]:
+        rows = self._db.execute("SELECT agent_id FROM agents WHERE source = ?", (source,))
+        return {r[0] for r in rows}
+
+    def source_health(self, source: str) -> SourceHealth:
+        row = self._db.execute(
+            "SELECT failing, since, last_error FROM sources WHERE source = ?", (source,)
+        ).fetchone()
+        if row is None:
+            return SourceHealth(failing=False)
+        return SourceHealth(bool(row[0]), parse_iso(row[1]), row[2])
+
+    def commit(
+        self,
+        *,
+        source: str | None = None,
+        changes: Sequence[Change] = (),
+        new_agents: Sequence[Agent] = (),
+        events: Sequence[Event] = (),
+        health: SourceHealth | None = None,
+        route: Route | None = None,
+        now: datetime,
+        now_ts: float,
+    ) -> list[Event]:
+        """Write a poll's outcome atomically; return the events that were new (not replays).
+
+        `route(event)` names the targets that must receive each event; one outbox row is
+        written per target. Nothing to write → the file is not touched.
+        """
+        if not (changes or new_agents or events or health is not None):
+            return []
+        stamp = iso(now)
+        fresh: list[Event] = []
+        with self._tx() as db:
+            rows = 0
+            if new_agents:
+                assert source is not None
+                db.executemany(
+                    "INSERT OR IGNORE INTO agents(source, agent_id, name, baselined_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(source, a.id, a.name, stamp) for a in new_agents],
+                )
+                rows += len(new_agents)
+            if changes:
+                db.executemany(
+                    "INSERT INTO runs(source, agent_id, run_id, status, status_code, phase, "
+                    "outcome, attempt, digest, snapshot, first_seen, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(source, agent_id, run_id) DO UPDATE SET "
+                    "status=excluded.status, status_code=excluded.status_code, "
+                    "phase=excluded.phase, outcome=excluded.outcome, attempt=excluded.attempt, "
+                    "digest=excluded.digest, snapshot=excluded.snapshot, "
+                    "updated_at=excluded.updated_at",
+                    [_run_row(c, stamp) for c in changes],
+                )
+                rows += len(changes)
+            if health is not None:
+                assert source is not None
+                db.execute(
+                    "INSERT INTO sources(source, failing, since, last_error) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(source) DO UPDATE SET failing=excluded.failing, "
+                    "since=excluded.since, last_error=excluded.last_error",
+                    (source, int(health.failing), iso(health.since), health.last_error),
+                )
+                rows += 1
+            for event in events:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO events(id, type, ts, body) VALUES (?, ?, ?, ?)",
+                    (event.id, event.type, iso(event.ts), json.dumps(event.to_dict())),
+                )
+                if cur.rowcount == 0:
+                    continue  # a replay of an event already recorded
+                fresh.append(event)
+                rows += 1
+                targets = list(route(event)) if route else []
+                if targets:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO outbox(event_seq, target, first_at, next_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        [(cur.lastrowid, t, now_ts, now_ts) for t in targets],
+                    )
+                    rows += len(targets)
+            self._rows += rows
+        return fresh
+
+    # --- outbox ----------------------------------------------------------------------------
+
+    def due(
+        self, now_ts: float, *, limit: int = 500, targets: Iterable[str] | None = None
+    ) -> list[Pending]:
+        """Undelivered (event, target) pairs whose next attempt is due, oldest event first."""
+        sql = (
+            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body FROM outbox o "
+            "JOIN events e ON e.seq = o.event_seq WHERE o.next_at <= ?"
+        )
+        args: list[object] = [now_ts]
+        if targets is not None:
+            names = list(targets)
+            sql += f" AND o.target IN ({','.join('?' * len(names))})"
+            args.extend(names)
+        sql += " ORDER BY o.event_seq LIMIT ?"
+        args.append(limit)
+        return [
+            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at)
+            for seq, target, attempts, first_at, body in self._db.execute(sql, args)
+        ]
+
+    def next_due(self) -> float | None:
+        row = self._db.execute("SELECT MIN(next_at) FROM outbox").fetchone()
+        return row[0] if row else None
+
+    def delivered(self, items: Sequence[Pending]) -> None:
+        """Remove delivered rows. Called only after the sink succeeded."""
+        if not items:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM outbox WHERE event_seq = ? AND target = ?",
+                [(p.seq, p.target) for p in items],
+            )
+            self._rows += len(items)
+
+    def retry_later(
+        self, items: Sequence[Pending], *, error: str, next_at: Callable[[Pending], float]
+    ) -> None:
+        if not items:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? "
+                "WHERE event_seq = ? AND target = ?",
+                [(next_at(p), error, p.seq, p.target) for p in items],
+            )
+            self._rows += len(items)
+
+    def give_up(self, items: Sequence[Pending]) -> None:
+        self.delivered(items)
+
+    def outbox_depth(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def oldest_pending(self) -> float | None:
+        return self._db.execute("SELECT MIN(first_at) FROM outbox").fetchone()[0]
+
+    def prune_events(self, older_than: datetime) -> int:
+        """Forget delivered events older than `older_than` (their ids stop deduplicating)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM events WHERE ts < ? AND seq NOT IN (SELECT event_seq FROM outbox)",
+                (iso(older_than),),
+            )
+            self._rows += cur.rowcount
+        return cur.rowcount
+
+    # --- reading, for `watcher status` and tests --------------------------------------------
+
+    def latest_runs(self, source: str | None = None) -> list[RunSnapshot]:
+        """The newest run of every agent (latest first sight, then highest id)."""
+        sql = (
+            "SELECT snapshot FROM (SELECT source, snapshot, ROW_NUMBER() OVER ("
+            "PARTITION BY source, agent_id ORDER BY first_seen DESC, "
+            "CAST(run_id AS INTEGER) DESC, run_id DESC) AS rn FROM runs) WHERE rn = 1"
+        )
+        args: tuple[object, ...] = ()
+        if source is not None:
+            sql += " AND source = ?"
+            args = (source,)
+        snaps = [RunSnapshot.from_dict(json.loads(row[0])) for row in self._db.execute(sql, args)]
+        return sorted(snaps, key=lambda s: (s.source, s.agent_id))
+
+    def agents(self) -> list[tuple[str, str, str | None]]:
+        return list(self._db.execute("SELECT source, agent_id, name FROM agents ORDER BY 1, 2"))
+
+    def run_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def events(self, *, type: str | None = None) -> list[Event]:
+        sql, args = "SELECT body FROM events", ()
+        if type:
+            sql, args = sql + " WHERE type = ?", (type,)
+        return [
+            Event.from_dict(json.loads(r[0])) for r in self._db.execute(sql + " ORDER BY seq", args)
+        ]
+
+    def integrity_check(self) -> str:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    @property
+    def counters(self) -> Counters:
+        return Counters(self._transactions, self._rows)
+
+
+def _run_row(change: Change, stamp: str | None) -> tuple[object, ...]:
+    s, st = change.snapshot, change.state
+    return (
+        s.source,
+        s.agent_id,
+        s.run_id,
+        st.status,
+        st.status_code,
+        str(st.phase),
+        str(st.outcome) if st.outcome else None,
+        st.attempt,
+        st.digest,
+        json.dumps(s.to_dict()),
+        stamp,
+        stamp,
+    )
