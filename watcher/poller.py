@@ -1,0 +1,259 @@
+"""Polls one source: which agents are due, fetch, diff, commit — and the source's health.
+
+- Adaptive cadence: the scheduler ticks every `poll_interval_active`; an agent with a pending or
+  running run is due on every tick, the others once per `poll_interval`.
+- A poll's run changes and the events they cause commit in one transaction; the in-memory index
+  is updated only after that commit succeeded, so a failed write is simply diffed again.
+- An agent whose listing failed changes nothing. When a source turns from healthy to failing it
+  emits `source.failed` once (and logs once); when it works again, `source.recovered` once.
+  The failing state is stored, so a restart during an outage does not alert again.
+- A failing source is tried again on the next tick, or later when the platform said Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from watcher.diff import Change, diff_agent
+from watcher.errors import SourceError, SourceUnavailable
+from watcher.models import Agent, Event, EventType, Phase, RunState, iso, source_event
+from watcher.redact import redact
+from watcher.sources.base import Source
+from watcher.store import Route, SourceHealth, Store
+
+log = structlog.get_logger("watcher.poller")
+
+Clock = Callable[[], datetime]
+OnEvents = Callable[[list[Event]], None]
+
+
+@dataclass(slots=True)
+class PollReport:
+    source: str
+    ok: bool = True
+    skipped: bool = False
+    agents: int = 0
+    events: list[Event] = field(default_factory=list)
+    errors: list[SourceError] = field(default_factory=list)
+
+    @property
+    def error_line(self) -> str | None:
+        return str(self.errors[0]) if self.errors else None
+
+
+class SourcePoller:
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        *,
+        clock: Clock,
+        route: Route | None = None,
+        on_events: OnEvents | None = None,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.clock = clock
+        self.route = route
+        self.on_events = on_events
+        self.runs: dict[str, dict[str, RunState]] = store.load_runs(source.name)
+        self.health = store.source_health(source.name)
+        self._last_poll: dict[str, float] = {}
+        self._agents: list[Agent] = []
+        self._agents_at = float("-inf")
+        self._not_before = float("-inf")
+        self._lock = asyncio.Lock()
+        self.last_success: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def is_active(self, agent_id: str) -> bool:
+        """Does the agent have a run that is not finished (pending, running or unknown)?"""
+        return any(st.phase is not Phase.FINISHED for st in self.runs.get(agent_id, {}).values())
+
+    def _is_due(self, agent_id: str, now: float) -> bool:
+        last = self._last_poll.get(agent_id)
+        if last is None:
+            return True
+        cfg = self.source.config
+        slack = cfg.poll_interval_active / 2  # a tick that arrives a little early still counts
+        interval = cfg.poll_interval_active if self.is_active(agent_id) else cfg.poll_interval
+        return now - last >= interval - slack
+
+    async def poll(self, *, force: bool = False) -> PollReport:
+        """One pass. `force` polls every agent now, whatever is due (`watcher once`)."""
+        async with self._lock:
+            return await self._poll(force)
+
+    async def idle(self) -> None:
+        """Return once no poll of this source is in flight."""
+        async with self._lock:
+            return
+
+    async def _poll(self, force: bool) -> PollReport:
+        now = self.clock()
+        ts = now.timestamp()
+        report = PollReport(self.name)
+        if not force and ts < self._not_before:
+            report.skipped = True
+            return report
+
+        try:
+            agents = await self._agent_list(ts, force)
+        except SourceError as err:
+            report.errors.append(err)
+            agents = []
+        due = [a for a in agents if force or self._is_due(a.id, ts)]
+        report.agents = len(due)
+        fetched = await asyncio.gather(*(self._fetch(a) for a in due))
+
+        events: list[Event] = []
+        changes: list[Change] = []
+        baselined: list[Agent] = []
+        ok_agents: list[str] = []
+        first_baseline = not self.runs
+        kind = self.source.kind
+        for agent, result in fetched:
+            if isinstance(result, SourceError):
+                report.errors.append(result)
+                continue
+            ok_agents.append(agent.id)
+            previous = self.runs.get(agent.id)
+            diff = diff_agent(previous, result, now=now, source_kind=kind)
+            if previous is None:
+                name = agent.name or next((s.agent_name for s in result if s.agent_name), None)
+                baselined.append(Agent(agent.id, name))
+            events.extend(diff.events)
+            changes.extend(diff.changes)
+
+        if baselined and first_baseline:
+            new_ids = {a.id for a in baselined}
+            events.insert(
+                0,
+                source_event(
+                    EventType.SOURCE_BASELINED,
+                    source=self.name,
+                    source_kind=kind,
+                    ts=now,
+                    message=f"watching {len(baselined)} agent(s); existing history recorded",
+                    agents=len(baselined),
+                    runs=sum(1 for c in changes if c.snapshot.agent_id in new_ids),
+                ),
+            )
+        health = self._health_change(report.errors, now, events)
+
+        try:
+            fresh = self.store.commit(
+                source=self.name,
+                changes=changes,
+                new_agents=baselined,
+                events=events,
+                health=health,
+                route=self.route,
+                now=now,
+                now_ts=ts,
+            )
+        except Exception as err:  # disk full, read-only file system, corrupt file
+            log.error(
+                "state write failed; the poll will be diffed again",
+                source=self.name,
+                error=redact(f"{type(err).__name__}: {err}"),
+            )
+            report.ok = False
+            return report
+
+        self._apply(changes, baselined, ok_agents, ts, health)
+        if report.errors:
+            report.ok = False
+            self._defer(ts, report.errors)
+        else:
+            self.last_success = now
+        report.events = fresh
+        if fresh and self.on_events:
+            self.on_events(fresh)
+        return report
+
+    async def _agent_list(self, ts: float, force: bool) -> list[Agent]:
+        if force or ts - self._agents_at >= self.source.config.poll_interval - 1:
+            self._agents = await self.source.agents()
+            self._agents_at = ts
+        return self._agents
+
+    async def _fetch(self, agent: Agent) -> tuple[Agent, list | SourceError]:
+        try:
+            return agent, await self.source.runs(agent)
+        except SourceError as err:
+            return agent, err
+
+    def _health_change(
+        self, errors: list[SourceError], now: datetime, events: list[Event]
+    ) -> SourceHealth | None:
+        """The new health to store, if it changed, adding the event that says so."""
+        kind = self.source.kind
+        if errors and not self.health.failing:
+            first = errors[0]
+            events.append(
+                source_event(
+                    EventType.SOURCE_FAILED,
+                    source=self.name,
+                    source_kind=kind,
+                    ts=now,
+                    message=redact(first.detail),
+                    id_parts=(iso(now),),
+                    error=first.kind,
+                    http_status=first.http_status,
+                    agent_id=first.agent_id,
+                    failed_requests=len(errors),
+                )
+            )
+            return SourceHealth(True, now, redact(str(first)))
+        if not errors and self.health.failing:
+            since = self.health.since
+            down = (now - since).total_seconds() if since else None
+            events.append(
+                source_event(
+                    EventType.SOURCE_RECOVERED,
+                    source=self.name,
+                    source_kind=kind,
+                    ts=now,
+                    message=f"working again after {down:.0f}s" if down is not None else None,
+                    id_parts=(iso(since),),
+                    down_s=down,
+                )
+            )
+            return SourceHealth(False)
+        return None
+
+    def _apply(
+        self,
+        changes: Iterable[Change],
+        baselined: Iterable[Agent],
+        ok_agents: Iterable[str],
+        ts: float,
+        health: SourceHealth | None,
+    ) -> None:
+        for agent in baselined:
+            self.runs.setdefault(agent.id, {})
+        for change in changes:
+            snap = change.snapshot
+            self.runs.setdefault(snap.agent_id, {})[snap.run_id] = change.state
+        for agent_id in ok_agents:
+            self._last_poll[agent_id] = ts
+        if health is not None:
+            self.health = health  # the source.failed / source.recovered event is its log line
+
+    def _defer(self, ts: float, errors: list[SourceError]) -> None:
+        waits = [
+            e.retry_after
+            for e in errors
+            if isinstance(e, SourceUnavailable) and e.retry_after is not None
+        ]
+        wait = max([self.source.config.poll_interval_active, *waits])
+        self._not_before = ts + wait - self.source.config.poll_interval_active / 2
