@@ -1,0 +1,236 @@
+"""The state file: atomic commits, no-op polls write nothing, outbox semantics, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from watcher.diff import diff_agent
+from watcher.models import Agent, EventType, source_event
+from watcher.sinks.eventlog import EventLog
+from watcher.store import SourceHealth, Store
+
+from .test_diff import snap
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store.open(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def commit_listing(store: Store, listing, *, now=T0, route=lambda e: ["eventlog"]):
+    previous = store.load_runs("cloud").get("2537")
+    result = diff_agent(previous, listing, now=now, source_kind="sequentum_cloud")
+    return store.commit(
+        source="cloud",
+        changes=result.changes,
+        new_agents=[Agent("2537", "steam")] if previous is None else [],
+        events=result.events,
+        route=route,
+        now=now,
+        now_ts=now.timestamp(),
+    )
+
+
+def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.db"
+    store = Store.open(path)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._db.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone() == ("1",)
+    finally:
+        store.close()
+
+
+def test_a_poll_that_changes_nothing_writes_nothing(store: Store, tmp_path: Path) -> None:
+    commit_listing(store, [snap("1", 1), snap("2", 9)])
+    before = store.counters
+    files = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    sizes = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    assert commit_listing(store, [snap("1", 1), snap("2", 9)], now=T0 + timedelta(seconds=15)) == []
+    assert store.counters == before
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == files
+    assert {p.name: p.stat().st_size for p in tmp_path.iterdir()} == sizes
+
+
+def test_changes_and_their_events_commit_together(store: Store) -> None:
+    commit_listing(store, [snap("1", 1)])
+    fresh = commit_listing(store, [snap("1", 6)], now=T0 + timedelta(seconds=15))
+    assert [e.type for e in fresh] == ["run.status_changed", "run.finished"]
+    assert store.load_runs("cloud")["2537"]["1"].status == "Failure"
+    due = store.due(T0.timestamp() + 60)
+    assert [(p.event.type, p.target) for p in due] == [
+        ("run.status_changed", "eventlog"),
+        ("run.finished", "eventlog"),
+    ]
+
+
+def test_a_failing_commit_changes_nothing(store: Store) -> None:
+    commit_listing(store, [snap("1", 1)])
+
+    def broken_route(event):
+        raise RuntimeError("sink registry exploded")
+
+    with pytest.raises(RuntimeError):
+        commit_listing(store, [snap("1", 6)], now=T0 + timedelta(seconds=15), route=broken_route)
+    assert store.load_runs("cloud")["2537"]["1"].status == "Running"
+    assert store.events() == []
+    assert store.outbox_depth() == 0
+
+
+def test_replayed_events_are_recognised(store: Store) -> None:
+    commit_listing(store, [])
+    fresh = commit_listing(store, [snap("1", 6)])
+    again = store.commit(events=fresh, route=lambda e: ["eventlog"], now=T0, now_ts=0)
+    assert again == []
+    assert store.outbox_depth() == len(fresh)
+
+
+def test_outbox_rows_leave_only_when_delivered(store: Store) -> None:
+    commit_listing(store, [])
+    commit_listing(store, [snap("1", 6)], route=lambda e: ["a", "b"])
+    now = T0.timestamp()
+    a = store.due(now, targets=["a"])
+    store.retry_later(a, error="boom", next_at=lambda p: now + 30)
+    assert store.due(now, targets=["a"]) == []
+    assert len(store.due(now + 31, targets=["a"])) == 2
+    assert store.due(now + 31, targets=["a"])[0].attempts == 1
+    store.delivered(store.due(now, targets=["b"]))
+    assert store.outbox_depth() == 2
+    assert store.next_due() == pytest.approx(now + 30)
+
+
+def test_source_health_survives_reopen(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    event = source_event(EventType.SOURCE_FAILED, source="cloud", source_kind="k", ts=T0)
+    store.commit(
+        source="cloud",
+        health=SourceHealth(True, T0, "HTTP 503"),
+        events=[event],
+        now=T0,
+        now_ts=0,
+    )
+    store.close()
+    again = Store.open(tmp_path / "s.db")
+    try:
+        assert again.source_health("cloud") == SourceHealth(True, T0, "HTTP 503")
+        assert again.source_health("other") == SourceHealth(False)
+    finally:
+        again.close()
+
+
+def test_latest_runs_for_status(store: Store) -> None:
+    commit_listing(store, [snap("8", 9), snap("10", 1), snap("9", 6)])
+    latest = store.latest_runs()
+    assert [(s.agent_id, s.run_id, s.status) for s in latest] == [("2537", "10", "Running")]
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store.open(tmp_path / "s.db").close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match="newer than this watcher"):
+        Store.open(tmp_path / "s.db")
+
+
+# --- the events file ----------------------------------------------------------------------------
+
+
+async def test_eventlog_writes_each_event_once_even_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    events = [
+        source_event(EventType.SOURCE_FAILED, source="c", source_kind="k", ts=T0, id_parts=(i,))
+        for i in range(3)
+    ]
+    await EventLog(path).deliver(events[:2])
+    # A crash after writing but before marking delivered: a new process gets all three again.
+    await EventLog(path).deliver(events)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["id"] for line in lines] == [e.id for e in events]
+
+
+async def test_eventlog_recovers_from_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"id": "torn", "type": "run.fin')
+    event = source_event(EventType.SOURCE_FAILED, source="c", source_kind="k", ts=T0)
+    await EventLog(path).deliver([event])
+    last = path.read_text().splitlines()[-1]
+    assert json.loads(last)["id"] == event.id
+
+
+# --- kill -9 during commits ---------------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime, timedelta
+    from watcher.store import Store
+    from watcher.diff import diff_agent
+    from watcher.models import Agent
+    from tests.test_diff import snap
+
+    store = Store.open(sys.argv[1])
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    print("ready", flush=True)
+    for i in range(10**9):
+        now += timedelta(seconds=1)
+        listing = [snap(str(r), (i + r) % 13) for r in range(50)]
+        prev = store.load_runs("cloud").get("2537")
+        res = diff_agent(prev, listing, now=now, source_kind="k")
+        store.commit(source="cloud", changes=res.changes, events=res.events,
+                     new_agents=[Agent("2537")] if prev is None else [],
+                     route=lambda e: ["eventlog"], now=now, now_ts=now.timestamp())
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.13, 0.31])
+def test_kill_9_during_commits_leaves_a_sound_file(tmp_path: Path, delay: float) -> None:
+    path = tmp_path / "state.db"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store.open(path)
+    try:
+        assert store.integrity_check() == "ok"
+        # Runs and their events committed together: every event still has its outbox row, and
+        # every run that finished after a reopen has the finished event of that attempt.
+        events = store.events()
+        assert store.outbox_depth() == len(events)
+        finished = {(e.run_id, e.attempt) for e in events if e.type == "run.finished"}
+        for run_id, state in store.load_runs("cloud").get("2537", {}).items():
+            if state.outcome is not None and state.attempt > 0:
+                assert (run_id, state.attempt) in finished
+    finally:
+        store.close()
