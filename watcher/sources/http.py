@@ -138,6 +138,10 @@ class HttpClient:
                 f"{what}: cannot connect to {url.host}:{url.port}: {_os_reason(e)}",
                 agent_id=agent_id,
             ) from None
+        except aiohttp.ClientOSError as e:  # reset by peer, broken pipe
+            raise SourceUnavailable(
+                source, f"{what}: connection dropped ({e.strerror or _short(e)})", agent_id=agent_id
+            ) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as e:
             raise SourceUnavailable(
                 source, f"{what}: connection dropped ({_short(e)})", agent_id=agent_id

@@ -1,0 +1,111 @@
+"""Shared fixtures: an injected clock, the simulator served on 127.0.0.1, an App wired to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from watcher.app import App
+from watcher.settings import Settings, SourceConfig, WatcherSection
+from watcher.sim import World, make_cloud_app
+from watcher.sources.http import HttpClient
+
+API_KEY = "sim-key-0123456789"
+
+
+class FakeClock:
+    """Wall time that moves only when a test says so."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)) -> None:
+        self.t = start
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, seconds: float) -> datetime:
+        self.t += timedelta(seconds=seconds)
+        return self.t
+
+
+class NoSleep:
+    """Replaces asyncio.sleep in the HTTP layer: records the delays, waits for none."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def world(clock: FakeClock) -> World:
+    w = World(now=clock)
+    w.api_keys = {API_KEY}
+    return w
+
+
+@pytest.fixture
+async def cloud_url(aiohttp_server, world: World) -> str:
+    server = await aiohttp_server(make_cloud_app(world), host="127.0.0.1")
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+def no_sleep() -> NoSleep:
+    return NoSleep()
+
+
+@pytest.fixture
+async def http(no_sleep: NoSleep) -> AsyncIterator[HttpClient]:
+    async with aiohttp.ClientSession() as session:
+        yield HttpClient(session, sleep=no_sleep)
+
+
+def source_config(base_url: str, **overrides: object) -> SourceConfig:
+    fields: dict[str, object] = {
+        "name": "cloud",
+        "kind": "sequentum_cloud",
+        "base_url": base_url,
+        "api_key": API_KEY,
+        "agents": ["*"],
+        "poll_interval": 60,
+        "poll_interval_active": 15,
+        "jitter": 0,
+        "timeout": 2,
+        "retries": 2,
+    }
+    fields.update(overrides)
+    return SourceConfig(**fields)  # type: ignore[arg-type]
+
+
+def make_settings(tmp_path: Path, *sources: SourceConfig) -> Settings:
+    return Settings(
+        watcher=WatcherSection(
+            state_path=tmp_path / "state.db",
+            events_path=tmp_path / "events.jsonl",
+            log_format="json",
+        ),
+        sources=list(sources),
+    )
+
+
+@pytest.fixture
+def app_factory(
+    tmp_path: Path, cloud_url: str, clock: FakeClock, http: HttpClient
+) -> Callable[..., App]:
+    """Build an App against the simulator; call again after closing to simulate a restart."""
+
+    def build(**overrides: object) -> App:
+        settings = make_settings(tmp_path, source_config(cloud_url, **overrides))
+        return App(settings, clock=clock, http=http)
+
+    return build

@@ -1,0 +1,378 @@
+"""End to end: the Cloud source, poller, store and event log against the simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from watcher.app import App
+from watcher.sim import World
+
+from .conftest import API_KEY, FakeClock
+
+AGENT = 2537
+
+EVENT_KEYS = {
+    "id", "type", "ts", "source", "source_kind", "agent_id", "agent_name", "run_id", "status",
+    "status_code", "phase", "outcome", "previous_status", "attempt", "started_at", "ended_at",
+    "duration_s", "counts", "message", "url",
+}  # fmt: skip
+
+
+def read_events(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_types(events: list[dict], run_id: int | str) -> list[str]:
+    return [e["type"] for e in events if e["run_id"] == str(run_id)]
+
+
+def finishes(events: list[dict]) -> list[tuple[str, str, int]]:
+    return [
+        (e["run_id"], e["outcome"], e["attempt"]) for e in events if e["type"] == "run.finished"
+    ]
+
+
+async def poll(app: App, clock: FakeClock, seconds: float = 15) -> None:
+    clock.advance(seconds)
+    reports = await app.once()
+    assert all(r.ok for r in reports), [r.error_line for r in reports]
+
+
+@pytest.fixture
+def steam(world: World):
+    world.add_agent(id=AGENT, name="steam")
+    world.add_run(AGENT, status=9, run_id=100)  # history before watcher starts
+    world.add_run(AGENT, status=6, run_id=101)
+    return world
+
+
+async def test_history_at_first_start_is_baselined_not_alerted(steam, app_factory, tmp_path):
+    async with app_factory() as app:
+        await app.once()
+    events = read_events(tmp_path)
+    assert [e["type"] for e in events] == ["source.baselined"]
+    assert events[0]["agents"] == 1 and events[0]["runs"] == 2
+
+
+async def test_run_moving_4_3_1_2_9(steam, app_factory, clock, tmp_path):
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=4, run_id=102)
+        for status in (4, 3, 1, 2, 9):
+            steam.set_status(AGENT, 102, status)
+            await poll(app, clock)
+    events = read_events(tmp_path)
+    assert run_types(events, 102) == ["run.discovered"] + ["run.status_changed"] * 4 + [
+        "run.finished"
+    ]
+    assert finishes(events) == [("102", "success", 0)]
+    finished = events[-1]
+    assert EVENT_KEYS <= finished.keys()
+    assert finished | {"id": None, "ts": None} == finished | {
+        "id": None,
+        "ts": None,
+        "source": "cloud",
+        "source_kind": "sequentum_cloud",
+        "agent_id": str(AGENT),
+        "agent_name": "steam",
+        "status": "Completed",
+        "status_code": 9,
+        "phase": "finished",
+        "previous_status": "Exporting",
+    }
+    assert finished["started_at"] and finished["ended_at"]
+    assert set(finished["counts"]) == {"pages", "records", "errors", "requests", "exported"}
+
+
+async def test_new_run_first_seen_failed_then_archived(steam, app_factory, clock, tmp_path):
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=6, run_id=103, message="Timeout waiting for page")
+        await poll(app, clock)
+        steam.archive(AGENT, 103)
+        await poll(app, clock)
+    events = read_events(tmp_path)
+    assert finishes(events) == [("103", "failure", 0)]
+    assert run_types(events, 103) == ["run.discovered", "run.finished", "run.status_changed"]
+    failed = next(e for e in events if e["type"] == "run.finished")
+    assert failed["message"] == "Timeout waiting for page"
+
+
+async def test_failure_restarted_in_place_reopens_and_finishes_again(
+    steam, app_factory, clock, tmp_path
+):
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=6, run_id=104)
+        await poll(app, clock)
+        steam.set_status(AGENT, 104, 1)
+        await poll(app, clock)
+        steam.set_status(AGENT, 104, 10)
+        await poll(app, clock)
+    events = read_events(tmp_path)
+    assert run_types(events, 104) == [
+        "run.discovered",
+        "run.finished",
+        "run.status_changed",
+        "run.reopened",
+        "run.status_changed",
+        "run.finished",
+    ]
+    assert finishes(events) == [("104", "failure", 0), ("104", "success", 1)]
+
+
+async def test_a_restart_between_transitions_loses_nothing(steam, app_factory, clock, tmp_path):
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=1, run_id=105)
+        await poll(app, clock)
+    # watcher is down while the run finishes and another one starts and fails
+    steam.set_status(AGENT, 105, 10)
+    steam.add_run(AGENT, status=6, run_id=106)
+    clock.advance(600)
+    async with app_factory() as app:
+        await app.once()
+        await poll(app, clock)  # and nothing is repeated afterwards
+    events = read_events(tmp_path)
+    assert finishes(events) == [("105", "success", 0), ("106", "failure", 0)]
+    assert [e["type"] for e in events].count("source.baselined") == 1
+    assert len({e["id"] for e in events}) == len(events)
+
+
+async def test_string_statuses(steam, app_factory, clock, tmp_path):
+    steam.status_as_string = True
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=1, run_id=107)
+        await poll(app, clock)
+        steam.set_status(AGENT, 107, 8)
+        await poll(app, clock)
+    events = read_events(tmp_path)
+    assert finishes(events) == [("107", "stopped", 0)]
+    assert events[-1]["status"] == "Stopped"
+
+
+async def test_unknown_status_is_reported_once_and_never_fatal(steam, app_factory, clock, tmp_path):
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=1, run_id=108)
+        await poll(app, clock)
+        steam.set_status(AGENT, 108, 13)
+        await poll(app, clock)
+        await poll(app, clock)
+        steam.set_status(AGENT, 108, 9)
+        await poll(app, clock)
+    events = read_events(tmp_path)
+    assert run_types(events, 108).count("run.unknown_status") == 1
+    unknown = next(e for e in events if e["type"] == "run.unknown_status")
+    assert (unknown["status"], unknown["phase"]) == ("13", "unknown")
+    assert finishes(events) == [("108", "success", 0)]
+
+
+async def test_a_poll_that_changes_nothing_writes_nothing(steam, app_factory, clock, tmp_path):
+    async with app_factory() as app:
+        await app.once()
+        await poll(app, clock)
+        assert app.store is not None
+        before = app.store.counters
+        db = tmp_path / "state.db"
+        stamp = (db.stat().st_mtime_ns, (tmp_path / "state.db-wal").stat().st_size)
+        await poll(app, clock)
+        await poll(app, clock)
+        assert app.store.counters == before
+        assert (db.stat().st_mtime_ns, (tmp_path / "state.db-wal").stat().st_size) == stamp
+
+
+async def test_all_agents_are_paged(world, app_factory, tmp_path):
+    for i in range(1, 1203):
+        world.add_agent(id=i, name=f"agent-{i}")
+    async with app_factory() as app:
+        await app.once()
+    baselined = read_events(tmp_path)[0]
+    assert baselined["agents"] == 1202
+    listing = [p for m, p in world.requests if p.startswith("/api/v1/agent/all")]
+    assert len(listing) == 3 and all("recordsPerPage=500" in p for p in listing)
+
+
+async def test_explicit_agent_ids(world, app_factory, clock, tmp_path):
+    world.add_agent(id=1, name="one")
+    world.add_agent(id=2, name="two")
+    async with app_factory(agents=[2]) as app:
+        await app.once()
+        world.add_run(1, status=6)
+        world.add_run(2, status=6, run_id=500)
+        await poll(app, clock)
+    assert finishes(read_events(tmp_path)) == [("500", "failure", 0)]
+    assert not any(p.startswith("/api/v1/agent/1/") for _, p in world.requests)
+
+
+async def test_bearer_auth(world, app_factory, tmp_path):
+    world.bearer_tokens = {API_KEY}
+    world.api_keys = set()
+    world.add_agent(id=AGENT, name="steam")
+    async with app_factory(auth="bearer") as app:
+        reports = await app.once()
+    assert reports[0].ok
+
+
+async def test_adaptive_polling(world, app_factory, clock):
+    world.add_agent(id=1, name="busy")
+    world.add_agent(id=2, name="idle")
+    world.add_run(1, status=1, run_id=10)
+    world.add_run(2, status=9, run_id=20)
+    async with app_factory() as app:
+        poller = app.pollers[0]
+        for _ in range(8):  # two minutes of 15 s ticks
+            await poller.poll()
+            clock.advance(15)
+
+    def polls(agent: int) -> int:
+        return sum(1 for _, p in world.requests if p.startswith(f"/api/v1/agent/{agent}/runs"))
+
+    assert polls(1) == 8  # an active run: every poll_interval_active
+    assert polls(2) == 2  # nothing active: every poll_interval
+
+
+# --- failures: one clear line, no state change, failed once and recovered once -----------------
+
+
+async def test_auth_failure_then_recovery(steam, app_factory, clock, tmp_path):
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=1, run_id=110)
+        steam.api_keys = {"rotated-key"}
+        for _ in range(3):
+            clock.advance(15)
+            (report,) = await app.once()
+            assert not report.ok
+        assert report.error_line is not None
+        assert "HTTP 401" in report.error_line and "\n" not in report.error_line
+        assert API_KEY not in report.error_line
+        steam.api_keys = {API_KEY}
+        await poll(app, clock)
+        await poll(app, clock)
+    types = [e["type"] for e in read_events(tmp_path)]
+    assert types.count("source.failed") == 1
+    assert types.count("source.recovered") == 1
+    failed = next(e for e in read_events(tmp_path) if e["type"] == "source.failed")
+    assert failed["error"] == "auth" and failed["http_status"] == 401
+    assert run_types(read_events(tmp_path), 110) == ["run.discovered"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "expect"),
+    [
+        ("http", 500, "HTTP 500"),
+        ("http", 503, "HTTP 503"),
+        ("http", 400, "HTTP 400"),
+        ("http", 403, "HTTP 403"),
+        ("http", 404, "HTTP 404"),
+        ("problem", 422, "HTTP 422"),
+        ("html", 200, "expected JSON, got HTML"),
+        ("truncated", 200, "invalid JSON"),
+        ("reset", None, "GET /api/v1/agent/2537/runs: connection dropped"),
+    ],
+)
+async def test_a_bad_poll_changes_no_state(
+    steam, app_factory, clock, tmp_path, kind, status, expect
+):
+    async with app_factory(retries=0) as app:
+        await app.once()
+        steam.add_run(AGENT, status=6, run_id=111)
+        # aiohttp itself repeats a GET once when the connection drops: reset it twice.
+        steam.inject(
+            "/api/v1/agent/*/runs", kind=kind, status=status, times=2 if kind == "reset" else 1
+        )
+        assert app.store is not None
+        clock.advance(15)
+        (report,) = await app.once()
+        assert not report.ok
+        line = report.error_line or ""
+        assert expect in line and "\n" not in line and API_KEY not in line
+        # Nothing about runs was written; only the source.failed transition.
+        assert app.store.load_runs("cloud")[str(AGENT)].keys() == {"100", "101"}
+        assert [e.type for e in app.store.events()] == ["source.baselined", "source.failed"]
+        await poll(app, clock)
+    events = read_events(tmp_path)
+    assert finishes(events) == [("111", "failure", 0)]
+    assert [e["type"] for e in events].count("source.failed") == 1
+
+
+async def test_temporary_failures_are_retried_with_backoff(steam, app_factory, no_sleep):
+    steam.inject("/api/v1/agent/*/runs", kind="http", status=503, times=2)
+    async with app_factory(retries=3) as app:
+        (report,) = await app.once()
+    assert report.ok
+    assert len(no_sleep.delays) == 2
+    assert all(0 <= d <= 1.0 for d in no_sleep.delays)  # full jitter under base·2^n
+
+
+async def test_retry_after_seconds_and_http_date_are_honoured(steam, app_factory, no_sleep):
+    steam.inject("/api/v1/agent/all", kind="http", status=429, headers={"Retry-After": "7"})
+    steam.inject(
+        "/api/v1/agent/*/runs",
+        kind="http",
+        status=429,
+        headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
+    )
+    async with app_factory(retries=3) as app:
+        (report,) = await app.once()
+    assert report.ok
+    assert no_sleep.delays == [7.0, 0.0]  # a date in the past means "now"
+
+
+async def test_long_retry_after_defers_the_next_poll(steam, app_factory, clock, no_sleep):
+    async with app_factory() as app:
+        await app.once()
+        steam.inject(
+            "/api/v1/agent/*/runs", kind="http", status=503, headers={"Retry-After": "300"}
+        )
+        poller = app.pollers[0]
+        clock.advance(60)
+        report = await poller.poll()
+        assert not report.ok and no_sleep.delays == []
+        clock.advance(60)
+        assert (await poller.poll()).skipped
+        clock.advance(300)
+        assert (await poller.poll()).ok
+
+
+async def test_client_errors_are_not_retried(steam, app_factory, no_sleep):
+    steam.inject("/api/v1/agent/*/runs", kind="http", status=404, times=5)
+    async with app_factory(retries=3) as app:
+        (report,) = await app.once()
+    assert not report.ok and no_sleep.delays == []
+
+
+async def test_a_stalled_answer_times_out(steam, app_factory):
+    steam.inject("/api/v1/agent/*/runs", kind="stall", delay=1.0)
+    async with app_factory(retries=0, timeout=0.2) as app:
+        (report,) = await app.once()
+    assert not report.ok
+    assert "no answer within 0.2s" in (report.error_line or "")
+
+
+async def test_unreachable_host(tmp_path, clock, http):
+    from .conftest import make_settings, source_config
+
+    settings = make_settings(tmp_path, source_config("http://127.0.0.1:9", retries=0))
+    async with App(settings, clock=clock, http=http) as app:
+        (report,) = await app.once()
+    assert not report.ok
+    assert "cannot connect to 127.0.0.1:9" in (report.error_line or "")
+    assert [e["type"] for e in read_events(tmp_path)] == ["source.failed"]
+
+
+async def test_check_reports_each_source(steam, app_factory):
+    async with app_factory(agents=[AGENT]) as app:
+        (ok,) = await app.check()
+        steam.api_keys = set()
+        (bad,) = await app.check()
+    assert ok.ok and "steam" in ok.lines[0].text
+    assert not bad.ok and "HTTP 401" in bad.lines[0].text

@@ -1,0 +1,211 @@
+"""The `watcher` command.
+
+    watcher run        the daemon: poll on schedule, deliver events, until SIGTERM/SIGINT
+    watcher once       poll every source once, deliver what it caused; exit 1 if a source failed
+    watcher check      config, connectivity and auth of every source; non-zero on failure
+    watcher status     watched agents and their latest runs, from the state file
+    watcher demo       the daemon against a built-in simulator: no config, no account
+
+Exit codes: 0 success, 1 a source or the state file failed, 2 the configuration is invalid.
+Errors are one line each; no traceback reaches the user for a problem they can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from watcher import __version__, logs
+from watcher.app import App
+from watcher.errors import ConfigError, WatcherError
+from watcher.models import iso
+from watcher.settings import Settings, SourceConfig, WatcherSection, find_config, load_settings
+from watcher.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="watcher",
+        description="Watches Sequentum and automation runs; alerts when they end.",
+    )
+    parser.add_argument("--version", action="version", version=f"watcher {__version__}")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="config file (default: $WATCHER_CONFIG, ./watcher.toml, /etc/watcher/watcher.toml)",
+    )
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="override")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    sub.add_parser("once", help="poll every source once and deliver what it caused")
+    sub.add_parser("check", help="check config, connectivity and auth of every source")
+    status = sub.add_parser("status", help="watched agents and their latest runs")
+    status.add_argument("--source", help="only this source")
+    demo = sub.add_parser("demo", help="run against a built-in simulator (no config needed)")
+    demo.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    demo.add_argument("--port", type=int, default=0, help="simulator port (default: any free)")
+    demo.add_argument("--seed", type=int, default=7, help="simulator random seed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+        settings = _settings(args)
+        logs.configure(settings.watcher.log_format, settings.watcher.log_level)
+        if args.command == "status":
+            return _status(settings, args.source, sys.stdout)
+        return asyncio.run(_COMMANDS[args.command](settings))
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"watcher: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (WatcherError, OSError) as err:
+        print(f"watcher: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(find_config(args.config))
+    overrides = {
+        k: v
+        for k, v in (("log_format", args.log_format), ("log_level", args.log_level))
+        if v is not None
+    }
+    if overrides:
+        settings.watcher = settings.watcher.model_copy(update=overrides)
+    if not settings.sources:
+        raise ConfigError(["sources: no source configured (add a [[sources]] table)"])
+    return settings
+
+
+async def _run(settings: Settings) -> int:
+    async with App(settings) as app:
+        await app.run()
+    return EXIT_OK
+
+
+async def _once(settings: Settings) -> int:
+    async with App(settings) as app:
+        reports = await app.once()
+    failed = [r for r in reports if not r.ok]
+    for report in failed:
+        print(f"watcher: {report.error_line or report.source + ': state write failed'}",
+              file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _check(settings: Settings, out: TextIO = sys.stdout) -> int:
+    print(f"config   ok  {len(settings.sources)} source(s)", file=out)
+    async with App(settings) as app:
+        results = await app.check()
+    for result in results:
+        for line in result.lines:
+            mark = "ok  " if line.ok else "FAIL"
+            print(f"{result.name:<8} {mark} {line.text}", file=out)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _status(settings: Settings, source: str | None, out: TextIO) -> int:
+    path = settings.watcher.state_path
+    if not path.exists():
+        print(f"no state yet at {path}: run `watcher once` or start the daemon", file=out)
+        return EXIT_OK
+    store = Store.open(path)
+    try:
+        latest = {(s.source, s.agent_id): s for s in store.latest_runs(source)}
+        agents = [a for a in store.agents() if source is None or a[0] == source]
+        depth = store.outbox_depth()
+    finally:
+        store.close()
+    rows = [("SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME", "ENDED")]
+    for src, agent_id, name in agents:
+        snap = latest.get((src, agent_id))
+        if snap is None:
+            rows.append((src, agent_id, name or "", "-", "-", "-", "-", "-"))
+            continue
+        rows.append(
+            (
+                src,
+                agent_id,
+                snap.agent_name or name or "",
+                snap.run_id,
+                snap.status,
+                str(snap.phase),
+                str(snap.outcome or ""),
+                iso(snap.ended_at) or "",
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
+              file=out)
+    print(f"\n{len(agents)} agent(s); {depth} delivery(ies) waiting in the outbox", file=out)
+    return EXIT_OK
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from watcher.sim import World, autopilot, serve
+
+    logs.configure(args.log_format or "console", args.log_level or "info")
+    world = World.demo(seed=args.seed)
+    runner, base_url = await serve(world, port=args.port)
+    pilot = asyncio.create_task(autopilot(world, interval=0.25))
+    try:
+        with tempfile.TemporaryDirectory(prefix="watcher-demo-") as tmp:
+            settings = Settings(
+                watcher=WatcherSection(
+                    state_path=Path(tmp) / "state.db",
+                    events_path=Path(tmp) / "events.jsonl",
+                    log_format=args.log_format or "console",
+                ),
+                sources=[
+                    SourceConfig(
+                        name="cloud",
+                        kind="sequentum_cloud",
+                        base_url=base_url,
+                        api_key=next(iter(world.api_keys)),
+                        agents=["*"],
+                        poll_interval=5,
+                        poll_interval_active=1,
+                        jitter=0,
+                    )
+                ],
+            )
+            print(
+                f"watcher demo: simulated Sequentum Cloud at {base_url}; "
+                f"state in {tmp}; Ctrl-C to stop",
+                file=sys.stderr,
+            )
+            stop = asyncio.Event()
+            if args.duration:
+                asyncio.get_running_loop().call_later(args.duration, stop.set)
+            async with App(settings) as app:
+                await app.run(stop)
+    finally:
+        pilot.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pilot
+        await runner.cleanup()
+    return EXIT_OK
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+_COMMANDS = {"run": _run, "once": _once, "check": _check}

@@ -1,0 +1,214 @@
+"""The data of the simulated Sequentum Cloud: agents, runs, files, versions, faults.
+
+Field names are the seeds' JSON names (camelCase) so that serving them is a lookup; the
+`*_FIELDS` tuples list, in the seeds' order, which fields the API shows. Status codes are
+named from `watcher.status.CLOUD_CODES`, the one copy of the status table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from watcher.models import Phase
+from watcher.sim.content import FILE_TYPE_DATA
+from watcher.status import CLOUD_CODES
+
+Clock = Callable[[], datetime]
+
+
+def _code(name: str) -> int:
+    """A status code by its name in watcher.status.CLOUD_CODES (the one copy of the table)."""
+    return next(code for code, (n, _phase, _outcome) in CLOUD_CODES.items() if n == name)
+
+
+RUNNING, EXPORTING, STARTING = _code("Running"), _code("Exporting"), _code("Starting")
+QUEUING, STOPPING, FAILURE = _code("Queuing"), _code("Stopping"), _code("Failure")
+FAILED, STOPPED, COMPLETED = _code("Failed"), _code("Stopped"), _code("Completed")
+SUCCESS, SKIPPED, WAITING = _code("Success"), _code("Skipped"), _code("Waiting")
+
+PENDING_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase is Phase.PENDING)
+FINISHED_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase is Phase.FINISHED)
+ACTIVE_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase.active)
+
+# The JSON fields of the seeds, in the seeds' order (seed 000 for runs, seed 002 for agents).
+RUN_FIELDS: tuple[str, ...] = (
+    "id", "configId", "configName", "spaceId", "organizationId", "organizationName", "sequence",
+    "parallelism", "parallelMaxConcurrency", "parallelExport", "parallelSet", "startTime",
+    "endTime", "created", "status", "message", "configVersion", "actionCount", "pageCount",
+    "dynamicPageCount", "requestCount", "dataCount", "inputCount", "errorCount", "exportCount",
+    "traffic", "runTimeSec", "serverName", "tableType",
+)  # fmt: skip
+AGENT_FIELDS: tuple[str, ...] = (
+    "agentTemplates", "configType", "description", "documentation", "icon", "image",
+    "inputParameters", "id", "isActive", "lastActivity", "name", "proxyPoolId", "spaceId",
+    "startUrl", "status", "userId", "validationStatus", "version", "created", "updated",
+)  # fmt: skip
+FILE_FIELDS: tuple[str, ...] = ("id", "regionId", "fileType", "name", "fileSize", "created")
+VERSION_FIELDS: tuple[str, ...] = ("userName", "version", "created", "comments", "fileSize")
+
+FAULT_KINDS = frozenset({"http", "problem", "html", "truncated", "stall", "reset"})
+
+# A plan is the statuses a run will still enter, each with how long (seconds) it stays there;
+# the last stage's dwell is None (the run stays there).
+Plan = list[tuple[int, float | None]]
+
+
+def utc_now() -> datetime:
+    """The default clock: the current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class SimNotFound(LookupError):
+    """An agent, run, file or version the world does not have (the API answers 404)."""
+
+
+class SimConflict(ValueError):
+    """An operation the run's current status does not allow (the API answers 400)."""
+
+
+@dataclass(slots=True, eq=False)
+class SimFile:
+    """An output file of a run: listed by `/files`, served by `/file/{id}/download`."""
+
+    id: int
+    name: str
+    content: bytes = b""
+    fileType: int = FILE_TYPE_DATA
+    regionId: int | None = None
+    fileSize: int | None = None  # None: the length of `content`
+    created: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.fileSize is None:
+            self.fileSize = len(self.content)
+
+
+@dataclass(slots=True, eq=False)
+class SimDiagnostics:
+    """What the analytics diagnostics endpoint says about a run (its status comes from the run)."""
+
+    errorMessage: str | None
+    possibleCauses: list[str] = field(default_factory=list)
+    suggestedActions: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class SimVersion:
+    """One entry of an agent's version history (`/agent/{id}/versions`)."""
+
+    version: int
+    userName: str = "Sim Admin"
+    created: datetime | None = None
+    comments: str | None = None
+    fileSize: int = 3665
+
+
+@dataclass(slots=True, eq=False)
+class SimAgent:
+    """An agent (config). The fields named in `AGENT_FIELDS` are served as JSON."""
+
+    id: int
+    name: str
+    agentTemplates: Any = None
+    configType: int = 1
+    description: str | None = None
+    documentation: str | None = None
+    icon: str | None = None
+    image: str | None = None
+    inputParameters: dict[str, Any] = field(default_factory=dict)
+    isActive: bool = False
+    lastActivity: datetime | None = None
+    proxyPoolId: int | None = None
+    spaceId: int | None = None
+    startUrl: str | None = None
+    status: int | None = None
+    userId: int = 289
+    validationStatus: int = 3
+    version: int = 1
+    created: datetime | None = None
+    updated: datetime | None = None
+    # Simulator only.
+    versions: list[SimVersion] = field(default_factory=list)
+    start_every: float | None = None  # autopilot: seconds between two starts of this agent
+    runs_started: int = 0  # the run `sequence` counter
+
+
+@dataclass(slots=True, eq=False)
+class SimRun:
+    """A run. The fields named in `RUN_FIELDS` are served as JSON; the rest is simulator state."""
+
+    id: int
+    configId: int
+    configName: str | None = None
+    spaceId: int = 0
+    organizationId: int = 78
+    organizationName: str | None = None
+    sequence: int = 1
+    parallelism: int | None = 1
+    parallelMaxConcurrency: int | None = 1
+    parallelExport: str = "Combined"
+    parallelSet: int | None = 0
+    startTime: datetime | None = None
+    endTime: datetime | None = None
+    created: datetime | None = None
+    status: int = QUEUING
+    message: str | None = None
+    configVersion: int | None = None
+    actionCount: int = 0
+    pageCount: int = 0
+    dynamicPageCount: int = 0
+    requestCount: int = 0
+    dataCount: int = 0
+    inputCount: int | None = None
+    errorCount: int = 0
+    exportCount: int | None = None
+    traffic: int | None = None
+    runTimeSec: int | None = None
+    serverName: str | None = None
+    tableType: str | None = None
+    # Simulator only.
+    files: list[SimFile] = field(default_factory=list)
+    diagnostics: SimDiagnostics | None = None
+    status_text: str | None = None  # sent instead of the status when set, e.g. "FailedToStart"
+    records: list[dict[str, Any]] = field(default_factory=list)
+    log: list[tuple[datetime, str, str]] = field(default_factory=list, repr=False)
+    auto_files: bool = True  # write the CSV and log files when the run finishes
+    listed: bool = True  # False once the run has left the runs listing (history window)
+    plan: Plan = field(default_factory=list, repr=False)
+    due: datetime | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class Fault:
+    """A scripted misbehaviour of the server for requests whose path matches `path` (fnmatch).
+
+    Kinds: "http" (an error status with the Cloud error body), "problem" (RFC 7807 body),
+    "html" (an HTML page), "truncated" (JSON cut in the middle), "stall" (answer late),
+    "reset" (drop the connection with a TCP RST). `times` counts down; -1 means forever.
+
+    Note: an aiohttp ClientSession silently retries an idempotent request (GET) once when the
+    server drops the connection, so a GET only fails with a "reset" fault of `times` >= 2
+    (pytest-aiohttp's test client does not retry).
+    """
+
+    path: str = "*"
+    kind: str = "http"
+    status: int | None = None  # None: 503 for http/problem, 200 for html/truncated
+    times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | bytes | None = None
+    delay: float = 0.0  # seconds to wait before answering (any kind; the point of "stall")
+    method: str | None = None  # only requests with this method, when set
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times == 0:
+            return False
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return fnmatchcase(path, self.path)
