@@ -376,3 +376,22 @@ async def test_check_reports_each_source(steam, app_factory):
         (bad,) = await app.check()
     assert ok.ok and "steam" in ok.lines[0].text
     assert not bad.ok and "HTTP 401" in bad.lines[0].text
+
+
+async def test_daemon_schedules_one_job_per_source_and_stops(steam, app_factory, tmp_path):
+    import asyncio
+
+    stop = asyncio.Event()
+    async with app_factory(poll_interval_active=15, jitter=3) as app:
+        daemon = asyncio.create_task(app.run(stop))
+        for _ in range(200):  # the first poll runs at once; wait for its commit (< 1 s)
+            await asyncio.sleep(0.005)
+            if app.store is not None and app.store.known_agents("cloud"):
+                break
+        assert app.scheduler is not None
+        (job,) = app.scheduler.get_jobs()
+        assert job.id == "poll:cloud" and job.max_instances == 1 and job.coalesce
+        assert job.trigger.interval.total_seconds() == 15 and job.trigger.jitter == 3
+        stop.set()
+        await asyncio.wait_for(daemon, timeout=5)
+    assert [e["type"] for e in read_events(tmp_path)] == ["source.baselined"]

@@ -84,6 +84,7 @@ class App:
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.pollers: list[SourcePoller] = []
+        self.scheduler: AsyncIOScheduler | None = None
 
     async def __aenter__(self) -> App:
         self.open()
@@ -164,7 +165,7 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         assert self.dispatcher is not None
-        scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
+        self.scheduler = scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         for poller in self.pollers:
             cfg = poller.source.config
             scheduler.add_job(

@@ -31,30 +31,57 @@ from watcher.store import Store
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="watcher",
-        description="Watches Sequentum and automation runs; alerts when they end.",
-    )
-    parser.add_argument("--version", action="version", version=f"watcher {__version__}")
-    parser.add_argument(
+def _common_options() -> argparse.ArgumentParser:
+    """Options accepted before or after the command (`watcher -c x once`, `watcher once -c x`).
+
+    Each parser gets its own copy (argparse shares action objects between parents), and
+    SUPPRESS keeps a subcommand from resetting what the top level set."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "-c",
         "--config",
         metavar="PATH",
+        default=argparse.SUPPRESS,
         help="config file (default: $WATCHER_CONFIG, ./watcher.toml, /etc/watcher/watcher.toml)",
     )
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="override")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    common.add_argument(
+        "--log-format", choices=["auto", "json", "console"], default=argparse.SUPPRESS
+    )
+    common.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default=argparse.SUPPRESS
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="watcher",
+        description="Watches Sequentum and automation runs; alerts when they end.",
+        parents=[common],
+    )
+    parser.set_defaults(config=None, log_format=None, log_level=None)
+    common = _common_options()
+    parser.add_argument("--version", action="version", version=f"watcher {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
-    sub.add_parser("once", help="poll every source once and deliver what it caused")
-    sub.add_parser("check", help="check config, connectivity and auth of every source")
-    status = sub.add_parser("status", help="watched agents and their latest runs")
+    sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM/SIGINT")
+    sub.add_parser(
+        "once", parents=[common], help="poll every source once and deliver what it caused"
+    )
+    sub.add_parser(
+        "check", parents=[common], help="check config, connectivity and auth of every source"
+    )
+    status = sub.add_parser("status", parents=[common], help="watched agents and latest runs")
     status.add_argument("--source", help="only this source")
-    demo = sub.add_parser("demo", help="run against a built-in simulator (no config needed)")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="run against a built-in simulator (no config needed)"
+    )
     demo.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     demo.add_argument("--port", type=int, default=0, help="simulator port (default: any free)")
     demo.add_argument("--seed", type=int, default=7, help="simulator random seed")
+    demo.add_argument(
+        "--tick", type=float, default=1.5, help="seconds per step of a simulated run (default 1.5)"
+    )
     return parser
 
 
@@ -104,12 +131,15 @@ async def _once(settings: Settings) -> int:
         reports = await app.once()
     failed = [r for r in reports if not r.ok]
     for report in failed:
-        print(f"watcher: {report.error_line or report.source + ': state write failed'}",
-              file=sys.stderr)
+        print(
+            f"watcher: {report.error_line or report.source + ': state write failed'}",
+            file=sys.stderr,
+        )
     return EXIT_FAILED if failed else EXIT_OK
 
 
-async def _check(settings: Settings, out: TextIO = sys.stdout) -> int:
+async def _check(settings: Settings, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     print(f"config   ok  {len(settings.sources)} source(s)", file=out)
     async with App(settings) as app:
         results = await app.check()
@@ -152,8 +182,9 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
-              file=out)
+        print(
+            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out
+        )
     print(f"\n{len(agents)} agent(s); {depth} delivery(ies) waiting in the outbox", file=out)
     return EXIT_OK
 
@@ -162,7 +193,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from watcher.sim import World, autopilot, serve
 
     logs.configure(args.log_format or "console", args.log_level or "info")
-    world = World.demo(seed=args.seed)
+    world = World.demo(seed=args.seed, tick=args.tick)
     runner, base_url = await serve(world, port=args.port)
     pilot = asyncio.create_task(autopilot(world, interval=0.25))
     try:
@@ -180,7 +211,7 @@ async def _demo(args: argparse.Namespace) -> int:
                         base_url=base_url,
                         api_key=next(iter(world.api_keys)),
                         agents=["*"],
-                        poll_interval=5,
+                        poll_interval=max(1.0, 3 * args.tick),
                         poll_interval_active=1,
                         jitter=0,
                     )

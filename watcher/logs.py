@@ -43,6 +43,22 @@ def _drop_none(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event_dict.items() if v is not None}
 
 
+# Fields a person reading the console does not need on every event line (the JSON log has all).
+_CONSOLE_QUIET = frozenset(
+    {"id", "ts", "source_kind", "phase", "status_code", "started_at", "ended_at", "requests",
+     "pages", "exported", "logger"}
+)  # fmt: skip
+
+
+def _compact_events(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    if event_dict.get("logger") != "watcher.events":
+        return event_dict
+    out = {k: v for k, v in event_dict.items() if k not in _CONSOLE_QUIET}
+    if out.get("attempt") == 0:
+        del out["attempt"]
+    return out
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up logging for the whole process. Safe to call again (tests, reload)."""
     stream = stream or sys.stderr
@@ -56,6 +72,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     if console:
         final: list[Any] = [
             _drop_none,
+            _compact_events,
             _redact,
             structlog.dev.ConsoleRenderer(colors=stream.isatty(), sort_keys=False),
         ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -224,7 +225,12 @@ def _retry_after(value: str | None, wall: Callable[[], float]) -> float | None:
 
 
 def _os_reason(e: aiohttp.ClientConnectorError) -> str:
-    return e.os_error.strerror or str(e.os_error) if e.os_error else _short(e)
+    err = e.os_error
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, socket.gaierror):
+        return f"host not found ({err.strerror})" if err.strerror else "host not found"
+    return _short(err.strerror or err) if err else _short(e)
 
 
 def _short(value: object, limit: int = 200) -> str:

@@ -1,0 +1,207 @@
+"""The `watcher` command: exit codes, one-line errors, and each subcommand against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from watcher.cli import main
+from watcher.sim import World, serve
+from watcher.store import Store
+
+KEY = "cli-secret-key-42"
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[World, str]]:
+    """The simulator on 127.0.0.1, served from its own thread so the CLI can run its own loop."""
+    world = World()
+    world.api_keys = {KEY}
+    world.add_agent(id=2537, name="steam")
+    world.add_run(2537, status=9, run_id=100)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    def serve_forever() -> None:
+        asyncio.set_event_loop(loop)
+        box["runner"], box["url"] = loop.run_until_complete(serve(world))
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(box["runner"].cleanup())  # type: ignore[attr-defined]
+        loop.close()
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield world, str(box["url"])
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def write_config(tmp_path: Path, base_url: str, **source: object) -> Path:
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in source.items())
+    path = tmp_path / "watcher.toml"
+    path.write_text(
+        f"""
+[watcher]
+state_path = "{tmp_path / "state.db"}"
+events_path = "{tmp_path / "events.jsonl"}"
+log_format = "json"
+
+[[sources]]
+name = "cloud"
+kind = "sequentum_cloud"
+base_url = "{base_url}"
+api_key = "${{TEST_WATCHER_KEY}}"
+retries = 0
+timeout = 5
+{extra}"""
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_WATCHER_KEY", KEY)
+
+
+def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        """
+[[sources]]
+name = "cloud"
+kind = "sequentum_cloud"
+base_url = "not a url"
+api_key = "canary-secret-123"
+poll_interval = "often"
+"""
+    )
+    assert main(["--config", str(path), "once"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "watcher: sources[0].base_url: not a URL",
+        "watcher: sources[0].poll_interval: must be a number",
+    ]
+
+
+def test_missing_config_exits_2(tmp_path: Path, capsys) -> None:
+    assert main(["--config", str(tmp_path / "nope.toml"), "check"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("watcher: config: ") and "nope.toml" in line
+
+
+def test_config_without_sources_exits_2(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text('[watcher]\nstate_path = "/tmp/x.db"\n')
+    assert main(["--config", str(path), "run"]) == 2
+    assert "sources: no source configured" in capsys.readouterr().err
+
+
+def test_once_check_and_status(sim, tmp_path: Path, capsys) -> None:
+    world, url = sim
+    config = write_config(tmp_path, url)
+    assert main(["--config", str(config), "once"]) == 0
+    world.add_run(2537, status=6, run_id=101, message="Timeout waiting for page")
+    assert main(["--config", str(config), "once"]) == 0
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in events] == ["source.baselined", "run.discovered", "run.finished"]
+
+    assert main(["--config", str(config), "check"]) == 0
+    out = capsys.readouterr().out
+    assert "config   ok" in out and "cloud    ok" in out
+
+    assert main(["--config", str(config), "status"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME",
+                                "ENDED"]  # fmt: skip
+    assert table[1].split()[:7] == ["cloud", "2537", "steam", "101", "Failure", "finished",
+                                    "failure"]  # fmt: skip
+
+
+def test_once_exits_1_when_a_source_fails(sim, tmp_path: Path, capsys) -> None:
+    world, url = sim
+    config = write_config(tmp_path, url)
+    world.api_keys = {"another-key"}
+    assert main(["--config", str(config), "once"]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("watcher: ")]
+    assert lines == [
+        "watcher: cloud: GET /api/v1/agent/all: HTTP 401 Unauthorized: Invalid API key."
+    ] or (len(lines) == 1 and "HTTP 401" in lines[0])
+    assert KEY not in captured.err and KEY not in captured.out
+
+    assert main(["--config", str(config), "check"]) == 1
+    out = capsys.readouterr().out
+    assert "cloud    FAIL" in out and "HTTP 401" in out and KEY not in out
+
+
+def test_check_reports_an_unreachable_host(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    assert main(["--config", str(config), "check"]) == 1
+    assert "cannot connect to 127.0.0.1:9" in capsys.readouterr().out
+
+
+def test_status_before_any_poll(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    assert main(["--config", str(config), "status"]) == 0
+    assert "no state yet" in capsys.readouterr().out
+
+
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(
+        [sys.executable, "-m", "watcher", *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(root)},
+    )
+
+
+def test_daemon_stops_cleanly_on_sigterm(sim, tmp_path: Path) -> None:
+    world, url = sim
+    config = write_config(tmp_path, url, poll_interval=5, poll_interval_active=1)
+    proc = _spawn(["--config", str(config), "run"], {"TEST_WATCHER_KEY": KEY})
+    events = tmp_path / "events.jsonl"
+    deadline = time.monotonic() + 20
+    while not (events.exists() and events.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events.exists(), proc.stderr.read() if proc.poll() is not None else "no events"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 10
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert lines[-1]["event"] == "watcher stopped"
+    assert all("level" in line and "timestamp" in line for line in lines)
+    assert KEY not in err
+    store = Store.open(tmp_path / "state.db")
+    try:
+        assert store.integrity_check() == "ok"
+        assert store.outbox_depth() == 0  # everything delivered before exit
+        assert store.known_agents("cloud") == {"2537"}
+    finally:
+        store.close()
+
+
+def test_demo_shows_success_failure_and_stopped() -> None:
+    proc = _spawn(["demo", "--duration", "6", "--tick", "0.4", "--log-format", "json"])
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    outcomes = {e.get("outcome") for e in events if e.get("event") == "run.finished"}
+    assert {"success", "failure", "stopped"} <= outcomes
