@@ -172,7 +172,7 @@ def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
 
 
 def test_daemon_stops_cleanly_on_sigterm(sim, tmp_path: Path) -> None:
-    world, url = sim
+    _, url = sim
     config = write_config(tmp_path, url, poll_interval=5, poll_interval_active=1)
     proc = _spawn(["--config", str(config), "run"], {"TEST_WATCHER_KEY": KEY})
     events = tmp_path / "events.jsonl"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -215,10 +216,8 @@ def test_kill_9_during_commits_leaves_a_sound_file(tmp_path: Path, delay: float)
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        pass
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     store = Store.open(path)
