@@ -189,7 +189,9 @@ async def test_a_poll_that_changes_nothing_writes_nothing(steam, app_factory, cl
         assert (db.stat().st_mtime_ns, (tmp_path / "state.db-wal").stat().st_size) == stamp
 
 
-async def test_all_agents_are_paged(world, app_factory, tmp_path):
+@pytest.mark.parametrize("page_base", [1, 0])
+async def test_all_agents_are_paged(world, app_factory, tmp_path, page_base):
+    world.page_base = page_base
     for i in range(1, 1203):
         world.add_agent(id=i, name=f"agent-{i}")
     async with app_factory() as app:
@@ -197,7 +199,8 @@ async def test_all_agents_are_paged(world, app_factory, tmp_path):
     baselined = read_events(tmp_path)[0]
     assert baselined["agents"] == 1202
     listing = [p for m, p in world.requests if p.startswith("/api/v1/agent/all")]
-    assert len(listing) == 3 and all("recordsPerPage=500" in p for p in listing)
+    assert all("recordsPerPage=500" in p for p in listing)
+    assert len(listing) == (3 if page_base == 1 else 4)  # 0-based: pages 1, 2, 3 (empty), 0
 
 
 async def test_explicit_agent_ids(world, app_factory, clock, tmp_path):

@@ -136,7 +136,8 @@ def _query_int(request: web.Request, name: str, default: int, minimum: int = 0) 
 
 async def list_agents(request: web.Request) -> web.Response:
     """GET /agent/all: a plain list, or a page `{agents, totalRecordCount}` when the query asks
-    for paging. pageIndex is 1-based (0 is accepted as the first page too); sortOrder=1 sorts
+    for paging. pageIndex is 1-based (0 is accepted as the first page too) unless
+    `world.page_base` is 0, which makes the server count pages from 0; sortOrder=1 sorts
     descending, 0 ascending; agents without a value of the sort column come last."""
     world = request.app[WORLD]
     agents = list(world.agents.values())
@@ -149,7 +150,8 @@ async def list_agents(request: web.Request) -> web.Response:
         agents = present + absent
     if "pageIndex" not in request.query and "recordsPerPage" not in request.query:
         return _json([_pick(a, AGENT_FIELDS) for a in agents])
-    page = max(_query_int(request, "pageIndex", 1), 1)
+    base = world.page_base
+    page = max(_query_int(request, "pageIndex", base), base) - base + 1
     size = _query_int(request, "recordsPerPage", DEFAULT_RECORDS_PER_PAGE, minimum=1)
     chosen = agents[(page - 1) * size : page * size]
     return _json(

@@ -82,6 +82,8 @@ class World:
         self.rng = random.Random(seed)
         self.tick = tick
         self.status_as_string = status_as_string
+        #: Where /agent/all counts pages from: 1 (pageIndex 0 also means the first page) or 0.
+        self.page_base = 1
         self.api_keys: set[str] = set(api_keys)
         self.bearer_tokens: set[str] = set(bearer_tokens)
         self.latency = latency

@@ -34,41 +34,50 @@ class SequentumCloud(Source):
         return await self._all_agents()
 
     async def _all_agents(self) -> list[Agent]:
+        """Every agent, paging when the server pages.
+
+        Whether `pageIndex` counts from 0 or 1 is not documented: pages are read from 1 on,
+        and if they run out before `totalRecordCount` is reached, page 0 is read as well.
+        """
         found: dict[str, Agent] = {}
+        total: int | None = None
         for page in range(1, MAX_PAGES + 1):
-            data = await self.get(
-                "/api/v1/agent/all",
-                params={
-                    "pageIndex": page,
-                    "recordsPerPage": PAGE_SIZE,
-                    "sortColumn": "lastActivity",
-                    "sortOrder": 1,
-                },
-            )
-            if isinstance(data, list):  # the server does not page: this is everything
-                items, total = data, None
-            elif isinstance(data, dict) and isinstance(data.get("agents"), list):
-                items, total = data["agents"], data.get("totalRecordCount")
-            else:
-                raise SourceProtocolError(
-                    self.name,
-                    "GET /api/v1/agent/all: expected a list or {agents, totalRecordCount}",
-                )
+            items, total = await self._agent_page(page)
             before = len(found)
-            for item in items:
-                agent = self._agent(item)
-                if agent is not None:
-                    found.setdefault(agent.id, agent)
-            done = (
-                total is None
-                or not items
-                or len(found) == before
-                or not isinstance(total, int)
-                or len(found) >= total
-            )
-            if done:
+            self._collect(items, found)
+            if total is None or len(found) >= total or len(found) == before:
                 break
+        if total is not None and len(found) < total:
+            items, _ = await self._agent_page(0)
+            self._collect(items, found)
         return list(found.values())
+
+    async def _agent_page(self, page: int) -> tuple[list[Any], int | None]:
+        """One page of /agent/all: its items and the total, or (everything, None) unpaged."""
+        data = await self.get(
+            "/api/v1/agent/all",
+            params={
+                "pageIndex": page,
+                "recordsPerPage": PAGE_SIZE,
+                "sortColumn": "lastActivity",
+                "sortOrder": 1,
+            },
+        )
+        if isinstance(data, list):  # the server does not page: this is everything
+            return data, None
+        if isinstance(data, dict) and isinstance(data.get("agents"), list):
+            total = data.get("totalRecordCount")
+            valid = isinstance(total, int) and not isinstance(total, bool)
+            return data["agents"], total if valid else None
+        raise SourceProtocolError(
+            self.name, "GET /api/v1/agent/all: expected a list or {agents, totalRecordCount}"
+        )
+
+    def _collect(self, items: list[Any], found: dict[str, Agent]) -> None:
+        for item in items:
+            agent = self._agent(item)
+            if agent is not None:
+                found.setdefault(agent.id, agent)
 
     def _agent(self, item: Any) -> Agent | None:
         if not isinstance(item, dict):
