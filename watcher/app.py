@@ -211,6 +211,8 @@ class App:
                     await poller.idle()
         except TimeoutError:
             log.warning("a poll still waiting on its platform was abandoned")
+            for poller in self.pollers:
+                poller.cancel()
         assert self.dispatcher is not None
         try:
             await asyncio.wait_for(self.dispatcher.drain(), timeout=budget / 3)

@@ -118,9 +118,15 @@ class Dispatcher:
         """Deliver until `stop` is set: on every wake-up, and when the next retry falls due."""
         while not stop.is_set():
             self._wakeup.clear()
-            await self.drain()
-            next_due = self.store.next_due()
             timeout = 60.0
+            try:
+                await self.drain()
+                next_due = self.store.next_due()
+            except Exception as err:  # the state file failing: say so, keep trying
+                log.error(
+                    "outbox unreadable; retrying", error=redact(f"{type(err).__name__}: {err}")
+                )
+                next_due = self.clock().timestamp() + 5
             if next_due is not None:
                 timeout = min(timeout, max(0.05, next_due - self.clock().timestamp()))
             waiter = asyncio.ensure_future(self._wakeup.wait())

@@ -74,7 +74,11 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             _drop_none,
             _compact_events,
             _redact,
-            structlog.dev.ConsoleRenderer(colors=stream.isatty(), sort_keys=False),
+            structlog.dev.ConsoleRenderer(
+                colors=stream.isatty(),
+                sort_keys=False,
+                exception_formatter=structlog.dev.plain_traceback,  # never with locals
+            ),
         ]
     else:
         final = [

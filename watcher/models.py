@@ -334,10 +334,11 @@ def parse_iso(value: Any) -> datetime | None:
         text = f"{head}.{rest}"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
     if parsed.year <= 1:  # .NET's DateTime.MinValue stands for "never"
         return None
     return parsed

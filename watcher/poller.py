@@ -20,7 +20,7 @@ from datetime import datetime
 import structlog
 
 from watcher.diff import Change, diff_agent
-from watcher.errors import SourceError, SourceUnavailable
+from watcher.errors import SourceError, SourceProtocolError, SourceUnavailable
 from watcher.models import Agent, Event, EventType, Phase, RunState, iso, source_event
 from watcher.redact import redact
 from watcher.sources.base import Source
@@ -68,6 +68,7 @@ class SourcePoller:
         self._agents_at = float("-inf")
         self._not_before = float("-inf")
         self._lock = asyncio.Lock()
+        self._current: asyncio.Task[object] | None = None
         self.last_success: datetime | None = None
 
     @property
@@ -90,7 +91,17 @@ class SourcePoller:
     async def poll(self, *, force: bool = False) -> PollReport:
         """One pass. `force` polls every agent now, whatever is due (`watcher once`)."""
         async with self._lock:
-            return await self._poll(force)
+            self._current = asyncio.current_task()
+            try:
+                return await self._poll(force)
+            finally:
+                self._current = None
+
+    def cancel(self) -> None:
+        """Abandon a poll in flight (shutdown). It has not committed: its commit is synchronous,
+        so cancellation can only land while it waits on the platform."""
+        if self._current is not None:
+            self._current.cancel()
 
     async def idle(self) -> None:
         """Return once no poll of this source is in flight."""
@@ -107,8 +118,8 @@ class SourcePoller:
 
         try:
             agents = await self._agent_list(ts, force)
-        except SourceError as err:
-            report.errors.append(err)
+        except Exception as err:
+            report.errors.append(self._as_source_error(err))
             agents = []
         due = [a for a in agents if force or self._is_due(a.id, ts)]
         report.agents = len(due)
@@ -189,8 +200,19 @@ class SourcePoller:
     async def _fetch(self, agent: Agent) -> tuple[Agent, list | SourceError]:
         try:
             return agent, await self.source.runs(agent)
-        except SourceError as err:
-            return agent, err
+        except Exception as err:
+            return agent, self._as_source_error(err, agent.id)
+
+    def _as_source_error(self, err: Exception, agent_id: str | None = None) -> SourceError:
+        """A source's typed error as is; anything else is a bug or an answer we cannot read:
+        logged with its traceback, and treated as a protocol error so the daemon keeps going."""
+        if isinstance(err, SourceError):
+            return err
+        log.error("unexpected error in source", source=self.name, agent_id=agent_id, exc_info=err)
+        where = f"agent {agent_id}: " if agent_id else ""
+        return SourceProtocolError(
+            self.name, redact(f"{where}unexpected {type(err).__name__}: {err}"), agent_id=agent_id
+        )
 
     def _health_change(
         self, errors: list[SourceError], now: datetime, events: list[Event]

@@ -94,6 +94,11 @@ class SequentumCloud(Source):
         data = await self.get(
             path, params={"maxRecords": self.config.max_records}, agent_id=agent.id
         )
+        return self.parse_runs(agent, data, path)
+
+    def parse_runs(self, agent: Agent, data: Any, path: str) -> list[RunSnapshot]:
+        """Snapshots from a runs listing (newest first on the wire, oldest first here).
+        A listing of the wrong shape is a protocol error; an unreadable entry is skipped."""
         if isinstance(data, dict):  # tolerate an envelope around the list
             data = next((data[k] for k in ("runs", "items", "data") if k in data), data)
         if not isinstance(data, list):
