@@ -13,7 +13,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import structlog
@@ -155,6 +155,14 @@ class App:
                 )
         return results
 
+    def housekeeping(self) -> None:
+        """Forget delivered events older than `event_retention_days`: the outbox stays small."""
+        assert self.store is not None
+        days = self.settings.watcher.event_retention_days
+        removed = self.store.prune_events(self.clock() - timedelta(days=days))
+        if removed:
+            log.info("old events pruned", events=removed, older_than_days=days)
+
     # --- the daemon ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -180,6 +188,15 @@ class App:
                 id=f"poll:{poller.name}",
                 name=f"poll {poller.name}",
             )
+        scheduler.add_job(
+            self.housekeeping,
+            "interval",
+            hours=1,
+            next_run_time=datetime.now(UTC),
+            id="housekeeping",
+            max_instances=1,
+            coalesce=True,
+        )
         log.info(
             "watcher started",
             sources=[p.name for p in self.pollers],

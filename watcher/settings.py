@@ -231,6 +231,8 @@ class WatcherSection(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: float = Field(default=10.0, gt=0)
     """Seconds in-flight work may take to finish after SIGTERM."""
+    event_retention_days: float = Field(default=30.0, gt=0)
+    """Delivered events older than this are forgotten by the state file (not the events file)."""
 
     @field_validator("state_path", mode="before")
     @classmethod

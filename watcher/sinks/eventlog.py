@@ -30,7 +30,6 @@ class EventLog(Sink):
         self._loaded = False
 
     def _load_tail(self) -> None:
-        self._loaded = True
         try:
             with self.path.open("rb") as f:
                 f.seek(0, os.SEEK_END)
@@ -38,7 +37,11 @@ class EventLog(Sink):
                 f.seek(max(0, size - TAIL_BYTES))
                 tail = f.read()
         except FileNotFoundError:
+            self._loaded = True
             return
+        except OSError:
+            return  # unreadable for now: the write below reports it; read again next time
+        self._loaded = True
         for line in tail.splitlines()[-REMEMBER:]:
             try:
                 event_id = json.loads(line).get("id")
