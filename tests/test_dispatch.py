@@ -126,6 +126,6 @@ async def test_housekeeping_forgets_old_delivered_events_only(
         assert app.store is not None
         stuck_rows = app.store.outbox_depth()
         clock.advance(timedelta(days=31).total_seconds())
-        app.housekeeping()
+        await app.housekeeping()
         # Undelivered events stay however old they are; delivered ones are forgotten.
         assert len(app.store.events()) == stuck_rows == 3

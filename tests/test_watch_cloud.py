@@ -392,8 +392,10 @@ async def test_daemon_schedules_one_job_per_source_and_stops(steam, app_factory,
             if app.store is not None and app.store.known_agents("cloud"):
                 break
         assert app.scheduler is not None
-        (job,) = app.scheduler.get_jobs()
-        assert job.id == "poll:cloud" and job.max_instances == 1 and job.coalesce
+        jobs = {job.id: job for job in app.scheduler.get_jobs()}
+        assert jobs.keys() == {"poll:cloud", "housekeeping"}
+        job = jobs["poll:cloud"]
+        assert job.max_instances == 1 and job.coalesce
         assert job.trigger.interval.total_seconds() == 15 and job.trigger.jitter == 3
         stop.set()
         await asyncio.wait_for(daemon, timeout=5)

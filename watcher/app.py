@@ -155,8 +155,9 @@ class App:
                 )
         return results
 
-    def housekeeping(self) -> None:
-        """Forget delivered events older than `event_retention_days`: the outbox stays small."""
+    async def housekeeping(self) -> None:
+        """Forget delivered events older than `event_retention_days`: the outbox stays small.
+        (A coroutine so that APScheduler runs it on the loop, not in a thread.)"""
         assert self.store is not None
         days = self.settings.watcher.event_retention_days
         removed = self.store.prune_events(self.clock() - timedelta(days=days))
