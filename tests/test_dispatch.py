@@ -129,3 +129,23 @@ async def test_housekeeping_forgets_old_delivered_events_only(
         await app.housekeeping()
         # Undelivered events stay however old they are; delivered ones are forgotten.
         assert len(app.store.events()) == stuck_rows == 3
+
+
+async def test_housekeeping_forgets_runs_that_left_every_listing(
+    world, cloud_url, clock: FakeClock, http, tmp_path: Path
+) -> None:
+    world.add_agent(id=1, name="busy")
+    for run_id in range(1, 301):
+        world.add_run(1, status=9, run_id=run_id)
+    world.add_run(1, status=1, run_id=301)
+    settings = make_settings(tmp_path, source_config(cloud_url, max_records=1000))
+    async with App(settings, clock=clock, http=http) as app:
+        await app.once()
+        assert app.store is not None and app.store.run_count() == 301
+        app.pollers[0].source.config.max_records = 50
+        await app.housekeeping()
+        assert app.store.run_count() == 4 * 50  # the newest 200, the running one among them
+        assert "301" in app.pollers[0].runs["1"] and "1" not in app.pollers[0].runs["1"]
+        clock.advance(60)
+        (report,) = await app.once()
+        assert report.events == []  # nothing forgotten comes back as "new"

@@ -156,13 +156,18 @@ class App:
         return results
 
     async def housekeeping(self) -> None:
-        """Forget delivered events older than `event_retention_days`: the outbox stays small.
+        """Keep the state file small: forget delivered events older than
+        `event_retention_days`, and runs that can no longer appear in any listing.
         (A coroutine so that APScheduler runs it on the loop, not in a thread.)"""
         assert self.store is not None
         days = self.settings.watcher.event_retention_days
-        removed = self.store.prune_events(self.clock() - timedelta(days=days))
-        if removed:
-            log.info("old events pruned", events=removed, older_than_days=days)
+        events = self.store.prune_events(self.clock() - timedelta(days=days))
+        runs = 0
+        for poller in self.pollers:
+            async with poller.paused():
+                runs += poller.prune()
+        if events or runs:
+            log.info("state pruned", events=events, runs=runs, older_than_days=days)
 
     # --- the daemon ---------------------------------------------------------------------------
 

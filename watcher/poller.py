@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -75,6 +76,14 @@ class SourcePoller:
     def name(self) -> str:
         return self.source.name
 
+    def prune(self) -> int:
+        """Forget runs that can no longer appear in a listing (see `Store.prune_runs`)."""
+        keep = max(200, 4 * self.source.config.max_records)
+        removed = self.store.prune_runs(self.name, keep)
+        if removed:
+            self.runs = self.store.load_runs(self.name)
+        return removed
+
     def is_active(self, agent_id: str) -> bool:
         """Does the agent have a run that is not finished (pending, running or unknown)?"""
         return any(st.phase is not Phase.FINISHED for st in self.runs.get(agent_id, {}).values())
@@ -107,6 +116,12 @@ class SourcePoller:
         """Return once no poll of this source is in flight."""
         async with self._lock:
             return
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Hold off polls while the body runs (housekeeping rewrites the run index)."""
+        async with self._lock:
+            yield
 
     async def _poll(self, force: bool) -> PollReport:
         now = self.clock()

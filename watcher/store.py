@@ -343,6 +343,24 @@ class Store:
             self._rows += cur.rowcount
         return cur.rowcount
 
+    def prune_runs(self, source: str, keep: int) -> int:
+        """Forget finished runs beyond the newest `keep` of each agent.
+
+        Listings are the newest N runs of an agent, so a run that many places down can never
+        appear in a listing again: forgetting it cannot turn it into a "new" run later.
+        """
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM runs WHERE phase = 'finished' AND (source, agent_id, run_id) IN ("
+                "SELECT source, agent_id, run_id FROM (SELECT source, agent_id, run_id, "
+                "ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY first_seen DESC, "
+                "CAST(run_id AS INTEGER) DESC, run_id DESC) AS rn FROM runs WHERE source = ?) "
+                "WHERE rn > ?)",
+                (source, keep),
+            )
+            self._rows += cur.rowcount
+        return cur.rowcount
+
     # --- reading, for `watcher status` and tests --------------------------------------------
 
     def latest_runs(self, source: str | None = None) -> list[RunSnapshot]:
