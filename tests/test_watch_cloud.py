@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -400,3 +401,34 @@ async def test_daemon_schedules_one_job_per_source_and_stops(steam, app_factory,
         stop.set()
         await asyncio.wait_for(daemon, timeout=5)
     assert [e["type"] for e in read_events(tmp_path)] == ["source.baselined"]
+
+
+async def test_an_agent_appearing_later_alerts_only_what_happened_since(
+    steam, app_factory, clock, tmp_path
+):
+    async with app_factory() as app:
+        await app.once()
+        await poll(app, clock)
+        # A new agent shows up (created, or shared with this account) with old history and
+        # a run that failed since the last poll.
+        steam.add_agent(id=9000, name="newcomer")
+        steam.add_finished_run(9000, 6, clock() - timedelta(days=3), 60, files=False)
+        clock.advance(10)
+        steam.add_run(9000, status=6, run_id=9001)
+        await poll(app, clock, 5)
+    events = read_events(tmp_path)
+    assert finishes(events) == [("9001", "failure", 0)]
+
+
+async def test_an_agent_added_to_the_config_is_baselined_quietly(
+    world, app_factory, clock, tmp_path
+):
+    world.add_agent(id=1, name="one")
+    world.add_agent(id=2, name="two")
+    world.add_run(2, status=6, run_id=20)
+    async with app_factory(agents=[1]) as app:
+        await app.once()
+    clock.advance(60)
+    async with app_factory(agents=[1, 2]) as app:
+        await app.once()
+    assert finishes(read_events(tmp_path)) == []

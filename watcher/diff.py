@@ -3,7 +3,9 @@
 Pure: no I/O and no clock (`now` is passed in). The rules (DESIGN.md, "Diff semantics"):
 
 - An agent seen for the first time is *baselined*: its runs are recorded and nothing is emitted
-  for them — history that existed before watcher started is not news.
+  for them — history that existed before watcher started is not news. An agent that appears
+  later (a wildcard source discovering a new agent) is baselined with `since`, the time of the
+  source's previous successful poll: runs that started or ended after it are news as usual.
 - A new run emits `run.discovered`; if it is already finished (a short run that started and
   ended between two polls) also `run.finished`; if its status is not in the map,
   `run.unknown_status`.
@@ -73,11 +75,13 @@ def diff_agent(
     *,
     now: datetime,
     source_kind: str,
+    since: datetime | None = None,
 ) -> DiffResult:
     """Compare one agent's listing with what was remembered of its runs.
 
     `previous` is None when the agent has never been seen: the listing becomes its baseline and
-    no events are emitted. The listing is processed in the order given (oldest first reads best).
+    no events are emitted, except for runs that started or ended at or after `since` (when
+    given). The listing is processed in the order given (oldest first reads best).
     """
     result = DiffResult()
     seen: set[str] = set()
@@ -86,7 +90,10 @@ def diff_agent(
             continue
         seen.add(snap.run_id)
         if previous is None:
-            result.changes.append(Change(snap, state_of(snap)))
+            if since is not None and _happened_since(snap, since):
+                _new_run(snap, now, source_kind, result)
+            else:
+                result.changes.append(Change(snap, state_of(snap)))
             continue
         prev = previous.get(snap.run_id)
         if prev is None:
@@ -143,6 +150,11 @@ def _known_run(
             )
         )
     out.changes.append(Change(snap, state_of(snap, attempt=attempt, outcome_from=prev)))
+
+
+def _happened_since(snap: RunSnapshot, since: datetime) -> bool:
+    moment = snap.ended_at or snap.started_at
+    return moment is not None and moment >= since
 
 
 def _replace_digest(prev: RunState, digest: str) -> RunState:

@@ -85,7 +85,10 @@ class SourcePoller:
         return removed
 
     def is_active(self, agent_id: str) -> bool:
-        """Does the agent have a run that is not finished (pending, running or unknown)?"""
+        """Does the agent have a run that is not finished (pending, running or unknown)?
+        The wildcard agent `*` (one listing for all) is active when any agent is."""
+        if agent_id == "*":
+            return any(self.is_active(a) for a in self.runs if a != "*")
         return any(st.phase is not Phase.FINISHED for st in self.runs.get(agent_id, {}).values())
 
     def _is_due(self, agent_id: str, now: float) -> bool:
@@ -138,13 +141,16 @@ class SourcePoller:
             agents = []
         due = [a for a in agents if force or self._is_due(a.id, ts)]
         report.agents = len(due)
-        fetched = await asyncio.gather(*(self._fetch(a) for a in due))
+        fetched = await self._fetch(due) if due else []
 
         events: list[Event] = []
         changes: list[Change] = []
         baselined: list[Agent] = []
         ok_agents: list[str] = []
         first_baseline = not self.runs
+        # An agent that appears after the first baseline: what happened since the last good
+        # poll is news. (Agents added to the config are baselined quietly: their history is old.)
+        since = self.last_success if self.source.config.agents == ["*"] else None
         kind = self.source.kind
         for agent, result in fetched:
             if isinstance(result, SourceError):
@@ -152,7 +158,7 @@ class SourcePoller:
                 continue
             ok_agents.append(agent.id)
             previous = self.runs.get(agent.id)
-            diff = diff_agent(previous, result, now=now, source_kind=kind)
+            diff = diff_agent(previous, result, now=now, source_kind=kind, since=since)
             if previous is None:
                 name = agent.name or next((s.agent_name for s in result if s.agent_name), None)
                 baselined.append(Agent(agent.id, name))
@@ -212,11 +218,16 @@ class SourcePoller:
             self._agents_at = ts
         return self._agents
 
-    async def _fetch(self, agent: Agent) -> tuple[Agent, list | SourceError]:
+    async def _fetch(self, due: list[Agent]) -> list[tuple[Agent, list | SourceError]]:
         try:
-            return agent, await self.source.runs(agent)
-        except Exception as err:
-            return agent, self._as_source_error(err, agent.id)
+            results = await self.source.fetch(due)
+        except Exception as err:  # a bug in a source must not take the daemon down
+            error = self._as_source_error(err)
+            return [(a, error) for a in due]
+        return [
+            (a, r if isinstance(r, list | SourceError) else self._as_source_error(r, a.id))
+            for a, r in results
+        ]
 
     def _as_source_error(self, err: Exception, agent_id: str | None = None) -> SourceError:
         """A source's typed error as is; anything else is a bug or an answer we cannot read:

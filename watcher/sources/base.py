@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import string
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -59,6 +59,23 @@ class Source(ABC):
     @abstractmethod
     async def runs(self, agent: Agent) -> list[RunSnapshot]:
         """The agent's recent runs, oldest first."""
+
+    async def fetch(
+        self, due: Sequence[Agent]
+    ) -> list[tuple[Agent, list[RunSnapshot] | Exception]]:
+        """The runs of each due agent, or the exception that kept them from being read.
+
+        The default asks `runs()` per agent, concurrently (bounded by `concurrency`). A platform
+        that lists all runs at once overrides this: it may answer for agents it was not asked
+        about (new ones it discovered), and `due` may hold the wildcard agent `*`.
+        """
+        return list(await asyncio.gather(*(self._fetch_one(a) for a in due)))
+
+    async def _fetch_one(self, agent: Agent) -> tuple[Agent, list[RunSnapshot] | Exception]:
+        try:
+            return agent, await self.runs(agent)
+        except Exception as err:  # typed or not, the poller turns it into one agent's error
+            return agent, err
 
     async def check(self) -> list[CheckResult]:
         """Connectivity and auth, for `watcher check`. Raises a SourceError on failure."""
