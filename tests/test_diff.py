@@ -278,6 +278,27 @@ def test_repeated_run_in_one_listing_counts_once() -> None:
     assert feed.types(events) == ["run.discovered", "run.finished"]
 
 
+def test_acc_job_in_progress_with_failure_warns_once_before_the_finish() -> None:
+    from watcher.status import acc_job_status
+
+    def job(status: int) -> RunSnapshot:
+        info = acc_job_status(status)
+        return RunSnapshot("acc", "42", "j1", info.status, info.status_code, info.phase,
+                           info.outcome, warning=info.warning)  # fmt: skip
+
+    feed = Feed(baseline=[])
+    for status in (1, 2, 2, 4):
+        feed.feed([job(status)])
+    assert feed.types() == [
+        "run.discovered",
+        "run.status_changed",
+        "run.warning",
+        "run.status_changed",
+        "run.finished",
+    ]
+    assert feed.finishes() == [("j1", Outcome.FAILURE, 0)]
+
+
 def test_with_errors_flag_reaches_the_event() -> None:
     feed = Feed(baseline=[])
     events = feed.feed([snap("1", "CompletedWithErrors")])

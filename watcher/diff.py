@@ -13,7 +13,9 @@ Pure: no I/O and no clock (`now` is passed in). The rules (DESIGN.md, "Diff sema
   - `run.finished` when the run reaches a finished status and this attempt has not finished yet;
   - `run.reopened` when a run that had finished becomes pending or running again (a Failure
     restarted in place): the attempt number goes up and its next finish is news again;
-  - `run.unknown_status` when the new status is not in the map.
+  - `run.unknown_status` when the new status is not in the map;
+  - `run.warning` when the run is still active but its status says it is already failing
+    (ACC job "In Progress With Failure"): an early warning, before the finish.
 - A finished run whose status changes to another one with the same outcome (Cloud Failure(6)
   archived as Failed(7)) emits only `run.status_changed`: one outcome, one finish. A finished run
   whose outcome changes without passing through an active status counts as reopened and
@@ -109,6 +111,8 @@ def _new_run(snap: RunSnapshot, now: datetime, kind: str, out: DiffResult) -> No
         types.append(EventType.RUN_FINISHED)
     elif snap.phase is Phase.UNKNOWN:
         types.append(EventType.RUN_UNKNOWN_STATUS)
+    elif snap.warning:
+        types.append(EventType.RUN_WARNING)
     out.events.extend(run_event(t, snap, source_kind=kind, ts=now, attempt=0) for t in types)
     out.changes.append(Change(snap, state_of(snap)))
 
@@ -135,6 +139,8 @@ def _known_run(
         if prev.outcome is not None:
             attempt += 1
             types.append(EventType.RUN_REOPENED)
+        if snap.warning:
+            types.append(EventType.RUN_WARNING)
     else:
         types.append(EventType.RUN_UNKNOWN_STATUS)
     for t in types:

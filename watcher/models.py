@@ -40,6 +40,7 @@ class EventType(StrEnum):
     RUN_FINISHED = "run.finished"
     RUN_REOPENED = "run.reopened"
     RUN_UNKNOWN_STATUS = "run.unknown_status"
+    RUN_WARNING = "run.warning"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class StatusInfo:
     phase: Phase
     outcome: Outcome | None = None
     with_errors: bool = False
+    warning: bool = False  # still active, but already failing (ACC "In Progress With Failure")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class RunSnapshot:
     phase: Phase
     outcome: Outcome | None = None
     with_errors: bool = False
+    warning: bool = False
     agent_name: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -113,6 +116,7 @@ class RunSnapshot:
             "phase": str(self.phase),
             "outcome": str(self.outcome) if self.outcome else None,
             "with_errors": self.with_errors,
+            "warning": self.warning,
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "duration_s": self.duration_s,
@@ -134,6 +138,7 @@ class RunSnapshot:
             phase=Phase(d["phase"]),
             outcome=Outcome(d["outcome"]) if d.get("outcome") else None,
             with_errors=bool(d.get("with_errors")),
+            warning=bool(d.get("warning")),
             started_at=parse_iso(d.get("started_at")),
             ended_at=parse_iso(d.get("ended_at")),
             duration_s=d.get("duration_s"),

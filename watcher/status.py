@@ -110,7 +110,10 @@ def acc_run_status(raw: object) -> StatusInfo:
 
 
 def acc_job_status(raw: object) -> StatusInfo:
-    return _coded(raw, ACC_JOB_CODES)
+    info = _coded(raw, ACC_JOB_CODES)
+    if info.status_code == 2:  # In Progress With Failure: an early warning before the end
+        return StatusInfo(info.status, 2, info.phase, None, warning=True)
+    return info
 
 
 def automation_status(raw: object) -> StatusInfo:
