@@ -13,6 +13,7 @@ from watcher.settings import (
     DEFAULT_SEARCH_PATHS,
     Settings,
     SourceConfig,
+    SubscriptionConfig,
     WatcherSection,
     describe_validation_error,
     find_config,
@@ -109,8 +110,15 @@ def test_code_construction_like_the_demo(tmp_path: Path, monkeypatch: pytest.Mon
     assert settings.sources[0].poll_interval_active == 1.0
 
 
+CHANNEL_ENV = {
+    "SLACK_WEBHOOK": "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#ops",
+    "SMTP_PASSWORD": "smtp-secret",
+}
+
+
 def test_example_file_loads() -> None:
-    settings = load_settings(EXAMPLE, {"SEQUENTUM_API_KEY": "from-env"})
+    settings = load_settings(EXAMPLE, {"SEQUENTUM_API_KEY": "from-env", **CHANNEL_ENV})
+    assert [s.name for s in settings.subscriptions] == ["oncall", "pricing-data"]
     assert settings.config_path == EXAMPLE
     assert settings.watcher == WatcherSection()
     [source] = settings.sources
@@ -123,7 +131,7 @@ def test_example_file_loads() -> None:
 
 def test_example_file_needs_its_api_key_variable() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(EXAMPLE, {})
+        load_settings(EXAMPLE, CHANNEL_ENV)
     assert caught.value.problems == [
         "sources[0].api_key: environment variable SEQUENTUM_API_KEY is not set"
     ]
@@ -131,7 +139,11 @@ def test_example_file_needs_its_api_key_variable() -> None:
 
 def test_example_file_documents_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    keys = [*WatcherSection.model_fields, *SourceConfig.model_fields]
+    keys = [
+        *WatcherSection.model_fields,
+        *SourceConfig.model_fields,
+        *SubscriptionConfig.model_fields,
+    ]
     missing = [key for key in keys if f"\n{key} = " not in text and f"#   {key} = " not in text]
     assert missing == []
 
@@ -215,8 +227,9 @@ def test_several_sources(tmp_path: Path) -> None:
             "sources[0].name: must be 1-64 characters of A-Z a-z 0-9 _ . -",
         ),
         (
-            VALID.replace('"sequentum_cloud"', '"sequentum_acc"'),
-            "sources[0].kind: must be one of 'sequentum_cloud'",
+            VALID.replace('"sequentum_cloud"', '"sequentum_rpa"'),
+            "sources[0].kind: must be one of 'sequentum_cloud', 'sequentum_acc' or "
+            "'automation_runs'",
         ),
         (
             VALID.replace("https://dashboard.sequentum.com", "dashboard"),
@@ -245,7 +258,16 @@ def test_several_sources(tmp_path: Path) -> None:
         (SOURCE + 'api_key = "  "\n', "sources[0].api_key: must not be empty"),
         (SOURCE + "api_key = 12\n", "sources[0].api_key: must be a string"),
         (SOURCE + 'api_key_file = ""\n', "sources[0].api_key_file: must not be empty"),
-        (VALID + 'auth = "basic"\n', "sources[0].auth: must be one of 'apikey' or 'bearer'"),
+        (
+            VALID + 'auth = "basic"\n',
+            "sources[0].auth: must be one of 'apikey', 'bearer' or 'x-api-key'",
+        ),
+        (
+            VALID + 'auth = "x-api-key"\n',
+            "sources[0].auth: must be 'apikey' or 'bearer' for kind sequentum_cloud",
+        ),
+        (VALID + "watch_jobs = true\n", "sources[0].watch_jobs: only for kind sequentum_acc"),
+        (VALID + "max_pages = 2\n", "sources[0].max_pages: only for kind automation_runs"),
         (
             VALID + "agents = []\n",
             'sources[0].agents: must not be empty; use ["*"] for every agent',
@@ -728,3 +750,122 @@ def test_found_config_loads(candidates: dict[str, Path]) -> None:
     candidates["env"].write_text(VALID, encoding="utf-8")
     path = find_config(None, {"WATCHER_CONFIG": str(candidates["env"])}, [])
     assert load_settings(path, {}).config_path == candidates["env"]
+
+
+# --- the Agent Control Center and automation-runs kinds ------------------------------------------
+
+ACC = """
+[[sources]]
+name = "acc"
+kind = "sequentum_acc"
+base_url = "https://acc.sequentum.com"
+api_key = "token"
+"""
+
+AUTOMATION = """
+[[sources]]
+name = "automation"
+kind = "automation_runs"
+base_url = "https://automation.example.com"
+api_key = "key"
+"""
+
+GUID = "a2f22850-7c88-4e05-a30a-004aa980ee6c"
+
+
+def test_acc_source_takes_paths_and_guids(tmp_path: Path) -> None:
+    agents = f'agents = ["/sequentum/Test2/quick/", "{GUID.upper()}"]\nwatch_jobs = true\n'
+    [source] = load(tmp_path, ACC + agents).sources
+    assert source.kind == "sequentum_acc"
+    assert source.auth == "bearer"  # the ACC's only scheme, and so its default
+    assert source.agents == ["sequentum/Test2/quick", GUID]
+    assert source.watch_jobs is True
+
+
+def test_automation_source_defaults(tmp_path: Path) -> None:
+    [source] = load(tmp_path, AUTOMATION).sources
+    assert (source.auth, source.agents, source.max_pages, source.watch_jobs) == (
+        "x-api-key",
+        ["*"],
+        10,
+        False,
+    )
+    [source] = load(tmp_path, AUTOMATION + 'auth = "bearer"\nagents = ["sync", 42]\n').sources
+    assert (source.auth, source.agents) == ("bearer", ["sync", "42"])
+
+
+def test_cloud_keeps_apikey_by_default(tmp_path: Path) -> None:
+    assert load(tmp_path, VALID).sources[0].auth == "apikey"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            ACC,
+            "sources[0].agents: required for kind sequentum_acc: agent ids or repository paths "
+            '(the ACC API cannot list every agent, so "*" is not available)',
+        ),
+        (
+            ACC + 'agents = ["*"]\n',
+            "sources[0].agents: required for kind sequentum_acc: agent ids or repository paths "
+            '(the ACC API cannot list every agent, so "*" is not available)',
+        ),
+        (
+            ACC + "agents = [2537]\n",
+            "sources[0].agents[0]: must be an agent id (a GUID) or a repository path like "
+            '"sequentum/Test2/quick"',
+        ),
+        (
+            ACC + 'agents = ["quick"]\n',
+            "sources[0].agents[0]: must be an agent id (a GUID) or a repository path like "
+            '"sequentum/Test2/quick"',
+        ),
+        (
+            ACC + f'agents = ["{GUID}", "{GUID.upper()}"]\n',
+            "sources[0].agents[1]: duplicate agent id",
+        ),
+        (
+            ACC + 'agents = ["a/b"]\nauth = "apikey"\n',
+            "sources[0].auth: must be 'bearer' for kind sequentum_acc",
+        ),
+        (
+            ACC + 'agents = ["a/b"]\nmax_pages = 3\n',
+            "sources[0].max_pages: only for kind automation_runs",
+        ),
+        (
+            AUTOMATION + 'auth = "apikey"\n',
+            "sources[0].auth: must be 'x-api-key' or 'bearer' for kind automation_runs",
+        ),
+        (AUTOMATION + 'agents = [""]\n', "sources[0].agents[0]: must be an automation id"),
+        (AUTOMATION + "max_pages = 0\n", "sources[0].max_pages: must be >= 1"),
+        (AUTOMATION + "max_pages = 1001\n", "sources[0].max_pages: must be <= 1000"),
+        (AUTOMATION + "watch_jobs = true\n", "sources[0].watch_jobs: only for kind sequentum_acc"),
+        (AUTOMATION + 'watch_jobs = "yes"\n', "sources[0].watch_jobs: only for kind sequentum_acc"),
+    ],
+)
+def test_acc_and_automation_problem_lines(tmp_path: Path, toml: str, expected: str) -> None:
+    assert expected in problems(tmp_path, toml)
+
+
+def test_example_acc_and_automation_blocks_load_when_uncommented(tmp_path: Path) -> None:
+    """The commented [[sources]] examples are valid TOML and valid config once uncommented."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    lines = text.split("\n[[subscriptions]]")[0].splitlines()  # the [watcher] and sources part
+    out, inside = [], False
+    for line in lines:
+        if line == "# [[sources]]":
+            inside = True
+        elif inside and not line.startswith("#   "):
+            inside = False
+        out.append(line[2:] if inside else line)
+    env = {"SEQUENTUM_API_KEY": "a", "ACC_ACCESS_TOKEN": "b", "AUTOMATION_API_KEY": "c"}
+    settings = load(tmp_path, "\n".join(out) + "\n", env)
+    acc, automation = settings.sources[1], settings.sources[2]
+    assert (acc.kind, acc.auth, acc.watch_jobs) == ("sequentum_acc", "bearer", True)
+    assert acc.agents == ["sequentum/Test2/quick", GUID]
+    assert (automation.kind, automation.auth, automation.max_pages) == (
+        "automation_runs",
+        "x-api-key",
+        10,
+    )

@@ -432,3 +432,20 @@ async def test_an_agent_added_to_the_config_is_baselined_quietly(
     async with app_factory(agents=[1, 2]) as app:
         await app.once()
     assert finishes(read_events(tmp_path)) == []
+
+
+async def test_a_failed_state_write_is_diffed_again(steam, app_factory, clock, tmp_path):
+    """Identical listings are skipped unparsed — but only once what they meant was committed."""
+    async with app_factory() as app:
+        await app.once()
+        await poll(app, clock)
+        steam.add_run(AGENT, status=6, run_id=120)
+        assert app.store is not None
+        app.store._db.execute("PRAGMA query_only = ON")  # the state file refuses writes
+        clock.advance(15)
+        (report,) = await app.once()
+        assert not report.ok and report.events == []
+        app.store._db.execute("PRAGMA query_only = OFF")
+        await poll(app, clock)  # the same bytes as the failed poll: parsed and diffed again
+        await poll(app, clock)
+    assert finishes(read_events(tmp_path)) == [("120", "failure", 0)]

@@ -4,6 +4,8 @@
     watcher once       poll every source once, deliver what it caused; exit 1 if a source failed
     watcher check      config, connectivity and auth of every source; non-zero on failure
     watcher status     watched agents and their latest runs, from the state file
+    watcher notify-test  a clearly marked test message to every alert channel
+    watcher fetch      the output files of one run, to disk (SOURCE AGENT_ID RUN_ID [--dest DIR])
     watcher demo       the daemon against a built-in simulator: no config, no account
 
 Exit codes: 0 success, 1 a source or the state file failed, 2 the configuration is invalid.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -22,10 +23,10 @@ from pathlib import Path
 from typing import TextIO
 
 from watcher import __version__, logs
-from watcher.app import App
+from watcher.app import App, Loader
 from watcher.errors import ConfigError, WatcherError
 from watcher.models import iso
-from watcher.settings import Settings, SourceConfig, WatcherSection, find_config, load_settings
+from watcher.settings import Settings, WatcherSection, find_config, load_settings
 from watcher.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -71,13 +72,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check", parents=[common], help="check config, connectivity and auth of every source"
     )
+    test = sub.add_parser(
+        "notify-test", parents=[common], help="send a test message to every alert channel"
+    )
+    test.add_argument("--subscription", metavar="NAME", help="only this subscription")
     status = sub.add_parser("status", parents=[common], help="watched agents and latest runs")
     status.add_argument("--source", help="only this source")
+    fetch = sub.add_parser("fetch", parents=[common], help="fetch the output files of one run")
+    fetch.add_argument("source", help="the source's name")
+    fetch.add_argument("agent_id")
+    fetch.add_argument("run_id")
+    fetch.add_argument(
+        "--dest",
+        metavar="DIR",
+        type=Path,
+        help="put the files in DIR (default: the [outputs] dir, under SOURCE/AGENT_ID/RUN_ID)",
+    )
+    fetch.add_argument("--all", action="store_true", help="every file: ignore include/exclude")
     demo = sub.add_parser(
         "demo", parents=[common], help="run against a built-in simulator (no config needed)"
     )
     demo.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    demo.add_argument("--port", type=int, default=0, help="simulator port (default: any free)")
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="ports of the Cloud, ACC and automation-runs simulators: PORT, PORT+1, PORT+2 "
+        "(default: any free)",
+    )
     demo.add_argument("--seed", type=int, default=7, help="simulator random seed")
     demo.add_argument(
         "--tick", type=float, default=1.5, help="seconds per step of a simulated run (default 1.5)"
@@ -94,6 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.watcher.log_format, settings.watcher.log_level)
         if args.command == "status":
             return _status(settings, args.source, sys.stdout)
+        if args.command == "notify-test":
+            return asyncio.run(_notify_test(settings, args.subscription))
+        if args.command == "fetch":
+            from watcher.fetch_cli import fetch_command
+
+            run = (args.source, args.agent_id, args.run_id)
+            fetching = fetch_command(settings, *run, dest=args.dest, everything=args.all)
+            return asyncio.run(fetching)
+        if args.command == "run":
+            return asyncio.run(_run(settings, lambda path: _settings(args, path)))
         return asyncio.run(_COMMANDS[args.command](settings))
     except ConfigError as err:
         for problem in err.problems:
@@ -106,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(find_config(args.config))
+def _settings(args: argparse.Namespace, path: Path | None = None) -> Settings:
+    """The settings from the config file (`path`, else the one the options name), with the
+    command-line overrides applied: at start, and again on every reload of `watcher run`."""
+    settings = load_settings(path or find_config(args.config))
     overrides = {
         k: v
         for k, v in (("log_format", args.log_format), ("log_level", args.log_level))
@@ -120,8 +154,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-async def _run(settings: Settings) -> int:
-    async with App(settings) as app:
+async def _run(settings: Settings, loader: Loader = load_settings) -> int:
+    async with App(settings, loader=loader) as app:
         await app.run()
     return EXIT_OK
 
@@ -140,14 +174,32 @@ async def _once(settings: Settings) -> int:
 
 async def _check(settings: Settings, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    print(f"config   ok  {len(settings.sources)} source(s)", file=out)
+    width = max([8, *(len(source.name) for source in settings.sources)])
+    print(f"{'config':<{width}} ok  {len(settings.sources)} source(s)", file=out)
     async with App(settings) as app:
         results = await app.check()
     for result in results:
         for line in result.lines:
             mark = "ok  " if line.ok else "FAIL"
-            print(f"{result.name:<8} {mark} {line.text}", file=out)
+            print(f"{result.name:<{width}} {mark} {line.text}", file=out)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+async def _notify_test(settings: Settings, only: str | None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    names = [s.name for s in settings.subscriptions]
+    if only is not None and only not in names:
+        raise ConfigError([f"--subscription: no subscription named {only!r} (have: {names})"])
+    if not names:
+        raise ConfigError(["subscriptions: none configured (add a [[subscriptions]] table)"])
+    async with App(settings) as app:
+        channels = [c for c in app.channels() if only in (None, c.subscription.name)]
+        results = await asyncio.gather(*(c.send_test() for c in channels))
+    for channel, (ok, why) in zip(channels, results, strict=True):
+        mark = "ok  " if ok else "FAIL"
+        detail = f"  {why}" if why else ""
+        print(f"{mark} {channel.subscription.name}: {channel.masked}{detail}", file=out)
+    return EXIT_OK if all(ok for ok, _ in results) else EXIT_FAILED
 
 
 def _status(settings: Settings, source: str | None, out: TextIO) -> int:
@@ -190,12 +242,10 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from watcher.sim import World, autopilot, serve
+    from watcher.sim.demo import start_platforms
 
     logs.configure(args.log_format or "console", args.log_level or "info")
-    world = World.demo(seed=args.seed, tick=args.tick)
-    runner, base_url = await serve(world, port=args.port)
-    pilot = asyncio.create_task(autopilot(world, interval=0.25))
+    platforms = await start_platforms(seed=args.seed, tick=args.tick, port=args.port)
     try:
         with tempfile.TemporaryDirectory(prefix="watcher-demo-") as tmp:
             settings = Settings(
@@ -204,22 +254,10 @@ async def _demo(args: argparse.Namespace) -> int:
                     events_path=Path(tmp) / "events.jsonl",
                     log_format=args.log_format or "console",
                 ),
-                sources=[
-                    SourceConfig(
-                        name="cloud",
-                        kind="sequentum_cloud",
-                        base_url=base_url,
-                        api_key=next(iter(world.api_keys)),
-                        agents=["*"],
-                        poll_interval=max(1.0, 3 * args.tick),
-                        poll_interval_active=1,
-                        jitter=0,
-                    )
-                ],
+                sources=platforms.sources,
             )
             print(
-                f"watcher demo: simulated Sequentum Cloud at {base_url}; "
-                f"state in {tmp}; Ctrl-C to stop",
+                f"watcher demo: simulated {platforms.describe()}; state in {tmp}; Ctrl-C to stop",
                 file=sys.stderr,
             )
             stop = asyncio.Event()
@@ -228,10 +266,7 @@ async def _demo(args: argparse.Namespace) -> int:
             async with App(settings) as app:
                 await app.run(stop)
     finally:
-        pilot.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pilot
-        await runner.cleanup()
+        await platforms.close()
     return EXIT_OK
 
 

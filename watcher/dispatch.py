@@ -18,7 +18,7 @@ import structlog
 
 from watcher.models import Event
 from watcher.redact import redact
-from watcher.sinks.base import DeliveryError, Sink
+from watcher.sinks.base import DeliveryError, PartialDelivery, Sink
 from watcher.store import Pending, Store
 
 log = structlog.get_logger("watcher.dispatch")
@@ -65,6 +65,18 @@ class Dispatcher:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def add_sink(self, sink: Sink) -> None:
+        """Serve (or, by the same name, replace) a sink from now on (config reload). Its rows
+        already in the outbox are delivered by the new object; a replaced object's delivery
+        in flight finishes first (a sink is drained by one task at a time)."""
+        self.sinks[sink.name] = sink
+        self.wake()
+
+    def remove_sink(self, name: str) -> Sink | None:
+        """Stop routing and delivering to a sink (config reload). Its undelivered outbox rows
+        stay, waiting for a sink of that name to come back; the caller closes the sink."""
+        return self.sinks.pop(name, None)
+
     async def drain(self) -> int:
         """Deliver everything that is due now; return how many rows were delivered."""
         results = await asyncio.gather(*(self._drain_sink(sink) for sink in self.sinks.values()))
@@ -91,16 +103,19 @@ class Dispatcher:
         try:
             await sink.deliver([p.event for p in items])
         except Exception as err:  # one bad sink must never break the others
+            if isinstance(err, PartialDelivery):
+                self.store.delivered([p for p in items if p.event.id in err.delivered])
+                items = [p for p in items if p.event.id not in err.delivered]
             retryable = not isinstance(err, DeliveryError) or err.retryable
             message = redact(str(err) or type(err).__name__)
+            max_age = sink.max_age or self.max_age
             expired: list[Pending] = []
             retry: list[Pending] = []
             for p in items:
-                too_old = now - p.first_at >= self.max_age
+                too_old = now - p.first_at >= max_age
                 (expired if too_old or not retryable else retry).append(p)
             if expired:
-                self.store.give_up(expired)
-                log.error("delivery abandoned", sink=sink.name, events=len(expired), error=message)
+                await self._abandon(sink, expired, message)
             if retry:
                 self.store.retry_later(
                     retry,
@@ -114,30 +129,57 @@ class Dispatcher:
         self.store.delivered(items)
         return True
 
+    async def _abandon(self, sink: Sink, items: list[Pending], message: str) -> None:
+        log.error("delivery abandoned", sink=sink.name, events=len(items), error=message)
+        try:
+            await sink.abandoned([p.event for p in items], message)
+        except Exception as err:
+            log.warning("abandon hook failed", sink=sink.name, error=redact(str(err)))
+        self.store.give_up(items)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set: on every wake-up, and when the next retry falls due."""
-        while not stop.is_set():
-            self._wakeup.clear()
-            timeout = 60.0
-            try:
-                await self.drain()
-                next_due = self.store.next_due()
-            except Exception as err:  # the state file failing: say so, keep trying
-                log.error(
-                    "outbox unreadable; retrying", error=redact(f"{type(err).__name__}: {err}")
-                )
-                next_due = self.clock().timestamp() + 5
-            if next_due is not None:
-                timeout = min(timeout, max(0.05, next_due - self.clock().timestamp()))
-            waiter = asyncio.ensure_future(self._wakeup.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait(
-                    {waiter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED"
-                )
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+        """Deliver until `stop` is set: on every wake-up, and when the next retry falls due.
+
+        Each sink drains in its own task, so a channel stuck on a slow send holds up nothing
+        but itself; on the next wake-up the other sinks go ahead.
+        """
+        tasks: dict[str, asyncio.Task[int]] = {}
+        try:
+            while not stop.is_set():
+                self._wakeup.clear()
+                for name, sink in self.sinks.items():
+                    if name not in tasks or tasks[name].done():
+                        tasks[name] = asyncio.create_task(self._drain_guarded(sink))
+                timeout = 60.0
+                try:
+                    next_due = self.store.next_due(targets=list(self.sinks))
+                except Exception as err:  # the state file failing: say so, keep trying
+                    log.error("outbox unreadable", error=redact(f"{type(err).__name__}: {err}"))
+                    next_due = self.clock().timestamp() + 5
+                if next_due is not None:
+                    timeout = min(timeout, max(0.05, next_due - self.clock().timestamp()))
+                waiter = asyncio.ensure_future(self._wakeup.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait(
+                        {waiter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED"
+                    )
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    async def _drain_guarded(self, sink: Sink) -> int:
+        try:
+            return await self._drain_sink(sink)
+        except Exception as err:  # e.g. the state file failing mid-drain: retried next wake-up
+            log.error(
+                "delivery pass failed", sink=sink.name, error=redact(f"{type(err).__name__}: {err}")
+            )
+            return 0
 
     async def close(self) -> None:
         for sink in self.sinks.values():

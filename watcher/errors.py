@@ -68,3 +68,9 @@ class SourceProtocolError(SourceError):
     """The platform answered something we cannot read: HTML, truncated JSON, wrong shape, 4xx."""
 
     kind = "protocol"
+
+
+class SourceTooLarge(SourceError):
+    """A download grew past its size limit. Permanent for that file: trying again cannot help."""
+
+    kind = "too_large"

@@ -102,8 +102,21 @@ class RunSnapshot:
         return (self.agent_id, self.run_id)
 
     def digest(self) -> str:
-        """A short fingerprint of everything observable; equal digests mean nothing changed."""
-        return _hash(*(_plain(getattr(self, f.name)) for f in fields(self)))[:16]
+        """A short fingerprint of everything observable; equal digests mean nothing changed.
+        (One hash over one repr: this runs for every run of every listing.)"""
+        c = self.counts
+        text = repr(
+            (
+                self.source, self.agent_id, self.run_id, self.status, self.status_code,
+                self.phase.value, self.outcome.value if self.outcome else None,
+                self.with_errors, self.warning, self.agent_name,
+                self.started_at.timestamp() if self.started_at else None,
+                self.ended_at.timestamp() if self.ended_at else None,
+                self.duration_s, (c.pages, c.records, c.errors, c.requests, c.exported),
+                self.message, self.url, self.extra,
+            )
+        )  # fmt: skip
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -284,8 +297,17 @@ def run_event(
         counts=snap.counts,
         message=snap.message,
         url=snap.url,
-        data=(("with_errors", True),) if snap.with_errors else (),
+        data=_run_data(snap),
     )
+
+
+def _run_data(snap: RunSnapshot) -> tuple[tuple[str, Any], ...]:
+    """The type-specific fields a run event carries: `with_errors` when set, and the source's
+    `extra` details (failed steps, log path, …), so alerts can show them."""
+    data = dict(snap.extra)
+    if snap.with_errors:
+        data["with_errors"] = True
+    return tuple(sorted(data.items(), key=lambda kv: kv[0]))
 
 
 def source_event(
@@ -327,6 +349,25 @@ def parse_iso(value: Any) -> datetime | None:
     """Parse an ISO 8601 timestamp; naive values are taken as UTC. Unparseable → None."""
     if not value or not isinstance(value, str):
         return None
+    try:  # the common case, fast: "2024-12-18T13:08:49.748151Z"
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = _parse_iso_slowly(value)
+        if parsed is None:
+            return None
+    try:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        elif parsed.utcoffset():
+            parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    if parsed.year <= 1:  # .NET's DateTime.MinValue stands for "never"
+        return None
+    return parsed
+
+
+def _parse_iso_slowly(value: str) -> datetime | None:
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -338,15 +379,9 @@ def parse_iso(value: Any) -> datetime | None:
             rest = rest[:6] + rest[digits:]
         text = f"{head}.{rest}"
     try:
-        parsed = datetime.fromisoformat(text)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        parsed = parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+        return datetime.fromisoformat(text)
+    except ValueError:
         return None
-    if parsed.year <= 1:  # .NET's DateTime.MinValue stands for "never"
-        return None
-    return parsed
 
 
 def _plain(value: Any) -> Any:

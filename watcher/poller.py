@@ -22,14 +22,25 @@ import structlog
 
 from watcher.diff import Change, diff_agent
 from watcher.errors import SourceError, SourceProtocolError, SourceUnavailable
-from watcher.models import Agent, Event, EventType, Phase, RunState, iso, source_event
+from watcher.models import (
+    Agent,
+    Event,
+    EventType,
+    Phase,
+    RunState,
+    iso,
+    source_event,
+    with_data,
+)
 from watcher.redact import redact
 from watcher.sources.base import Source
+from watcher.sources.http import UNCHANGED, Unchanged
 from watcher.store import Route, SourceHealth, Store
 
 log = structlog.get_logger("watcher.poller")
 
 Clock = Callable[[], datetime]
+_WILDCARD = "*"
 OnEvents = Callable[[list[Event]], None]
 
 
@@ -64,6 +75,7 @@ class SourcePoller:
         self.on_events = on_events
         self.runs: dict[str, dict[str, RunState]] = store.load_runs(source.name)
         self.health = store.source_health(source.name)
+        self.last_outcome: dict[str, str] = store.last_outcomes(source.name)
         self._last_poll: dict[str, float] = {}
         self._agents: list[Agent] = []
         self._agents_at = float("-inf")
@@ -71,6 +83,7 @@ class SourcePoller:
         self._lock = asyncio.Lock()
         self._current: asyncio.Task[object] | None = None
         self.last_success: datetime | None = None
+        source.attach_memory(lambda: self.runs)
 
     @property
     def name(self) -> str:
@@ -78,7 +91,7 @@ class SourcePoller:
 
     def prune(self) -> int:
         """Forget runs that can no longer appear in a listing (see `Store.prune_runs`)."""
-        keep = max(200, 4 * self.source.config.max_records)
+        keep = max(200, 4 * self.source.history_depth)
         removed = self.store.prune_runs(self.name, keep)
         if removed:
             self.runs = self.store.load_runs(self.name)
@@ -157,6 +170,8 @@ class SourcePoller:
                 report.errors.append(result)
                 continue
             ok_agents.append(agent.id)
+            if result is UNCHANGED:
+                continue  # the same bytes as the listing last committed: nothing changed
             previous = self.runs.get(agent.id)
             diff = diff_agent(previous, result, now=now, source_kind=kind, since=since)
             if previous is None:
@@ -164,6 +179,12 @@ class SourcePoller:
                 baselined.append(Agent(agent.id, name))
             events.extend(diff.events)
             changes.extend(diff.changes)
+        if _WILDCARD in {a.id for a in due} and not any(
+            isinstance(r, SourceError) for _, r in fetched
+        ):
+            # One listing answered for every agent (a source overriding `fetch`): the wildcard
+            # unit was polled, whichever agents the answer named.
+            ok_agents.append(_WILDCARD)
 
         if baselined and first_baseline:
             new_ids = {a.id for a in baselined}
@@ -179,6 +200,7 @@ class SourcePoller:
                     runs=sum(1 for c in changes if c.snapshot.agent_id in new_ids),
                 ),
             )
+        events, last_outcome = await self._annotate(events, changes, baselined)
         health = self._health_change(report.errors, now, events)
 
         try:
@@ -202,6 +224,8 @@ class SourcePoller:
             return report
 
         self._apply(changes, baselined, ok_agents, ts, health)
+        self.source.fingerprints.confirm(ok_agents)
+        self.last_outcome = last_outcome
         if report.errors:
             report.ok = False
             self._defer(ts, report.errors)
@@ -211,6 +235,34 @@ class SourcePoller:
         if fresh and self.on_events:
             self.on_events(fresh)
         return report
+
+    async def _annotate(
+        self, events: list[Event], changes: list[Change], baselined: list[Agent]
+    ) -> tuple[list[Event], dict[str, str]]:
+        """Give each finish the agent's previous outcome (for "recovered" alerts) and what the
+        platform can tell about it (diagnostics). Returns the events and the outcomes after."""
+        outcomes = dict(self.last_outcome)
+        new_ids = {a.id for a in baselined}
+        for change in changes:  # a baseline's latest finish is the agent's last outcome
+            snap = change.snapshot
+            if snap.agent_id in new_ids and snap.outcome is not None:
+                outcomes[snap.agent_id] = snap.outcome.value
+        annotated = []
+        for event in events:
+            if event.type == EventType.RUN_FINISHED and event.agent_id and event.outcome:
+                extra: dict[str, object] = {"agent_previous_outcome": outcomes.get(event.agent_id)}
+                outcomes[event.agent_id] = event.outcome.value
+                try:
+                    details = await self.source.describe(event)
+                except Exception as err:  # context is a bonus; the alert goes out without it
+                    log.warning("run details unavailable", source=self.name,
+                                run_id=event.run_id, error=redact(str(err)))  # fmt: skip
+                    details = None
+                if details:
+                    extra.update(details)
+                event = with_data(event, **extra)
+            annotated.append(event)
+        return annotated, outcomes
 
     async def _agent_list(self, ts: float, force: bool) -> list[Agent]:
         if force or ts - self._agents_at >= self.source.config.poll_interval - 1:
@@ -225,7 +277,12 @@ class SourcePoller:
             error = self._as_source_error(err)
             return [(a, error) for a in due]
         return [
-            (a, r if isinstance(r, list | SourceError) else self._as_source_error(r, a.id))
+            (
+                a,
+                r
+                if isinstance(r, list | SourceError | Unchanged)
+                else self._as_source_error(r, a.id),
+            )
             for a, r in results
         ]
 

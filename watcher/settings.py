@@ -69,6 +69,7 @@ __all__ = [
     "DASHBOARD_URL_FIELDS",
     "DEFAULT_SEARCH_PATHS",
     "ENV_PREFIX",
+    "HttpSection",
     "Settings",
     "SourceConfig",
     "SourceKind",
@@ -76,6 +77,7 @@ __all__ = [
     "describe_validation_error",
     "find_config",
     "load_settings",
+    "parse_listen",
 ]
 
 ENV_PREFIX = "WATCHER_"
@@ -90,13 +92,18 @@ DEFAULT_SEARCH_PATHS: tuple[str, ...] = ("./watcher.toml", "/etc/watcher/watcher
 DASHBOARD_URL_FIELDS = frozenset({"agent_id", "run_id", "agent_name", "source"})
 """The `str.format` fields a `dashboard_url` template may use."""
 
-SourceKind = Literal["sequentum_cloud"]
-"""The platforms watcher can poll. A new kind adds its name here and, if its agent ids are not
-positive integers, a parser in `_AGENT_ID_PARSERS`."""
+SourceKind = Literal["sequentum_cloud", "sequentum_acc", "automation_runs"]
+"""The platforms watcher can poll. A new kind adds its name here, a parser in
+`_AGENT_ID_PARSERS`, and its credential schemes in `_AUTH_SCHEMES`."""
+
+AuthScheme = Literal["apikey", "bearer", "x-api-key"]
+"""How a source sends its key: `Authorization: ApiKey …`, `Authorization: Bearer …` or
+`X-API-Key: …`."""
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REFERENCE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 _DIGITS = re.compile(r"[0-9]+")
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 _WILDCARD = "*"
 _DEFAULT_POLL_INTERVAL_ACTIVE = 15.0
 
@@ -180,6 +187,7 @@ _FRIENDLY: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "finite_number": lambda ctx: "must be a finite number",
     "greater_than": lambda ctx: f"must be > {_number(ctx['gt'])}",
     "greater_than_equal": lambda ctx: f"must be >= {_number(ctx['ge'])}",
+    "too_short": lambda ctx: f"must have at least {ctx.get('min_length', 1)} item(s)",
     "less_than": lambda ctx: f"must be < {_number(ctx['lt'])}",
     "less_than_equal": lambda ctx: f"must be <= {_number(ctx['le'])}",
     "bool_type": lambda ctx: "must be true or false",
@@ -274,10 +282,49 @@ def _any_id(item: object) -> str | None:
     return None
 
 
+def _acc_agent(item: object) -> str | None:
+    """An Agent Control Center agent: its id (a GUID) or its repository path
+    ("sequentum/Test2/quick"), as text; None if it is neither."""
+    if not isinstance(item, str):
+        return None
+    text = item.strip()
+    if _GUID.fullmatch(text):
+        return text.lower()
+    parts = text.strip("/").split("/")
+    if len(parts) >= 2 and all(p.strip() for p in parts) and len(text) <= 400:
+        return "/".join(p.strip() for p in parts)
+    return None
+
+
+def _automation_id(item: object) -> str | None:
+    """An automation id of the automation-runs API: a non-empty string (or an int) of at most
+    128 characters, as text."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return str(item)
+    if isinstance(item, str) and item.strip() and len(item.strip()) <= 128:
+        return item.strip()
+    return None
+
+
 _AGENT_ID_PARSERS: dict[str, tuple[Callable[[object], str | None], str]] = {
     "sequentum_cloud": (_positive_integer_id, "must be a positive integer agent id"),
+    "sequentum_acc": (
+        _acc_agent,
+        'must be an agent id (a GUID) or a repository path like "sequentum/Test2/quick"',
+    ),
+    "automation_runs": (_automation_id, "must be an automation id"),
 }
 """Per source kind: how to read one agent id, and what to say when it is not one."""
+
+_AUTH_SCHEMES: dict[str, tuple[str, ...]] = {
+    "sequentum_cloud": ("apikey", "bearer"),
+    "sequentum_acc": ("bearer",),
+    "automation_runs": ("x-api-key", "bearer"),
+}
+"""Per source kind: the credential schemes its platform accepts; the first is the default."""
+
+_KIND_ONLY_KEYS: dict[str, str] = {"watch_jobs": "sequentum_acc", "max_pages": "automation_runs"}
+"""Keys that mean something for one kind only, and that kind."""
 
 
 def _normalise_base_url(value: str) -> str:
@@ -351,10 +398,13 @@ class SourceConfig(BaseModel):
     """http(s) URL of the platform, stored without a trailing "/"."""
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    auth: Literal["apikey", "bearer"] = "apikey"
-    """How the key is sent: `Authorization: ApiKey …` or `Authorization: Bearer …`."""
+    auth: AuthScheme = "apikey"
+    """How the key is sent: "apikey" (`Authorization: ApiKey …`), "bearer"
+    (`Authorization: Bearer …`) or "x-api-key" (`X-API-Key: …`). The default depends on the
+    kind (see `_AUTH_SCHEMES`): apikey for Cloud, bearer for ACC, x-api-key for automation runs."""
     agents: list[str] = Field(default_factory=lambda: [_WILDCARD])
-    """Agent ids to watch (ints are accepted and stored as text); ["*"] watches every agent."""
+    """Agent ids to watch (ints are accepted and stored as text); ["*"] watches every agent.
+    ACC: agent GUIDs or repository paths, never "*"; automation runs: automation ids."""
     poll_interval: float = Field(default=60.0, ge=1)
     poll_interval_active: float = Field(default=_DEFAULT_POLL_INTERVAL_ACTIVE, ge=1)
     """Interval for agents with a run in progress; defaults to min(15, poll_interval)."""
@@ -371,6 +421,10 @@ class SourceConfig(BaseModel):
     dashboard_url: str | None = None
     """Template of a run's link, with {agent_id}, {run_id}, {agent_name} and {source}."""
     enabled: bool = True
+    watch_jobs: bool = False
+    """sequentum_acc only: also watch each agent's job runs (run ids "job-<id>")."""
+    max_pages: int = Field(default=10, ge=1, le=1000)
+    """automation_runs only: pages of `max_records` runs read per poll, newest first."""
 
     def secret(self) -> str:
         """The API key in clear, for the one place that builds the request header."""
@@ -465,10 +519,284 @@ class SourceConfig(BaseModel):
                 data["api_key"] = _read_secret(Path(key_file))
             except PydanticCustomError as exc:
                 problems.append(_problem_detail(("api_key_file",), exc.message()))
+        problems += _kind_problems(data)
         source = _validate_reporting_all(cls.__name__, lambda: handler(data), problems)
         if "poll_interval_active" not in data:
             source.poll_interval_active = min(_DEFAULT_POLL_INTERVAL_ACTIVE, source.poll_interval)
+        if "auth" not in data:
+            source.auth = _AUTH_SCHEMES[source.kind][0]  # type: ignore[assignment]
         return source
+
+
+def _kind_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
+    """What the kind forbids: a credential scheme its platform does not take, a key meant for
+    another kind, and (ACC, which cannot list its agents) a missing or wildcard agent list."""
+    kind = data.get("kind")
+    if kind not in _AUTH_SCHEMES:
+        return []  # an unknown kind is reported by the field itself
+    problems: list[InitErrorDetails] = []
+    schemes = _AUTH_SCHEMES[kind]
+    auth = data.get("auth")
+    auth = auth.strip().lower() if isinstance(auth, str) else auth
+    if auth in get_args(AuthScheme) and auth not in schemes:
+        allowed = " or ".join(f"'{s}'" for s in schemes)
+        problems.append(_problem_detail(("auth",), f"must be {allowed} for kind {kind}"))
+    for key, only in _KIND_ONLY_KEYS.items():
+        if key in data and kind != only:
+            problems.append(_problem_detail((key,), f"only for kind {only}"))
+    agents = data.get("agents", [_WILDCARD])
+    if kind == "sequentum_acc" and isinstance(agents, list) and _WILDCARD in agents:
+        problems.append(
+            _problem_detail(
+                ("agents",),
+                "required for kind sequentum_acc: agent ids or repository paths "
+                '(the ACC API cannot list every agent, so "*" is not available)',
+            )
+        )
+    return problems
+
+
+# What a subscription's `on` may name: outcomes of a finished run, "recovered" (a success after a
+# failure of the same agent), and event types.
+SUBSCRIPTION_OUTCOMES = ("failure", "stopped", "success", "skipped")
+SUBSCRIPTION_EVENTS = (
+    "recovered",
+    "run.reopened",
+    "run.warning",
+    "run.unknown_status",
+    "run.discovered",
+    "source.failed",
+    "source.recovered",
+)
+
+
+def _check_apprise_url(url: str) -> None:
+    """Raise a problem unless apprise can load `url`. The URL itself is never echoed."""
+    import apprise
+
+    if not apprise.Apprise().add(url):
+        raise _problem("not a usable apprise URL (check its scheme and required parts)")
+
+
+class SubscriptionConfig(BaseModel):
+    """One `[[subscriptions]]` entry: who is told about what, through which channels."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str
+    """Unique; appears in digests and in notification events."""
+    urls: list[SecretStr] = Field(min_length=1)
+    """apprise URLs (slack://…, mailto://…, json://…): one channel each. They hold tokens."""
+    on: list[str] = Field(default_factory=lambda: ["failure"])
+    """Outcomes and event types that notify; see SUBSCRIPTION_OUTCOMES / SUBSCRIPTION_EVENTS."""
+    sources: list[str] = Field(default_factory=list)
+    """Only events of these sources; empty means every source."""
+    agents: list[str] = Field(default_factory=list)
+    """Only these agents: ids, names or glob patterns (`amazon-*`); empty means every agent."""
+    title: str | None = None
+    """Jinja2 template of the title; the default depends on the event type."""
+    body: str | None = None
+    """Jinja2 template of the body."""
+    format: Literal["text", "markdown", "html"] = "text"
+    """How the body is written; "text" reads right on every channel (email, Slack, webhooks)."""
+    group_threshold: int = Field(default=5, ge=1)
+    """More events than this within `group_wait` go out as one digest."""
+    group_wait: float = Field(default=30.0, ge=0)
+    max_age: float = Field(default=24 * 3600.0, gt=0)
+    """Seconds a failing delivery is retried before it is given up (`notification.failed`)."""
+
+    def url_values(self) -> list[str]:
+        return [u.get_secret_value() for u in self.urls]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _SOURCE_NAME.fullmatch(value):
+            raise _problem("must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[SecretStr]) -> list[SecretStr]:
+        problems = []
+        for index, url in enumerate(value):
+            try:
+                _check_apprise_url(url.get_secret_value().strip())
+            except PydanticCustomError as err:
+                problems.append(_problem_detail((index,), err.message()))
+        if problems:
+            raise ValidationError.from_exception_data("urls", problems)
+        return [SecretStr(u.get_secret_value().strip()) for u in value]
+
+    @field_validator("on")
+    @classmethod
+    def _check_on(cls, value: list[str]) -> list[str]:
+        allowed = SUBSCRIPTION_OUTCOMES + SUBSCRIPTION_EVENTS
+        if not value:
+            raise _problem("must name at least one outcome or event type")
+        for item in value:
+            if item not in allowed:
+                raise _problem(f'unknown trigger "{item[:40]}" (one of {", ".join(allowed)})')
+        return value
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agents_as_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("title", "body")
+    @classmethod
+    def _check_template(cls, value: str | None) -> str | None:
+        from watcher.messages import check_template
+
+        if value is not None:
+            problem = check_template(value)
+            if problem:
+                raise _problem(problem)
+        return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split "HOST:PORT" ("127.0.0.1:9465", "[::1]:9465", "0.0.0.0:9465"); raise ValueError
+    unless the host is present and the port is 0-65535 (0: any free port)."""
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 host must be in brackets")
+    if not sep or not host or re.search(r"[\s/\[\]]", host) or not _DIGITS.fullmatch(port):
+        raise ValueError("not HOST:PORT")
+    if int(port) > 65535:
+        raise ValueError("port out of range")
+    return host, int(port)
+
+
+class HttpSection(BaseModel):
+    """The `[http]` table: the optional endpoint for health, readiness, metrics and events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str | None = None
+    """"HOST:PORT" to serve /healthz, /readyz, /metrics and /events on; None (or "") is off."""
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _check_listen(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            try:
+                parse_listen(value)
+            except ValueError:
+                raise _problem(
+                    'must be "HOST:PORT" with a port 0-65535, e.g. "127.0.0.1:9465"'
+                ) from None
+            return value.strip()
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen else None
+
+
+# What an `[outputs]` table's `on` may name, and the file types its `type:` patterns may name.
+OUTPUT_OUTCOMES = ("success", "failure", "stopped", "skipped")
+OUTPUT_FILE_KINDS = ("data", "log", "other")
+
+
+def _check_outcomes(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if not value:
+        raise _problem("must name at least one outcome")
+    if any(item not in OUTPUT_OUTCOMES for item in value):
+        raise _problem(f"unknown outcome (each must be one of {', '.join(OUTPUT_OUTCOMES)})")
+    return value
+
+
+def _check_patterns(value: list[str] | None) -> list[str] | None:
+    """File selectors: a name glob ("*.csv", matched in any case) or "type:KIND" (type:data,
+    type:log, type:other, or type:N for a platform's numeric file type)."""
+    if value is None:
+        return None
+    patterns = [item.strip() for item in value]
+    for pattern in patterns:
+        if not pattern:
+            raise _problem("a pattern must not be empty")
+        if pattern.lower().startswith("type:"):
+            kind = pattern[5:].strip().lower()
+            if kind not in OUTPUT_FILE_KINDS and not _DIGITS.fullmatch(kind):
+                raise _problem("unknown file type (type:data, type:log, type:other or type:N)")
+    return patterns
+
+
+class OutputSourceRules(BaseModel):
+    """One `[outputs.sources.NAME]` table: what to fetch from one source. Each key left out
+    takes the `[outputs]` value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    """false: never fetch this source's outputs."""
+    on: list[str] | None = None
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    extract: bool | None = None
+
+    _outcomes = field_validator("on")(_check_outcomes)
+    _patterns = field_validator("include", "exclude")(_check_patterns)
+
+
+class OutputsConfig(BaseModel):
+    """The `[outputs]` table: fetch the files of finished runs to DIR/SOURCE/AGENT_ID/RUN_ID/."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = False
+    dir: Path = Path("/var/lib/watcher/outputs")
+    on: list[str] = Field(default_factory=lambda: ["success"])
+    """Outcomes of `run.finished` whose files are fetched; see OUTPUT_OUTCOMES."""
+    include: list[str] = Field(default_factory=list)
+    """Only files matching one of these (name globs or type:KIND); empty means every file."""
+    exclude: list[str] = Field(default_factory=list)
+    """Never files matching one of these; wins over include."""
+    extract: bool = False
+    """Unpack zip outputs (ACC run logs and backup data) beside the archive, safely."""
+    max_file_bytes: int = Field(default=1 << 30, ge=1)
+    """A larger file is not fetched (a permanent failure for that file); also caps each
+    extracted entry."""
+    concurrency: int = Field(default=4, ge=1, le=32)
+    """Files downloaded at once, over all runs."""
+    max_age: float = Field(default=24 * 3600.0, gt=0)
+    """Seconds a failing fetch is retried (with backoff) before it is given up."""
+    max_extract_bytes: int = Field(default=4 << 30, ge=1)
+    max_extract_entries: int = Field(default=10_000, ge=1)
+    max_extract_ratio: float = Field(default=200.0, gt=1)
+    sources: dict[str, OutputSourceRules] = Field(default_factory=dict)
+    """Per-source overrides, by source name."""
+
+    _outcomes = field_validator("on")(_check_outcomes)
+    _patterns = field_validator("include", "exclude")(_check_patterns)
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _dir_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise _problem("must not be empty")
+        return value
+
+    def for_source(self, name: str) -> OutputSourceRules:
+        """The rules of source `name`, every key filled in from `[outputs]` where not set."""
+        own = self.sources.get(name, OutputSourceRules())
+        return OutputSourceRules(
+            enabled=self.enabled and own.enabled,
+            on=own.on if own.on is not None else list(self.on),
+            include=own.include if own.include is not None else list(self.include),
+            exclude=own.exclude if own.exclude is not None else list(self.exclude),
+            extract=own.extract if own.extract is not None else self.extract,
+        )
 
 
 class Settings(BaseSettings):
@@ -484,6 +812,9 @@ class Settings(BaseSettings):
 
     watcher: WatcherSection = Field(default_factory=WatcherSection)
     sources: list[SourceConfig] = Field(default_factory=list)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    http: HttpSection = Field(default_factory=HttpSection)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
     _config_path: Path | None = PrivateAttr(default=None)
 
@@ -504,10 +835,13 @@ class Settings(BaseSettings):
         """Only the init arguments: `load_settings` applies the environment it is given."""
         return (init_settings,)
 
-    @field_validator("sources", mode="wrap")
+    @field_validator("sources", "subscriptions", mode="wrap")
     @classmethod
-    def _unique_names(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        """Source names are unique; checked on the raw list so other errors are reported too."""
+    def _unique_names(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        """Names are unique; checked on the raw list so other errors are reported too."""
+        what = "source" if info.field_name == "sources" else "subscription"
         problems: list[InitErrorDetails] = []
         if isinstance(value, list):
             seen: set[str] = set()
@@ -517,11 +851,36 @@ class Settings(BaseSettings):
                 )
                 if isinstance(name, str) and name in seen:
                     problems.append(
-                        _problem_detail((index, "name"), f'duplicate source name "{name}"')
+                        _problem_detail((index, "name"), f'duplicate {what} name "{name}"')
                     )
                 elif isinstance(name, str):
                     seen.add(name)
         return _validate_reporting_all(cls.__name__, lambda: handler(value), problems)
+
+    @model_validator(mode="after")
+    def _subscriptions_name_known_sources(self) -> Settings:
+        known = {source.name for source in self.sources}
+        problems = [
+            _problem_detail(("subscriptions", i, "sources"), f'unknown source "{name}"')
+            for i, sub in enumerate(self.subscriptions)
+            for name in sub.sources
+            if name not in known
+        ]
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+    @model_validator(mode="after")
+    def _outputs_name_known_sources(self) -> Settings:
+        known = {source.name for source in self.sources}
+        problems = [
+            _problem_detail(("outputs", "sources", name), f'unknown source "{name}"')
+            for name in self.outputs.sources
+            if name not in known
+        ]
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
 
 
 # --- Finding and loading the file ----------------------------------------------------------------

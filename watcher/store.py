@@ -189,6 +189,19 @@ class Store:
             )
         return out
 
+    def last_outcomes(self, source: str) -> dict[str, str]:
+        """Each agent's most recent finished outcome (by end time), for "recovered" alerts."""
+        rows = self._db.execute(
+            "SELECT agent_id, outcome, json_extract(snapshot, '$.ended_at') FROM runs "
+            "WHERE source = ? AND outcome IS NOT NULL",
+            (source,),
+        )
+        latest: dict[str, tuple[str, str]] = {}
+        for agent_id, outcome, ended in rows:
+            if agent_id not in latest or (ended or "") >= latest[agent_id][0]:
+                latest[agent_id] = (ended or "", outcome)
+        return {agent_id: outcome for agent_id, (_, outcome) in latest.items()}
+
     def known_agents(self, source: str) -> set[str]:
         rows = self._db.execute("SELECT agent_id FROM agents WHERE source = ?", (source,))
         return {r[0] for r in rows}
@@ -296,8 +309,15 @@ class Store:
             for seq, target, attempts, first_at, body in self._db.execute(sql, args)
         ]
 
-    def next_due(self) -> float | None:
-        row = self._db.execute("SELECT MIN(next_at) FROM outbox").fetchone()
+    def next_due(self, targets: Iterable[str] | None = None) -> float | None:
+        """When the next delivery attempt falls due, among `targets` (None: every target).
+        Rows of a target that no sink serves any more (a channel removed from the config)
+        wait without counting, so they cannot keep the dispatcher awake."""
+        sql, args = "SELECT MIN(next_at) FROM outbox", []
+        if targets is not None:
+            args = list(targets)
+            sql += f" WHERE target IN ({','.join('?' * len(args))})"
+        row = self._db.execute(sql, args).fetchone()
         return row[0] if row else None
 
     def delivered(self, items: Sequence[Pending]) -> None:

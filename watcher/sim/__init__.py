@@ -1,15 +1,25 @@
-"""A simulated Sequentum Cloud (API v1) with a scriptable world, for tests, demos and benchmarks.
+"""Simulated platforms with scriptable worlds, for tests, demos and benchmarks: Sequentum
+Cloud API v1 (`World`), the Agent Control Center (`AccWorld`) and the automation-runs API
+(`AutomationWorld`).
 
 world = World.demo()                      # or World(), then add_agent / add_run / inject
 runner, base_url = await serve(world)     # http://127.0.0.1:PORT, key "sim-key"
+acc = AccWorld.demo()                     # Bearer token "sim-acc-token"
+auto = AutomationWorld.demo()             # X-API-Key "sim-automation-key"
 """
 
+from watcher.sim.acc import make_acc_app
+from watcher.sim.acc_world import AccWorld
+from watcher.sim.automation import make_automation_app
+from watcher.sim.automation_world import AutomationWorld
 from watcher.sim.cloud import make_cloud_app
 from watcher.sim.model import Fault, SimAgent, SimDiagnostics, SimFile, SimRun, SimVersion
 from watcher.sim.server import autopilot, serve
 from watcher.sim.world import World
 
 __all__ = [
+    "AccWorld",
+    "AutomationWorld",
     "Fault",
     "SimAgent",
     "SimDiagnostics",
@@ -18,6 +28,8 @@ __all__ = [
     "SimVersion",
     "World",
     "autopilot",
+    "make_acc_app",
+    "make_automation_app",
     "make_cloud_app",
     "serve",
 ]

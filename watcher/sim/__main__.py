@@ -1,7 +1,9 @@
-"""`python -m watcher.sim`: serve a simulated Sequentum Cloud on 127.0.0.1 for manual use.
+"""`python -m watcher.sim`: serve a simulated platform on 127.0.0.1 for manual use.
 
-python -m watcher.sim --port 8081 --demo        # the named demo agents (the default)
-python -m watcher.sim --port 8081 --agents 500  # a bulk world of 500 agents
+python -m watcher.sim --port 8081 --demo             # Sequentum Cloud, the demo agents (default)
+python -m watcher.sim --port 8081 --agents 500       # Sequentum Cloud, a bulk world of 500 agents
+python -m watcher.sim --port 8082 --platform acc     # the Agent Control Center demo
+python -m watcher.sim --port 8083 --platform automation   # the automation-runs demo
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import asyncio
 import contextlib
 
+from watcher.sim.acc_world import AccWorld
+from watcher.sim.automation_world import AutomationWorld
 from watcher.sim.server import autopilot, serve
 from watcher.sim.world import World
 
@@ -24,10 +28,39 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the world")
     parser.add_argument("--tick", type=float, default=1.5, help="seconds per run stage")
     parser.add_argument("--strings", action="store_true", help="send statuses as names")
+    parser.add_argument(
+        "--platform",
+        choices=["cloud", "acc", "automation"],
+        default="cloud",
+        help="which API to serve (default: cloud)",
+    )
     return parser.parse_args(argv)
 
 
+async def _run_other(args: argparse.Namespace) -> None:
+    """The ACC or automation-runs demo world, with its credential printed."""
+    world: AccWorld | AutomationWorld
+    if args.platform == "acc":
+        world = AccWorld.demo(seed=args.seed, tick=args.tick)
+        header = f"Authorization: Bearer {sorted(world.tokens)[0]}"
+        path = "/api/agent?agentPath=sequentum/Demo/quick"
+    else:
+        world = AutomationWorld.demo(seed=args.seed, tick=args.tick)
+        header = f"X-API-Key: {sorted(world.api_keys)[0]}"
+        path = "/api/v1/automation-runs?limit=10"
+    runner, base_url = await serve(world, "127.0.0.1", args.port)
+    print(f"{args.platform} simulator at {base_url}")
+    print(f"  curl -H '{header}' '{base_url}{path}'", flush=True)
+    try:
+        await autopilot(world, interval=min(0.5, args.tick / 3))
+    finally:
+        await runner.cleanup()
+
+
 async def _run(args: argparse.Namespace) -> None:
+    if args.platform != "cloud":
+        await _run_other(args)
+        return
     if args.agents and not args.demo:
         world = World.bulk(args.agents, seed=args.seed, tick=args.tick, start_every=60 * args.tick)
     else:

@@ -3,29 +3,25 @@
 Routes, field names and shapes follow the seeds (000, 001, 002) and the facts DESIGN.md adds:
 `/agent/all` paging, `/runs?maxRecords=N`, string statuses, the analytics diagnostics endpoint,
 the two error body shapes and Retry-After. Every request is recorded in `world.requests` and its
-response size added to `world.bytes_sent`; latency and scripted faults apply before auth and
-the handler.
+response size added to `world.bytes_sent`; latency and scripted faults (`watcher.sim.faults`)
+apply before auth and the handler.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import struct
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from watcher.sim.faults import dumps, fault_middlewares, phrase
 from watcher.sim.model import (
     AGENT_FIELDS,
     FILE_FIELDS,
     RUN_FIELDS,
     VERSION_FIELDS,
-    Fault,
     SimConflict,
     SimNotFound,
     SimRun,
@@ -87,25 +83,13 @@ def run_json(run: SimRun, world: World) -> dict[str, Any]:
     return out
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
-
-
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=_dumps)
+    return web.json_response(data, status=status, dumps=dumps)
 
 
 def error_response(status: int, message: str) -> web.Response:
     """An error in the Cloud's own shape."""
-    body = {"statusCode": status, "statusDescription": _phrase(status), "message": message}
-    return _json(body, status)
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+    return _json(_cloud_error(status, message), status)
 
 
 # ------------------------------------------------------------------ parameters
@@ -233,10 +217,12 @@ async def download_file(request: web.Request) -> web.Response:
     world = request.app[WORLD]
     ids = (_path_int(request, n) for n in ("agentId", "runId", "fileId"))
     f = world.file(*ids)
+    # A name may hold anything a test gives it (NUL, newlines): the header gets a printable copy.
+    shown = "".join(c if c.isprintable() and c not in '"\\' else "_" for c in f.name)
     return web.Response(
         body=f.content,
         content_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{f.name}"'},
+        headers={"Content-Disposition": f'attachment; filename="{shown}"'},
     )
 
 
@@ -279,37 +265,6 @@ async def diagnostics(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record the request, add the world's latency, count the response bytes."""
-    world = request.app[WORLD]
-    world.record(request.method, request.path_qs)
-    if world.latency > 0:
-        await asyncio.sleep(world.latency)
-    response = await handler(request)
-    if isinstance(response, web.Response) and isinstance(response.body, bytes):
-        world.bytes_sent += len(response.body)
-    return response
-
-
-@web.middleware
-async def inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer with the first scripted fault that matches the request, if any."""
-    fault = request.app[WORLD].take_fault(request.method, request.path)
-    if fault is None:
-        return await handler(request)
-    if fault.delay > 0:
-        await asyncio.sleep(fault.delay)
-    if fault.kind == "stall":
-        return await handler(request)
-    if fault.kind == "reset":
-        _reset_connection(request)
-        return web.Response(status=500)  # never sent: the connection is gone
-    if fault.kind == "truncated":
-        return await _truncated(fault, request, handler)
-    return _fault_response(fault)
-
-
-@web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the Authorization header, and turn every error into the Cloud's error body."""
     world = request.app[WORLD]
@@ -348,65 +303,6 @@ def _unauthorized(message: str) -> web.Response:
     return response
 
 
-def _fault_response(fault: Fault) -> web.Response:
-    """The answer of an "http", "problem" or "html" fault."""
-    if fault.kind == "html":
-        status = fault.status or 200
-        body: str | bytes = fault.body if fault.body is not None else _HTML_PAGE
-        content_type = "text/html"
-    elif fault.kind == "problem":
-        status = fault.status or 503
-        body = fault.body if fault.body is not None else _dumps(_problem(status))
-        content_type = "application/problem+json"
-    else:
-        status = fault.status or 503
-        if fault.body is None:
-            message = "The service is temporarily unavailable (injected fault)."
-            body = _dumps({"statusCode": status, "statusDescription": _phrase(status),
-                           "message": message})  # fmt: skip
-        else:
-            body = fault.body
-        looks_json = body.lstrip()[:1] in ("{", "[", b"{", b"[")
-        content_type = "application/json" if looks_json else "text/plain"
-    raw = body.encode() if isinstance(body, str) else body
-    return web.Response(status=status, body=raw, content_type=content_type, headers=fault.headers)
-
-
-def _problem(status: int) -> dict[str, Any]:
-    return {
-        "type": "about:blank",
-        "title": _phrase(status),
-        "status": status,
-        "detail": "The request could not be processed (injected fault).",
-    }
-
-
-async def _truncated(fault: Fault, request: web.Request, handler: Handler) -> web.Response:
-    """A 200 JSON answer cut in the middle: the real answer's first half."""
-    real = await handler(request)
-    body = real.body if isinstance(real, web.Response) and isinstance(real.body, bytes) else b""
-    if fault.body is not None:
-        body = fault.body.encode() if isinstance(fault.body, str) else fault.body
-    elif len(body) < 4:
-        body = b'{"id":1,"status":9}'
-    cut = body[: max(1, len(body) // 2)]
-    return web.Response(
-        status=fault.status or 200, body=cut, content_type="application/json",
-        headers=fault.headers,
-    )  # fmt: skip
-
-
-def _reset_connection(request: web.Request) -> None:
-    """Drop the connection with a TCP RST (SO_LINGER 0), so the client sees a reset."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
 _HTML_PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Sign in - Sequentum</title></head>
@@ -422,6 +318,13 @@ _HTML_PAGE = """<!DOCTYPE html>
 
 
 # ----------------------------------------------------------------------- the app
+
+
+def _cloud_error(status: int, message: str) -> dict[str, Any]:
+    return {"statusCode": status, "statusDescription": phrase(status), "message": message}
+
+
+observe, inject_faults = fault_middlewares(WORLD, _cloud_error, _HTML_PAGE)
 
 
 def make_cloud_app(world: World) -> web.Application:

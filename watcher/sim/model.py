@@ -1,4 +1,5 @@
-"""The data of the simulated Sequentum Cloud: agents, runs, files, versions, faults.
+"""The data of the simulated Sequentum Cloud: agents, runs, files, versions (and, re-exported
+from `watcher.sim.faults`, the faults every simulator shares).
 
 Field names are the seeds' JSON names (camelCase) so that serving them is a lookup; the
 `*_FIELDS` tuples list, in the seeds' order, which fields the API shows. Status codes are
@@ -10,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from typing import Any
 
 from watcher.models import Phase
 from watcher.sim.content import FILE_TYPE_DATA
+from watcher.sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
+from watcher.sim.faults import Fault as Fault  # re-exported
 from watcher.status import CLOUD_CODES
 
 Clock = Callable[[], datetime]
@@ -49,8 +51,6 @@ AGENT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 FILE_FIELDS: tuple[str, ...] = ("id", "regionId", "fileType", "name", "fileSize", "created")
 VERSION_FIELDS: tuple[str, ...] = ("userName", "version", "created", "comments", "fileSize")
-
-FAULT_KINDS = frozenset({"http", "problem", "html", "truncated", "stall", "reset"})
 
 # A plan is the statuses a run will still enter, each with how long (seconds) it stays there;
 # the last stage's dwell is None (the run stays there).
@@ -181,34 +181,3 @@ class SimRun:
     listed: bool = True  # False once the run has left the runs listing (history window)
     plan: Plan = field(default_factory=list, repr=False)
     due: datetime | None = field(default=None, repr=False)
-
-
-@dataclass(slots=True)
-class Fault:
-    """A scripted misbehaviour of the server for requests whose path matches `path` (fnmatch).
-
-    Kinds: "http" (an error status with the Cloud error body), "problem" (RFC 7807 body),
-    "html" (an HTML page), "truncated" (JSON cut in the middle), "stall" (answer late),
-    "reset" (drop the connection with a TCP RST). `times` counts down; -1 means forever.
-
-    Note: an aiohttp ClientSession silently retries an idempotent request (GET) once when the
-    server drops the connection, so a GET only fails with a "reset" fault of `times` >= 2
-    (pytest-aiohttp's test client does not retry).
-    """
-
-    path: str = "*"
-    kind: str = "http"
-    status: int | None = None  # None: 503 for http/problem, 200 for html/truncated
-    times: int = 1
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str | bytes | None = None
-    delay: float = 0.0  # seconds to wait before answering (any kind; the point of "stall")
-    method: str | None = None  # only requests with this method, when set
-    hits: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.times == 0:
-            return False
-        if self.method is not None and self.method.upper() != method.upper():
-            return False
-        return fnmatchcase(path, self.path)

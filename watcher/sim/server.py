@@ -1,19 +1,41 @@
-"""Run a simulated Sequentum Cloud on a local port, and the autopilot that moves its world on."""
+"""Run a simulated platform on a local port, and the autopilot that moves its world on.
+
+`serve(world)` picks the app for the world's type: Sequentum Cloud (`World`), the Agent Control
+Center (`AccWorld`) or the automation-runs API (`AutomationWorld`)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from aiohttp import web
 
+from watcher.sim.acc import make_acc_app
+from watcher.sim.acc_world import AccWorld
+from watcher.sim.automation import make_automation_app
+from watcher.sim.automation_world import AutomationWorld
 from watcher.sim.cloud import make_cloud_app
 from watcher.sim.world import World
 
 
-async def serve(world: World, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+class Steppable(Protocol):
+    """A world the autopilot can move on."""
+
+    def step(self) -> int: ...
+
+
+async def serve(
+    world: World | AccWorld | AutomationWorld, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
     """Serve `world` over HTTP; return the runner (call `await runner.cleanup()` to stop) and the
     base URL. Port 0 picks a free port; the URL names the port actually bound."""
-    runner = web.AppRunner(make_cloud_app(world), access_log=None)
+    if isinstance(world, AccWorld):
+        app = make_acc_app(world)
+    elif isinstance(world, AutomationWorld):
+        app = make_automation_app(world)
+    else:
+        app = make_cloud_app(world)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -21,7 +43,7 @@ async def serve(world: World, host: str = "127.0.0.1", port: int = 0) -> tuple[w
     return runner, f"http://{host}:{bound}"
 
 
-async def autopilot(world: World, interval: float = 0.5) -> None:
+async def autopilot(world: Steppable, interval: float = 0.5) -> None:
     """Call `world.step()` every `interval` seconds, until cancelled."""
     while True:
         world.step()

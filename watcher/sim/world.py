@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from watcher.sim import content, lifecycle
+from watcher.sim.faults import SimServer
 from watcher.sim.model import (
     ACTIVE_CODES,
     COMPLETED,
     EXPORTING,
     FAILED,
     FAILURE,
-    FAULT_KINDS,
     QUEUING,
     RUNNING,
     SKIPPED,
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 
-class World:
+class World(SimServer):
     """A Sequentum Cloud organisation in memory, scriptable by tests and driven by a clock.
 
     `now` is the injected clock; `step()` applies every scheduled transition that is due by it.
@@ -78,6 +78,7 @@ class World:
         latency: float = 0.0,
         organization_id: int = 78,
     ) -> None:
+        super().__init__(latency=latency)
         self.now: Clock = now or utc_now
         self.rng = random.Random(seed)
         self.tick = tick
@@ -86,12 +87,8 @@ class World:
         self.page_base = 1
         self.api_keys: set[str] = set(api_keys)
         self.bearer_tokens: set[str] = set(bearer_tokens)
-        self.latency = latency
         self.organization_id = organization_id
         self.agents: dict[int, SimAgent] = {}
-        self.faults: list[Fault] = []
-        self.requests: list[tuple[str, str]] = []
-        self.bytes_sent = 0
         self._runs: dict[int, dict[int, SimRun]] = {}
         self._next_agent_id = 1000
         self._next_run_id = 100_000
@@ -385,49 +382,6 @@ class World:
         """Have the autopilot start a run of the agent at `at` (and then every `start_every`)."""
         job = _Job("start", agent_id, 0, fate, running_ticks)
         heapq.heappush(self._queue, (at, next(self._seq), job))
-
-    # ------------------------------------------------------------------ faults
-
-    def inject(
-        self,
-        path: str = "*",
-        *,
-        kind: str = "http",
-        status: int | None = None,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-        body: str | bytes | None = None,
-        delay: float = 0.0,
-        method: str | None = None,
-    ) -> Fault:
-        """Script a fault for the next `times` requests whose path matches `path` (see `Fault`)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; one of {sorted(FAULT_KINDS)}")
-        fault = Fault(path, kind, status, times, dict(headers or {}), body, delay, method)
-        self.faults.append(fault)
-        return fault
-
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        """The first fault matching a request, with one use counted off it; None if none."""
-        for fault in self.faults:
-            if fault.matches(method, path):
-                fault.hits += 1
-                if fault.times > 0:
-                    fault.times -= 1
-                return fault
-        return None
-
-    def clear_faults(self) -> None:
-        self.faults.clear()
-
-    # ---------------------------------------------------------- observability
-
-    def record(self, method: str, path_qs: str) -> None:
-        self.requests.append((method, path_qs))
-
-    def reset_counters(self) -> None:
-        self.requests.clear()
-        self.bytes_sent = 0
 
     # -------------------------------------------------------------- factories
 

@@ -16,9 +16,19 @@ class DeliveryError(Exception):
         self.retryable = retryable
 
 
+class PartialDelivery(DeliveryError):
+    """Some of a batch went out (`delivered`, event ids) before the rest failed."""
+
+    def __init__(self, message: str, *, delivered: Sequence[str]) -> None:
+        super().__init__(message)
+        self.delivered = frozenset(delivered)
+
+
 class Sink(ABC):
     #: The outbox target name; unique among sinks.
     name: str
+    #: Seconds a failing delivery is retried before it is abandoned (None: the dispatcher's).
+    max_age: float | None = None
 
     def accepts(self, event: Event) -> bool:
         """Should this sink receive `event`? Decided once, when the event is recorded."""
@@ -27,6 +37,9 @@ class Sink(ABC):
     @abstractmethod
     async def deliver(self, events: Sequence[Event]) -> None:
         """Deliver a batch, all or nothing; raise `DeliveryError` when it failed."""
+
+    async def abandoned(self, events: Sequence[Event], error: str) -> None:  # noqa: B027
+        """Delivery of `events` was given up (too old, or a permanent error). Optional hook."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the sink holds."""

@@ -8,23 +8,53 @@ Records it cannot read are skipped with a warning (once per agent and problem), 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import string
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import structlog
 from yarl import URL
 
 from watcher import redact
-from watcher.models import Agent, RunSnapshot
-from watcher.sources.http import HttpClient, RetryPolicy
+from watcher.errors import SourceProtocolError
+from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState
+from watcher.sources.http import Downloaded, HttpClient, RetryPolicy
 
 if TYPE_CHECKING:
     from watcher.settings import SourceConfig
 
 log = structlog.get_logger("watcher.source")
+
+Memory = Callable[[], Mapping[str, Mapping[str, RunState]]]
+"""What the poller remembers of a source's runs: agent id → run id → state."""
+
+
+class Fingerprints:
+    """The body of each agent's last *committed* listing, as a hash, to skip identical ones.
+
+    A body is only a candidate until the poller confirms that what it meant was committed:
+    were the commit to fail, the next identical body is parsed and diffed again.
+    """
+
+    def __init__(self) -> None:
+        self._confirmed: dict[str, bytes] = {}
+        self._pending: dict[str, bytes] = {}
+
+    def unchanged(self, key: str, body: bytes) -> bool:
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        if self._confirmed.get(key) == digest:
+            return True
+        self._pending[key] = digest
+        return False
+
+    def confirm(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            digest = self._pending.pop(key, None)
+            if digest is not None:
+                self._confirmed[key] = digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +65,32 @@ class CheckResult:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class RunFile:
+    """One file a finished run produced, as `Source.outputs` lists it for the outputs sink."""
+
+    file_id: str
+    """The platform's id of the file (Cloud: its file id; ACC: "log" or "backup")."""
+    name: str
+    """The name the platform gives it. Untrusted: the outputs sink makes a safe name of it."""
+    path: str
+    """The API path (under the source's base URL) that downloads it."""
+    size: int | None = None
+    """The size the listing announces, when it does."""
+    kind: str = "data"
+    """"data", "log" or "other": what `type:` patterns in the outputs config select."""
+    file_type: int | None = None
+    """The platform's numeric file type, when it has one (`type:N` patterns)."""
+    archive: bool = False
+    """A zip file that `extract = true` unpacks."""
+    optional: bool = False
+    """A 404 means the run has no such file (ACC backup data when backups are off)."""
+
+
 class Source(ABC):
     kind: ClassVar[str]
+    #: Whether `outputs()` can list a run's files (the outputs sink fetches from no other).
+    has_outputs: ClassVar[bool] = False
 
     def __init__(self, config: SourceConfig, http: HttpClient) -> None:
         self.config = config
@@ -46,7 +100,37 @@ class Source(ABC):
         self._base = config.base_url.rstrip("/")
         self._limit = asyncio.Semaphore(config.concurrency)
         self._warned: set[tuple[str, str]] = set()
+        self.fingerprints = Fingerprints()
+        self._memory: Memory | None = None
         redact.register(config.secret())
+
+    def attach_memory(self, memory: Memory) -> None:
+        """Let the source read what its poller remembers (read-only), so that it spends extra
+        requests (run details, failed steps) only on runs whose finish is news."""
+        self._memory = memory
+
+    @property
+    def history_depth(self) -> int:
+        """How many runs of one agent a listing can hold: runs deeper than this in the state
+        can never reappear, so the poller may forget them."""
+        return self.config.max_records
+
+    def is_news(self, agent_id: str, run_id: str, outcome: Outcome | None) -> bool:
+        """Will this run, seen finished with `outcome`, be reported as finishing now?
+
+        Mirrors the diff: nothing is news while the source is first baselined; an agent the
+        poller has not seen is news only when it was discovered by a wildcard (configured
+        agents are baselined quietly); a known run is news unless it is remembered finished
+        with the same outcome. Without a poller (e.g. `watcher check`) nothing is news.
+        """
+        memory = self._memory() if self._memory is not None else None
+        if not memory:
+            return False
+        runs = memory.get(agent_id)
+        if runs is None:
+            return self.config.agents == ["*"]
+        state = runs.get(run_id)
+        return state is None or state.phase is not Phase.FINISHED or state.outcome != outcome
 
     @abstractmethod
     def auth_headers(self) -> dict[str, str]:
@@ -77,6 +161,11 @@ class Source(ABC):
         except Exception as err:  # typed or not, the poller turns it into one agent's error
             return agent, err
 
+    async def describe(self, event: Event) -> dict[str, Any] | None:
+        """Fields to add to a `run.finished` event for alerts (e.g. `diagnostics`,
+        `failed_steps`), or None. Called once per finish; failures must not fail the poll."""
+        return None
+
     async def check(self) -> list[CheckResult]:
         """Connectivity and auth, for `watcher check`. Raises a SourceError on failure."""
         agents = await self.agents()
@@ -93,10 +182,20 @@ class Source(ABC):
         *,
         params: Mapping[str, str | int] | None = None,
         agent_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> Any:
+        """GET JSON. With `fingerprint` (a key, usually the agent id), a body identical to the
+        last committed one under that key returns `UNCHANGED` without being parsed."""
         url = URL(self._base + path)
         if params:
             url = url.update_query(params)
+        unchanged = None
+        if fingerprint is not None:
+            key = fingerprint
+
+            def unchanged(body: bytes) -> bool:
+                return self.fingerprints.unchanged(key, body)
+
         async with self._limit:
             return await self.http.get_json(
                 url,
@@ -105,6 +204,36 @@ class Source(ABC):
                 timeout=self.config.timeout,
                 policy=self.policy,
                 agent_id=agent_id,
+                unchanged=unchanged,
+            )
+
+    async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:
+        """The files run `run_id` of agent `agent_id` produced, for the outputs sink and
+        `watcher fetch`. Only sources with `has_outputs` implement it."""
+        raise SourceProtocolError(self.name, f"a {self.kind} source offers no run outputs")
+
+    async def download(
+        self,
+        item: RunFile,
+        dest: BinaryIO,
+        *,
+        agent_id: str | None = None,
+        max_bytes: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Downloaded:
+        """Stream `item` into the open file `dest` (see `HttpClient.download`), with this
+        source's credentials, timeout, retries and concurrency cap."""
+        async with self._limit:
+            return await self.http.download(
+                URL(self._base + item.path),
+                dest,
+                source=self.name,
+                headers=self.auth_headers(),
+                timeout=self.config.timeout,
+                policy=self.policy,
+                agent_id=agent_id,
+                max_bytes=max_bytes,
+                progress=progress,
             )
 
     def run_url(self, agent_id: str, run_id: str, agent_name: str | None) -> str | None:

@@ -6,12 +6,14 @@ connections — are retried with exponential backoff and full jitter, honouring 
 (seconds or an HTTP date). Other 5xx answers fail the poll as temporary (the next poll tries
 again); other 4xx answers are not retried. Whatever fails is mapped to one of
 the three source errors, with a one-line message that names the request and the HTTP status but
-never a header, a query string or a secret.
+never a header, a query string or a secret. `download` streams a file to disk the same way,
+with a size limit, hashing what it writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import socket
@@ -19,19 +21,37 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 from yarl import URL
 
 from watcher import __version__
-from watcher.errors import SourceAuthError, SourceError, SourceProtocolError, SourceUnavailable
+from watcher.errors import (
+    SourceAuthError,
+    SourceError,
+    SourceProtocolError,
+    SourceTooLarge,
+    SourceUnavailable,
+)
 from watcher.redact import redact
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 USER_AGENT = f"watcher/{__version__}"
+DOWNLOAD_CHUNK = 64 * 1024
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer to a download: enough for its message
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class Unchanged:
+    """Returned instead of JSON when a body is byte-identical to the last one committed."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = Unchanged()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +111,20 @@ class HttpClient:
         timeout: float,
         policy: RetryPolicy,
         agent_id: str | None = None,
+        unchanged: Callable[[bytes], bool] | None = None,
     ) -> Any:
-        """GET `url` and return its JSON body, retrying temporary failures per `policy`."""
+        """GET `url` and return its JSON body, retrying temporary failures per `policy`.
+
+        With `unchanged`, a body for which it returns True is not parsed: `UNCHANGED` is
+        returned instead (most listings of a healthy fleet are identical poll after poll).
+        """
         what = f"GET {url.path}"
         attempt = 0
         while True:
             try:
-                return await self._get_once(url, what, source, headers, timeout, agent_id)
+                return await self._get_once(
+                    url, what, source, headers, timeout, agent_id, unchanged
+                )
             except SourceUnavailable as err:
                 retryable = err.http_status is None or err.http_status in RETRY_STATUSES
                 if not retryable or attempt >= policy.retries:
@@ -119,6 +146,7 @@ class HttpClient:
         headers: Mapping[str, str],
         timeout: float,
         agent_id: str | None,
+        unchanged: Callable[[bytes], bool] | None = None,
     ) -> Any:
         self.requests += 1
         try:
@@ -154,6 +182,8 @@ class HttpClient:
         self.bytes += len(body)
 
         if 200 <= status < 300:
+            if unchanged is not None and unchanged(body):
+                return UNCHANGED
             return _parse_json(body, content_type, what, source, agent_id)
         line = f"{what}: HTTP {status} {reason}".rstrip() + _server_says(body)
         if status in (401, 403):
@@ -163,6 +193,147 @@ class HttpClient:
                 source, line, retry_after=retry_after, agent_id=agent_id, http_status=status
             )
         raise SourceProtocolError(source, line, agent_id=agent_id, http_status=status)
+
+    async def download(
+        self,
+        url: URL,
+        dest: BinaryIO,
+        *,
+        source: str,
+        headers: Mapping[str, str],
+        timeout: float,
+        policy: RetryPolicy,
+        agent_id: str | None = None,
+        max_bytes: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Downloaded:
+        """Stream the body of GET `url` into `dest` (an open binary file, written from its
+        start), retrying temporary failures per `policy`; each attempt starts the file over.
+
+        `timeout` bounds connecting and each wait for data, not the whole transfer: a large file
+        on a slow link is fine, a stalled one fails. A body longer than `max_bytes` raises
+        `SourceTooLarge`, never retried. An error writing `dest` (a full disk) propagates as the
+        `OSError` it is. `progress(n)` is told the bytes written so far.
+        """
+        what = f"GET {url.path}"
+        attempt = 0
+        while True:
+            dest.seek(0)
+            dest.truncate()
+            try:
+                return await self._download_once(
+                    url, dest, what, source, {"Accept": "*/*", **headers}, timeout, agent_id,
+                    max_bytes, progress,
+                )  # fmt: skip
+            except SourceUnavailable as err:
+                delay = _retry_delay(err, attempt, policy, self._rand)
+                if delay is None:
+                    raise
+                attempt += 1
+                await self._sleep(delay)
+
+    async def _download_once(
+        self,
+        url: URL,
+        dest: BinaryIO,
+        what: str,
+        source: str,
+        headers: Mapping[str, str],
+        timeout: float,
+        agent_id: str | None,
+        max_bytes: int | None,
+        progress: Callable[[int], None] | None,
+    ) -> Downloaded:
+        self.requests += 1
+        limits = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with self.session.get(url, headers=headers, timeout=limits) as resp:
+                if not 200 <= resp.status < 300:
+                    body = await resp.content.read(ERROR_BODY_BYTES)
+                    retry_after = _retry_after(resp.headers.get("Retry-After"), self._wall)
+                    raise _status_error(
+                        resp.status, resp.reason or "", body, retry_after, what, source, agent_id
+                    )
+                too_large = SourceTooLarge(
+                    source, f"{what}: larger than the limit of {max_bytes} bytes", agent_id=agent_id
+                )
+                if max_bytes is not None and (resp.content_length or 0) > max_bytes:
+                    raise too_large
+                async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise too_large
+                    digest.update(chunk)
+                    dest.write(chunk)
+                    if progress is not None:
+                        progress(size)
+        except TimeoutError:
+            raise SourceUnavailable(
+                source, f"{what}: no data within {timeout:g}s", agent_id=agent_id
+            ) from None
+        except aiohttp.ClientError as e:
+            raise _transport_error(e, url, what, source, agent_id) from None
+        finally:
+            self.bytes += size
+        dest.flush()
+        return Downloaded(size, digest.hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """What `HttpClient.download` wrote: the byte count and the SHA-256 of the bytes."""
+
+    size: int
+    sha256: str
+
+
+def _retry_delay(
+    err: SourceUnavailable, attempt: int, policy: RetryPolicy, rand: Callable[[], float]
+) -> float | None:
+    """Seconds to wait before trying again after `err`, or None when it is not worth it."""
+    retryable = err.http_status is None or err.http_status in RETRY_STATUSES
+    if not retryable or attempt >= policy.retries:
+        return None
+    if err.retry_after is not None:
+        return err.retry_after if err.retry_after <= policy.max_wait else None
+    return policy.backoff(attempt, rand)
+
+
+def _transport_error(
+    e: aiohttp.ClientError, url: URL, what: str, source: str, agent_id: str | None
+) -> SourceUnavailable:
+    """A connection-level failure as the temporary error it is, in one line."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        text = f"cannot connect to {url.host}:{url.port}: {_os_reason(e)}"
+    elif isinstance(e, aiohttp.ClientOSError):  # reset by peer, broken pipe
+        text = f"connection dropped ({e.strerror or _short(e)})"
+    elif isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        text = f"connection dropped ({_short(e)})"
+    else:  # TLS errors, bad responses
+        text = f"{type(e).__name__}: {_short(e)}"
+    return SourceUnavailable(source, f"{what}: {text}", agent_id=agent_id)
+
+
+def _status_error(
+    status: int,
+    reason: str,
+    body: bytes,
+    retry_after: float | None,
+    what: str,
+    source: str,
+    agent_id: str | None,
+) -> SourceError:
+    """A non-2xx answer as a typed error: auth (401/403), temporary (429, 5xx), or protocol."""
+    line = f"{what}: HTTP {status} {reason}".rstrip() + _server_says(body)
+    if status in (401, 403):
+        return SourceAuthError(source, line, agent_id=agent_id, http_status=status)
+    if status in RETRY_STATUSES or status >= 500:
+        return SourceUnavailable(
+            source, line, retry_after=retry_after, agent_id=agent_id, http_status=status
+        )
+    return SourceProtocolError(source, line, agent_id=agent_id, http_status=status)
 
 
 def _parse_json(
@@ -196,11 +367,7 @@ def _server_says(body: bytes) -> str:
     if isinstance(data, dict):
         detail = data.get("detail")
         if isinstance(detail, list):  # FastAPI-style 422: [{loc, msg, type}]
-            text = "; ".join(
-                f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}"
-                for d in detail
-                if isinstance(d, dict)
-            )
+            text = "; ".join(_validation_error(d) for d in detail if isinstance(d, dict))
         else:
             text = data.get("message") or detail or data.get("title") or data.get("error")
     elif isinstance(data, str):
@@ -208,6 +375,15 @@ def _server_says(body: bytes) -> str:
     if not text or not isinstance(text, str):
         return ""
     return f": {_short(text)}"
+
+
+def _validation_error(item: dict[str, Any]) -> str:
+    """One entry of a FastAPI 422 `detail` list: "query.limit: Input should be …"."""
+    loc = item.get("loc")
+    where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+    msg = item.get("msg")
+    what = msg if isinstance(msg, str) and msg else str(item.get("type") or "invalid")
+    return f"{where}: {what}" if where else what
 
 
 def _retry_after(value: str | None, wall: Callable[[], float]) -> float | None:
@@ -239,4 +415,4 @@ def _short(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["HttpClient", "RetryPolicy", "SourceError", "make_session"]
+__all__ = ["Downloaded", "HttpClient", "RetryPolicy", "SourceError", "make_session"]

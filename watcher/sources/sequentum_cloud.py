@@ -6,16 +6,27 @@
   `pageIndex`/`recordsPerPage`.
 - Runs: `GET /api/v1/agent/{id}/runs?maxRecords=N`, newest first; `status` is an integer 0–12
   or a string name, mapped by `watcher.status.cloud_status`.
+- Outputs: `GET /api/v1/agent/{id}/run/{runId}/files` lists a run's files (`fileType` 1 data,
+  6 log); each downloads from `.../run/{runId}/file/{fileId}/download`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from watcher.errors import SourceProtocolError
-from watcher.models import Agent, Counts, RunSnapshot, parse_iso
-from watcher.sources.base import CheckResult, Source
+import structlog
+
+from watcher.errors import SourceError, SourceProtocolError
+from watcher.models import Agent, Counts, Event, Outcome, RunSnapshot, parse_iso
+from watcher.sources.base import CheckResult, RunFile, Source
+from watcher.sources.fields import as_count as _count
+from watcher.sources.fields import as_id as _id
+from watcher.sources.fields import as_number as _number
+from watcher.sources.fields import as_text as _text
+from watcher.sources.http import UNCHANGED, Unchanged
 from watcher.status import cloud_status
+
+log = structlog.get_logger("watcher.source")
 
 PAGE_SIZE = 500
 MAX_PAGES = 1000
@@ -23,6 +34,7 @@ MAX_PAGES = 1000
 
 class SequentumCloud(Source):
     kind = "sequentum_cloud"
+    has_outputs = True
 
     def auth_headers(self) -> dict[str, str]:
         scheme = "Bearer" if self.config.auth == "bearer" else "ApiKey"
@@ -89,11 +101,16 @@ class SequentumCloud(Source):
             return None
         return Agent(id=agent_id, name=_text(item.get("name")))
 
-    async def runs(self, agent: Agent) -> list[RunSnapshot]:
+    async def runs(self, agent: Agent) -> list[RunSnapshot] | Unchanged:
         path = f"/api/v1/agent/{agent.id}/runs"
         data = await self.get(
-            path, params={"maxRecords": self.config.max_records}, agent_id=agent.id
+            path,
+            params={"maxRecords": self.config.max_records},
+            agent_id=agent.id,
+            fingerprint=agent.id,
         )
+        if data is UNCHANGED:
+            return UNCHANGED
         return self.parse_runs(agent, data, path)
 
     def parse_runs(self, agent: Agent, data: Any, path: str) -> list[RunSnapshot]:
@@ -148,6 +165,63 @@ class SequentumCloud(Source):
             url=self.run_url(agent.id, run_id, name),
         )
 
+    async def describe(self, event: Event) -> dict[str, Any] | None:
+        """For a failed run, the platform's diagnostics: possible causes and suggested actions."""
+        if event.outcome is not Outcome.FAILURE or not event.run_id or not event.agent_id:
+            return None
+        path = f"/api/v1/analytics/agents/{event.agent_id}/runs/{event.run_id}/diagnostics"
+        try:
+            data = await self.get(path, agent_id=event.agent_id)
+        except SourceError as err:  # not offered for this run, or not now: alert without it
+            log.debug("no diagnostics", source=self.name, run_id=event.run_id, error=err.detail)
+            return None
+        if not isinstance(data, dict):
+            return None
+        found: dict[str, Any] = {}
+        for key in ("possibleCauses", "suggestedActions"):
+            items = data.get(key)
+            if isinstance(items, list):
+                texts = [t for t in (_text(i, 500) for i in items[:10]) if t]
+                if texts:
+                    found[key] = texts
+        message = _text(data.get("errorMessage"), 500)
+        if message:
+            found["errorMessage"] = message
+        return {"diagnostics": found} if found else None
+
+    async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:
+        """The run's files from its file listing. Ids must be numeric: they go into URL paths,
+        so anything else (from a hostile listing or a typo) is refused, never sent."""
+        if not (_is_number(agent_id) and _is_number(run_id)):
+            raise SourceProtocolError(
+                self.name, "agent and run ids must be numbers", agent_id=agent_id
+            )
+        run = f"/api/v1/agent/{agent_id}/run/{run_id}"
+        data = await self.get(f"{run}/files", agent_id=agent_id)
+        if not isinstance(data, list):
+            raise SourceProtocolError(
+                self.name, f"GET {run}/files: expected a list of files", agent_id=agent_id
+            )
+        files = []
+        for item in data:
+            file_id = _id(item.get("id")) if isinstance(item, dict) else None
+            if file_id is None or not _is_number(file_id):
+                self.warn_once(agent_id, "file entry without a numeric id", run_id=run_id)
+                continue
+            file_type = _count(item.get("fileType"))
+            files.append(
+                RunFile(
+                    file_id=file_id,
+                    name=item.get("name") if isinstance(item.get("name"), str) else "",
+                    path=f"{run}/file/{file_id}/download",
+                    size=_count(item.get("fileSize")),
+                    kind=_FILE_KINDS.get(file_type or 0, "other"),
+                    file_type=file_type,
+                    archive=str(item.get("name", "")).lower().endswith(".zip"),
+                )
+            )
+        return files
+
     async def check(self) -> list[CheckResult]:
         if self.config.agents == ["*"]:
             return await super().check()
@@ -159,30 +233,9 @@ class SequentumCloud(Source):
         return lines
 
 
-def _id(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip() and len(value) <= 128:
-        return value.strip()
-    return None
+_FILE_KINDS = {1: "data", 6: "log"}
+"""Cloud `fileType` values (seed 002's listing): 1 a data export, 6 the run log."""
 
 
-def _text(value: Any, limit: int = 2000) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if 0 <= number < 1e12 else None
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if 0 <= value < 2**53 else None
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 20

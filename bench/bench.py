@@ -1,0 +1,327 @@
+"""watcher's benchmarks, against the simulator on 127.0.0.1. Run by hand, not in CI.
+
+    python bench/bench.py cycle   [--agents 100 1000 10000] [--latency 0.02] [--concurrency 64]
+    python bench/bench.py steady  [--agents 1000] [--minutes 10]
+    python bench/bench.py latency [--agents 100] [--seconds 120] [--interval 15]
+
+`cycle`: one full poll cycle — the first (baseline) and a second with no changes — wall time,
+CPU time of the watcher process (the simulator runs in its own process), HTTP requests, bytes,
+state-file writes; peak RSS; and the same cycle done the simplest way a user would write it
+(`requests` in a loop, statuses compared with a JSON file), as a ratio.
+`steady`: requests per hour with adaptive polling versus fixed polling, over simulated time.
+`latency`: from a status change in the simulator to the alert arriving at a local webhook
+receiver, p50 and p99, in real time.
+Every command prints Markdown table rows for bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import requests
+from aiohttp import web
+
+from watcher.app import App
+from watcher.settings import Settings, SourceConfig, SubscriptionConfig, WatcherSection
+from watcher.sim import World, serve
+from watcher.sources.http import HttpClient
+
+HERE = Path(__file__).resolve().parent
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def simulator(agents: int, latency: float) -> Iterator[tuple[str, str]]:
+    """A bulk simulator in a child process: (base_url, api_key)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "simserver.py"),
+            "--agents",
+            str(agents),
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if not line or line[0] != "READY":
+            raise RuntimeError("simulator did not start")
+        yield line[1], line[2]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def settings_for(tmp: Path, url: str, key: str, **source: object) -> Settings:
+    fields: dict[str, object] = {
+        "name": "cloud",
+        "kind": "sequentum_cloud",
+        "base_url": url,
+        "api_key": key,
+        "agents": ["*"],
+        "concurrency": 64,
+        "max_records": 20,
+        "retries": 0,
+        "jitter": 0,
+    }
+    fields.update(source)
+    return Settings(
+        watcher=WatcherSection(
+            state_path=tmp / "state.db",
+            events_path=tmp / "events.jsonl",
+            log_format="json",
+            log_level="error",
+        ),
+        sources=[SourceConfig(**fields)],  # type: ignore[arg-type]
+    )
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{datetime.now(UTC):%Y-%m-%d}"
+    )
+
+
+# --- the simplest alternative ----------------------------------------------------------------
+
+
+def naive_cycle(url: str, key: str, agent_ids: list[str], state_file: Path) -> float:
+    """One `requests` call per agent in a loop, statuses compared with a JSON file."""
+    started = time.perf_counter()
+    headers = {"Authorization": f"ApiKey {key}"}
+    known = json.loads(state_file.read_text()) if state_file.exists() else {}
+    for agent_id in agent_ids:
+        runs = requests.get(
+            f"{url}/api/v1/agent/{agent_id}/runs?maxRecords=20", headers=headers, timeout=30
+        ).json()
+        for run in runs:
+            key_ = f"{agent_id}/{run['id']}"
+            if known.get(key_) != run["status"]:
+                known[key_] = run["status"]
+    state_file.write_text(json.dumps(known))
+    return time.perf_counter() - started
+
+
+# --- cycle -----------------------------------------------------------------------------------
+
+
+async def one_cycle(app: App) -> dict[str, float]:
+    assert app.store is not None and app._http is not None
+    http = app._http
+    before = (time.perf_counter(), cpu(), http.requests, http.bytes, app.store.counters)
+    (report,) = await app.once()
+    assert report.ok, report.error_line
+    wall, cpu_, reqs, bytes_, counters = before
+    return {
+        "wall": time.perf_counter() - wall,
+        "cpu": cpu() - cpu_,
+        "requests": http.requests - reqs,
+        "bytes": http.bytes - bytes_,
+        "transactions": app.store.counters.transactions - counters.transactions,
+        "rows": app.store.counters.rows - counters.rows,
+    }
+
+
+async def bench_cycle(agents: int, latency: float, concurrency: int) -> list[str]:
+    rows = []
+    with simulator(agents, latency) as (url, key), tempfile.TemporaryDirectory() as tmp:
+        settings = settings_for(Path(tmp), url, key, concurrency=concurrency)
+        async with aiohttp.ClientSession() as session:
+            app = App(settings, http=HttpClient(session))
+            async with app:
+                first = await one_cycle(app)
+                second = await one_cycle(app)
+                agent_ids = list(app.pollers[0].runs)
+                runs = sum(len(r) for r in app.pollers[0].runs.values())
+        sample = agent_ids[: min(len(agent_ids), 1000)]
+        naive_state = Path(tmp) / "naive.json"
+        naive_cycle(url, key, sample[:10], naive_state)  # warm up the connection
+        naive = naive_cycle(url, key, sample, naive_state) * len(agent_ids) / len(sample)
+    scaled = " (scaled from 1,000)" if len(sample) < len(agent_ids) else ""
+    for label, m in (("first (baseline)", first), ("no changes", second)):
+        rows.append(
+            f"| {agents:,} | {label} | {m['wall']:.2f} s | {m['cpu']:.2f} s | "
+            f"{m['requests']:,.0f} | {m['bytes'] / 1e6:.1f} MB | "
+            f"{m['transactions']:.0f} tx / {m['rows']:,.0f} rows | {naive:.1f} s{scaled} | "
+            f"{naive / m['wall']:.0f}x |"
+        )
+    rows.append(f"| {agents:,} | peak RSS, {runs:,} runs known | {peak_rss_mb():.0f} MB |")
+    return rows
+
+
+# --- steady state ----------------------------------------------------------------------------
+
+
+class SimClock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+async def bench_steady(agents: int, minutes: float) -> list[str]:
+    rows = []
+    with simulator(agents, 0.0) as (url, key):
+        for label, interval, active in (
+            ("adaptive (60 s / 15 s)", 60, 15),
+            ("fixed (15 s)", 15, 15),
+        ):
+            with tempfile.TemporaryDirectory() as tmp:
+                clock = SimClock()
+                settings = settings_for(
+                    Path(tmp), url, key, poll_interval=interval, poll_interval_active=active
+                )
+                async with aiohttp.ClientSession() as session:
+                    http = HttpClient(session)
+                    async with App(settings, clock=clock, http=http) as app:
+                        poller = app.pollers[0]
+                        await poller.poll()  # baseline, not counted
+                        start = http.requests
+                        ticks = int(minutes * 60 / active)
+                        for _ in range(ticks):
+                            clock.t += timedelta(seconds=active)
+                            await poller.poll()
+                        per_hour = (http.requests - start) * 60 / minutes
+            rows.append(f"| {agents:,} | {label} | {per_hour:,.0f} requests/hour |")
+    return rows
+
+
+# --- detection latency -----------------------------------------------------------------------
+
+
+async def bench_latency(agents: int, seconds: float, interval: float) -> list[str]:
+    world = World.bulk(agents, runs_per_agent=5, active_fraction=0.0, seed=2)
+    runner, url = await serve(world)
+    changed: dict[str, float] = {}
+    latencies: list[float] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.json()
+        for run_id, at in list(changed.items()):
+            if f"run {run_id}" in body.get("title", "") + body.get("message", ""):
+                latencies.append(time.monotonic() - at)
+                del changed[run_id]
+        return web.Response(text="ok")
+
+    hook = web.Application()
+    hook.router.add_post("/hook", receive)
+    hook_runner = web.AppRunner(hook)
+    await hook_runner.setup()
+    site = web.TCPSite(hook_runner, "127.0.0.1", 0)
+    await site.start()
+    port = hook_runner.addresses[0][1]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings_for(
+            Path(tmp),
+            url,
+            sorted(world.api_keys)[0],
+            poll_interval=interval,
+            poll_interval_active=interval,
+        )
+        settings.subscriptions = [
+            SubscriptionConfig(
+                name="bench",
+                urls=[f"json://127.0.0.1:{port}/hook"],
+                on=["failure"],
+                group_threshold=1000,
+            )
+        ]
+        stop = asyncio.Event()
+        async with App(settings) as app:
+            daemon = asyncio.create_task(app.run(stop))
+            await asyncio.sleep(2)  # baseline
+            rng = random.Random(3)
+            agent_ids = list(world.agents)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                await asyncio.sleep(rng.uniform(0.2, 1.5))
+                run = world.add_run(rng.choice(agent_ids), status=6)
+                changed[str(run.id)] = time.monotonic()
+            await asyncio.sleep(interval + 3)
+            stop.set()
+            await daemon
+    await hook_runner.cleanup()
+    await runner.cleanup()
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return [
+        f"| {agents:,} | {interval:.0f} s | {len(latencies)} | {p50:.2f} s | {p99:.2f} s | "
+        f"{len(changed)} missed |"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cycle")
+    c.add_argument("--agents", type=int, nargs="+", default=[100, 1000, 10000])
+    c.add_argument("--latency", type=float, default=0.02)
+    c.add_argument("--concurrency", type=int, default=64)
+    s = sub.add_parser("steady")
+    s.add_argument("--agents", type=int, default=1000)
+    s.add_argument("--minutes", type=float, default=10)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--agents", type=int, default=100)
+    lat.add_argument("--seconds", type=float, default=120)
+    lat.add_argument("--interval", type=float, default=15)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    if args.command == "cycle":
+        print(
+            "| agents | cycle | wall | CPU | requests | bytes | state writes | "
+            "sequential loop | speed-up |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for n in args.agents:
+            for row in asyncio.run(bench_cycle(n, args.latency, args.concurrency)):
+                print(row, flush=True)
+    elif args.command == "steady":
+        print("| agents | polling | requests |")
+        print("|---|---|---|")
+        for row in asyncio.run(bench_steady(args.agents, args.minutes)):
+            print(row)
+    else:
+        print("| agents | poll interval | alerts | p50 | p99 | |")
+        print("|---|---|---|---|---|---|")
+        for row in asyncio.run(bench_latency(args.agents, args.seconds, args.interval)):
+            print(row)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    main()

@@ -1,0 +1,64 @@
+"""A bulk Sequentum Cloud simulator in its own process, so its CPU is not billed to watcher.
+
+    python bench/simserver.py --agents 1000 --latency 0.02 --port 0
+
+Prints `READY <base_url> <api_key>` once it listens; runs until killed. The world stands still,
+so answers are cached once serialised: the platform being simulated is not a Python process on
+the benchmark machine, and building 20 runs of JSON per request would otherwise take as much
+CPU as watcher itself. Latency is still added to every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from aiohttp import web
+
+from watcher.sim import World, make_cloud_app
+
+
+@web.middleware
+async def cached(request: web.Request, handler) -> web.StreamResponse:  # type: ignore[no-untyped-def]
+    cache = request.app["cache"]
+    key = request.path_qs
+    if request.method == "GET" and key in cache:
+        status, body, content_type = cache[key]
+        return web.Response(status=status, body=body, content_type=content_type)
+    response = await handler(request)
+    if request.method == "GET" and isinstance(response, web.Response) and response.body:
+        cache[key] = (response.status, response.body, response.content_type)
+    return response
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", type=int, required=True)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--active", type=float, default=0.05)
+    parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    world = World.bulk(args.agents, runs_per_agent=args.runs, active_fraction=args.active, seed=1)
+    world.latency = args.latency
+    app = make_cloud_app(world)
+    app.middlewares.append(cached)  # innermost: after auth, latency and request accounting
+    app["cache"] = {}
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.port)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    print(f"READY {url} {sorted(world.api_keys)[0]}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,277 @@
+"""What an alert says: a title and a body for each event, and digests for bursts.
+
+Pure: no I/O. Messages are Jinja2 templates rendered in a sandboxed environment, with a default
+per event type; a subscription may override the title and the body. Templates are compiled and
+test-rendered against sample events when the config loads, so a broken template is a config
+error at start-up rather than a silent failure at 3 a.m.; should a user template still fail at
+render time, the default is used and nothing is lost.
+
+The context of a template is `event` (the event's JSON fields, plus `counts` and type-specific
+fields), and these helpers: `agent` ("steam (2537)"), `title_outcome` ("failed"), `duration`
+("2m 41s"), `subscription` (its name).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2 import TemplateError, TemplateSyntaxError, Undefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from watcher.models import Event, Outcome
+
+DIGEST_LINES = 40
+
+_env = SandboxedEnvironment(
+    autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=Undefined
+)
+
+ICONS = {
+    "failure": "❌",
+    "stopped": "⏹️",
+    "success": "✅",
+    "skipped": "⏭️",
+    "run.reopened": "🔁",
+    "run.warning": "⚠️",
+    "run.unknown_status": "❔",
+    "source.failed": "🔌",
+    "source.recovered": "🔌",
+}
+
+VERBS = {"failure": "failed", "stopped": "was stopped", "success": "succeeded",
+         "skipped": "was skipped"}  # fmt: skip
+
+TITLES: dict[str, str] = {
+    "run.finished": "{{ icon }} {{ agent }} {{ title_outcome }} (run {{ event.run_id }})",
+    "run.reopened": "🔁 {{ agent }}: run {{ event.run_id }} restarted after {{ event.previous_status }}",
+    "run.warning": "⚠️ {{ agent }}: run {{ event.run_id }} is failing ({{ event.status }})",
+    "run.unknown_status": "❔ {{ agent }}: run {{ event.run_id }} has an unknown status {{ event.status }}",
+    "run.discovered": "{{ agent }}: new run {{ event.run_id }} ({{ event.status }})",
+    "source.failed": "🔌 watcher cannot read {{ event.source }}",
+    "source.recovered": "🔌 watcher reads {{ event.source }} again",
+}  # fmt: skip
+DEFAULT_TITLE = "{{ event.type }} {{ agent }}"
+
+RUN_BODY = """\
+{% if event.message %}{{ event.message }}
+
+{% endif %}
+Agent: {{ agent }}
+Run: {{ event.run_id }}{% if event.attempt %} (attempt {{ event.attempt + 1 }}){% endif %}
+
+Status: {{ event.status }}{% if event.status_code is not none %} ({{ event.status_code }}){% endif %}
+{% if event.previous_status %} (was {{ event.previous_status }}){% endif %}
+{% if event.outcome %} → {{ event.outcome }}{% if event.with_errors %}, with errors{% endif %}{% endif %}
+
+{% if event.started_at %}Started: {{ event.started_at }}
+{% endif %}
+{% if event.ended_at %}Ended: {{ event.ended_at }}{% if duration %} ({{ duration }}){% endif %}
+
+{% endif %}
+{% if counts %}{{ counts }}
+{% endif %}
+{% if event.failed_steps %}Failed steps:
+{% for step in event.failed_steps %}- {{ step.name or step.key }}{% if step.error %}: {{ step.error }}{% endif %}
+
+{% endfor %}{% endif %}
+{% if event.diagnostics %}
+{% if event.diagnostics.possibleCauses %}Possible causes:
+{% for cause in event.diagnostics.possibleCauses %}- {{ cause }}
+{% endfor %}{% endif %}
+{% if event.diagnostics.suggestedActions %}Suggested actions:
+{% for action in event.diagnostics.suggestedActions %}- {{ action }}
+{% endfor %}{% endif %}
+{% endif %}
+{% if event.output_paths %}Outputs: {{ event.output_paths | join(", ") }}
+{% endif %}
+{% if event.url %}Link: {{ event.url }}
+{% endif %}
+Source: {{ event.source }} ({{ event.source_kind }})"""
+
+SOURCE_BODY = """\
+{% if event.message %}{{ event.message }}
+{% endif %}
+Source: {{ event.source }} ({{ event.source_kind }})
+{% if event.error %}Error kind: {{ event.error }}{% if event.http_status %} (HTTP {{ event.http_status }}){% endif %}
+
+{% endif %}
+{% if event.down_s is not none and event.down_s is defined %}Down for: {{ duration_of(event.down_s) }}
+{% endif %}
+Since: {{ event.ts }}"""
+
+DIGEST_TITLE = "watcher: {{ events | length }} events for {{ subscription }} ({{ summary }})"
+DIGEST_BODY = """\
+{% for line in lines %}- {{ line }}
+{% endfor %}
+{% if more %}… and {{ more }} more
+{% endif %}"""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    body: str
+
+
+class Templates:
+    """The title and body templates of one subscription (defaults where not overridden)."""
+
+    def __init__(self, title: str | None = None, body: str | None = None) -> None:
+        self.title = _env.from_string(title) if title else None
+        self.body = _env.from_string(body) if body else None
+
+    def render(self, event: Event, subscription: str = "") -> Message:
+        context = context_of(event, subscription)
+        title = body = None
+        try:
+            if self.title is not None:
+                title = self.title.render(context)
+            if self.body is not None:
+                body = self.body.render(context)
+        except TemplateError:
+            title = body = None  # fall back to the defaults: an alert is never lost to a template
+        return Message(
+            title=_one_line(title or _default_title(event).render(context)),
+            body=(body or _default_body(event).render(context)).strip(),
+        )
+
+
+def render_digest(events: Sequence[Event], subscription: str) -> Message:
+    """One message for a burst of events: a line each, counted by outcome in the title."""
+    tally = Counter(e.outcome.value if e.outcome else e.type for e in events)
+    summary = ", ".join(f"{n} {_plural(k, n)}" for k, n in tally.most_common())
+    lines = [_digest_line(e) for e in events[:DIGEST_LINES]]
+    context = {
+        "events": events,
+        "subscription": subscription,
+        "summary": summary,
+        "lines": lines,
+        "more": max(0, len(events) - DIGEST_LINES),
+    }
+    return Message(
+        title=_one_line(_env.from_string(DIGEST_TITLE).render(context)),
+        body=_env.from_string(DIGEST_BODY).render(context).strip(),
+    )
+
+
+def check_template(text: str) -> str | None:
+    """None if `text` is a usable template, else a one-line description of the problem."""
+    try:
+        template = _env.from_string(text)
+    except TemplateSyntaxError as err:
+        return f"template error at line {err.lineno}: {err.message}"
+    for sample in SAMPLES:
+        try:
+            template.render(context_of(sample, "sample"))
+        except TemplateError as err:
+            return f"template error with a {sample.type} event: {err}"
+    return None
+
+
+def context_of(event: Event, subscription: str) -> dict[str, Any]:
+    data = event.to_dict()
+    label = event.agent_name or event.agent_id or ""
+    if event.agent_name and event.agent_id and event.agent_name != event.agent_id:
+        label = f"{event.agent_name} ({event.agent_id})"
+    outcome = event.outcome.value if event.outcome else None
+    recovered = outcome == "success" and event.get("agent_previous_outcome") == "failure"
+    return {
+        "event": data,
+        "agent": label,
+        "icon": ICONS.get(outcome or event.type, "•"),
+        "title_outcome": "recovered" if recovered else VERBS.get(outcome or "", event.type),
+        "duration": duration_of(event.duration_s),
+        "duration_of": duration_of,
+        "counts": _counts_line(data.get("counts")),
+        "subscription": subscription,
+    }
+
+
+def duration_of(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def _default_title(event: Event):  # type: ignore[no-untyped-def]
+    return _compiled(TITLES.get(event.type, DEFAULT_TITLE))
+
+
+def _default_body(event: Event):  # type: ignore[no-untyped-def]
+    return _compiled(RUN_BODY if event.run_id else SOURCE_BODY)
+
+
+_cache: dict[str, Any] = {}
+
+
+def _compiled(text: str) -> Any:
+    if text not in _cache:
+        _cache[text] = _env.from_string(text)
+    return _cache[text]
+
+
+def _digest_line(event: Event) -> str:
+    context = context_of(event, "")
+    if event.type == "run.finished":
+        line = (
+            f"{context['icon']} {context['agent']} {context['title_outcome']}: run {event.run_id}"
+        )
+        return line + (f" — {_one_line(event.message)[:120]}" if event.message else "")
+    return _one_line(_default_title(event).render(context))
+
+
+def _counts_line(counts: Mapping[str, Any] | None) -> str:
+    if not counts:
+        return ""
+    names = (("pages", "Pages"), ("records", "Records"), ("errors", "Errors"))
+    parts = [f"{label} {counts[k]}" for k, label in names if counts.get(k) is not None]
+    return " · ".join(parts)
+
+
+def _plural(key: str, n: int) -> str:
+    words = {"failure": "failures", "success": "successes", "stopped": "stopped",
+             "skipped": "skipped"}  # fmt: skip
+    return words.get(key, key) if n != 1 or key not in words else key
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    run = type.startswith("run.")
+    return Event(
+        id="sample",
+        type=type,
+        ts=now,
+        source="cloud",
+        source_kind="sequentum_cloud",
+        agent_id="2537" if run else None,
+        agent_name="steam" if run else None,
+        run_id="22552" if run else None,
+        status="Failure" if run else None,
+        outcome=outcome,
+        message="Timeout waiting for page to load",
+        data=tuple(sorted(data.items())),
+    )
+
+
+SAMPLES = (
+    _sample("run.finished", Outcome.FAILURE, diagnostics={"possibleCauses": ["x"]}),
+    _sample("run.finished", Outcome.SUCCESS),
+    _sample("run.reopened"),
+    _sample("source.failed", error="auth", http_status=401),
+    _sample("source.recovered", down_s=60.0),
+)

@@ -1,0 +1,203 @@
+"""Prometheus metrics of one `App`, in its own `CollectorRegistry` (never the global one, so a
+process — a test run — can hold many Apps).
+
+Counters are fed from the composition root: `observe_poll` with each poll's `PollReport` and its
+duration, `observe_events` with every event as it is recorded (run and source events, and the
+`notification.sent` / `notification.failed` events the alert channels record). Gauges that
+describe the present — the outbox, the runs by phase, each source's health — are computed at
+scrape time from callables the App provides, so they can never drift from the truth.
+
+Labels never carry a secret: channels are labelled with apprise's privacy-masked URL (as the
+notification events record it), passed through `redact` once more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from watcher.models import Event, Phase
+from watcher.poller import PollReport, SourcePoller
+from watcher.redact import redact
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The Content-Type of `render()`'s output (Prometheus text format 0.0.4)."""
+
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Poll durations span a fast local answer to several retried timeouts."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What the scrape-time gauges need to know about one polled source."""
+
+    name: str
+    up: bool
+    last_success: float | None  # Unix time of the last fully successful poll
+    runs_by_phase: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxState:
+    depth: int
+    oldest_age: float | None  # seconds the oldest undelivered row has waited
+
+
+def source_states(pollers: Iterable[SourcePoller]) -> list[SourceState]:
+    """The scrape-time view of each poller: health, last success, runs by phase (every phase
+    present, zero included, so a series does not vanish when its last run moves on)."""
+    states = []
+    for poller in pollers:
+        phases = {str(phase): 0 for phase in Phase}
+        for runs in poller.runs.values():
+            for state in runs.values():
+                phases[str(state.phase)] += 1
+        last = poller.last_success
+        states.append(
+            SourceState(
+                name=poller.name,
+                up=not poller.health.failing,
+                last_success=last.timestamp() if last is not None else None,
+                runs_by_phase=phases,
+            )
+        )
+    return states
+
+
+class _Present(Collector):
+    """The gauges computed at each scrape."""
+
+    def __init__(
+        self,
+        sources: Callable[[], Sequence[SourceState]],
+        outbox: Callable[[], OutboxState | None],
+    ) -> None:
+        self._sources = sources
+        self._outbox = outbox
+
+    def collect(self) -> Iterator[Metric]:
+        outbox = self._outbox()
+        if outbox is not None:  # None: the state file is closed (shutting down)
+            yield GaugeMetricFamily(
+                "watcher_outbox_depth",
+                "Undelivered (event, sink) rows waiting in the outbox.",
+                value=outbox.depth,
+            )
+            yield GaugeMetricFamily(
+                "watcher_outbox_oldest_age_seconds",
+                "Seconds the oldest undelivered outbox row has waited (0 when empty).",
+                value=outbox.oldest_age or 0.0,
+            )
+        runs = GaugeMetricFamily(
+            "watcher_runs",
+            "Runs in the state of each source, by phase.",
+            labels=["source", "phase"],
+        )
+        up = GaugeMetricFamily(
+            "watcher_source_up",
+            "1 while the source's polls succeed, 0 while it fails.",
+            labels=["source"],
+        )
+        last = GaugeMetricFamily(
+            "watcher_source_last_success_timestamp_seconds",
+            "Unix time of the source's last fully successful poll.",
+            labels=["source"],
+        )
+        for source in self._sources():
+            for phase, count in sorted(source.runs_by_phase.items()):
+                runs.add_metric([source.name, phase], count)
+            up.add_metric([source.name], 1.0 if source.up else 0.0)
+            if source.last_success is not None:
+                last.add_metric([source.name], source.last_success)
+        yield runs
+        yield up
+        yield last
+
+
+class Metrics:
+    """The metrics of one App: counters it feeds, gauges it computes at scrape, and `render()`."""
+
+    def __init__(
+        self,
+        sources: Callable[[], Sequence[SourceState]] = lambda: [],
+        outbox: Callable[[], OutboxState | None] = lambda: None,
+    ) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.polls = Counter(
+            "watcher_polls",
+            "Polls of a source, by result (ok, failed, skipped while a platform asked to wait).",
+            ["source", "result"],
+            registry=registry,
+        )
+        self.poll_duration = Histogram(
+            "watcher_poll_duration_seconds",
+            "Seconds one poll of a source took, requests and state write included.",
+            ["source"],
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.api_errors = Counter(
+            "watcher_api_errors",
+            "Failed platform requests (after retries), by error kind and HTTP status "
+            '("none" when no HTTP answer came).',
+            ["source", "kind", "status"],
+            registry=registry,
+        )
+        self.events = Counter(
+            "watcher_events", "Events recorded, by type.", ["type"], registry=registry
+        )
+        self.notifications_sent = Counter(
+            "watcher_notifications_sent",
+            "Alerts delivered, by subscription and channel (the URL privacy-masked).",
+            ["subscription", "channel"],
+            registry=registry,
+        )
+        self.notifications_failed = Counter(
+            "watcher_notifications_failed",
+            "Alerts given up after their retries, by subscription and channel.",
+            ["subscription", "channel"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "watcher_config_reloads",
+            "Configuration reloads (SIGHUP), by result (applied, rejected).",
+            ["result"],
+            registry=registry,
+        )
+        registry.register(_Present(sources, outbox))
+
+    def observe_poll(self, report: PollReport, seconds: float) -> None:
+        """Count one poll: its result, its duration, and each request that failed."""
+        result = "skipped" if report.skipped else "ok" if report.ok else "failed"
+        self.polls.labels(report.source, result).inc()
+        if not report.skipped:
+            self.poll_duration.labels(report.source).observe(seconds)
+        for error in report.errors:
+            status = str(error.http_status) if error.http_status is not None else "none"
+            self.api_errors.labels(report.source, error.kind, status).inc()
+
+    def observe_events(self, events: Iterable[Event]) -> None:
+        """Count freshly recorded events (each is recorded once, so counted once)."""
+        for event in events:
+            self.events.labels(event.type).inc()
+            if event.type == "notification.sent":
+                self.notifications_sent.labels(*_channel(event)).inc()
+            elif event.type == "notification.failed":
+                self.notifications_failed.labels(*_channel(event)).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def _channel(event: Event) -> tuple[str, str]:
+    """(subscription, channel) of a notification event: the masked URL the channel recorded, or
+    the sink's name for a sink that has no URL."""
+    subscription = str(event.get("subscription") or "")
+    channel = event.get("channel") or event.get("sink") or ""
+    return subscription, redact(str(channel))

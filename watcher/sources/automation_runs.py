@@ -1,0 +1,265 @@
+"""The automation-runs API (seed 003).
+
+- Auth: `X-API-Key: <api_key>` (the default, `auth = "x-api-key"`), or
+  `Authorization: Bearer <api_key>` with `auth = "bearer"`.
+- Runs: `GET /api/v1/automation-runs?limit=L&offset=O` answers `{items, total}`. One poll reads
+  the listing page by page (L = `max_records`, at most 1000) until `total` is reached, at most
+  `max_pages` pages; runs are grouped by `automationId`, which is the agent id. The API has no
+  filter by automation (only `status`, `limit`, `offset`), so a configured list of automation
+  ids is applied on our side. With `agents = ["*"]` the source watches the one wildcard unit
+  `*` and answers for every automation the listing names.
+- Statuses are strings, mapped case-insensitively by `watcher.status.automation_status`; an
+  unknown one becomes phase `unknown` (one `run.unknown_status` event), never an error.
+- A run whose finish as a failure is news gets its steps from `GET …/{id}/steps`: the failed
+  ones, as `(key, name, error)`, go into the snapshot's `extra["failed_steps"]` and the message
+  names them, so the event (and the alert) says which step broke. Cached while the run is
+  listed; a steps failure is logged once and never fails the poll.
+- Following a run through the event stream (`GET …/{id}/events`) is not implemented: active
+  runs are polled every `poll_interval_active`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from watcher.errors import SourceError, SourceProtocolError
+from watcher.models import Agent, Outcome, RunSnapshot, parse_iso
+from watcher.sources.base import CheckResult, Source
+from watcher.sources.fields import as_id, as_number, as_text, error_text
+from watcher.status import automation_status
+
+if TYPE_CHECKING:
+    from watcher.settings import SourceConfig
+    from watcher.sources.http import HttpClient
+
+API = "/api/v1/automation-runs"
+WILDCARD = "*"
+STEPS_PER_POLL = 20
+"""At most this many steps requests per poll (newest failed runs first)."""
+SHOWN_STEPS = 3
+"""Failed steps named in a run's message (all of them are in `failed_steps`)."""
+
+FailedStep = tuple[str, str | None, str | None]  # (key, name, error)
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+class AutomationRuns(Source):
+    kind = "automation_runs"
+
+    def __init__(self, config: SourceConfig, http: HttpClient) -> None:
+        super().__init__(config, http)
+        self._steps: dict[str, tuple[FailedStep, ...]] = {}  # run id → its failed steps
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.config.auth == "bearer":
+            return {"Authorization": f"Bearer {self.config.secret()}"}
+        return {"X-API-Key": self.config.secret()}
+
+    @property
+    def history_depth(self) -> int:
+        return self.config.max_records * self.config.max_pages
+
+    async def agents(self) -> list[Agent]:
+        """The configured automation ids, or the one wildcard unit `*`."""
+        return [Agent(id=a) for a in self.config.agents]
+
+    async def runs(self, agent: Agent) -> list[RunSnapshot]:
+        """The runs of one automation (every run for `*`), from a full listing."""
+        grouped = await self._grouped()
+        if agent.id == WILDCARD:
+            return [s for snaps in grouped.values() for s in snaps]
+        return grouped.get(agent.id, [])
+
+    async def fetch(
+        self, due: Sequence[Agent]
+    ) -> list[tuple[Agent, list[RunSnapshot] | Exception]]:
+        """One paged listing for every due automation; for `*`, every automation it names."""
+        try:
+            grouped = await self._grouped()
+        except SourceError as err:
+            return [(a, err) for a in due]
+        results: list[tuple[Agent, list[RunSnapshot] | Exception]] = []
+        if any(a.id == WILDCARD for a in due):
+            results += [(Agent(aid), snaps) for aid, snaps in grouped.items()]
+        results += [(a, grouped.get(a.id, [])) for a in due if a.id != WILDCARD]
+        return results
+
+    # --------------------------------------------------------------------- listing
+
+    async def _grouped(self) -> dict[str, list[RunSnapshot]]:
+        """Every listed run of a watched automation, by automation id, oldest first, with the
+        failed steps of runs that newly failed."""
+        items = await self.list_runs()
+        wanted = None if self.config.agents == [WILDCARD] else set(self.config.agents)
+        raw: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            automation = as_id(item.get("automationId"))
+            if automation is None:
+                self.warn_once(WILDCARD, "run without a usable automationId")
+                continue
+            if wanted is None or automation in wanted:
+                raw.setdefault(automation, []).append(item)
+        await self._fetch_failed_steps(raw)
+        grouped: dict[str, list[RunSnapshot]] = {}
+        for automation, entries in raw.items():
+            entries.sort(key=lambda e: (_created(e), as_id(e.get("id")) or ""))
+            snaps = (self._snapshot(automation, e) for e in entries)
+            grouped[automation] = [s for s in snaps if s is not None]
+        listed = {as_id(e.get("id")) for entries in raw.values() for e in entries}
+        self._steps = {r: steps for r, steps in self._steps.items() if r in listed}
+        return grouped
+
+    async def list_runs(self) -> list[dict[str, Any]]:
+        """The run listing, page by page (newest first), until `total` or `max_pages`."""
+        limit = self.config.max_records
+        found: dict[str, dict[str, Any]] = {}
+        offset, total = 0, 0
+        for _ in range(self.config.max_pages):
+            items, total = await self._page(limit, offset)
+            for item in items:
+                if not isinstance(item, dict):
+                    self.warn_once(WILDCARD, "run entry is not an object")
+                    continue
+                run_id = as_id(item.get("id"))
+                if run_id is None:
+                    self.warn_once(WILDCARD, "run without a usable id")
+                    continue
+                found.setdefault(run_id, item)  # a run that moved to the next page: once
+            offset += len(items)
+            if not items or offset >= total:
+                break
+        else:
+            if offset < total:
+                self.warn_once(
+                    WILDCARD,
+                    "listing longer than max_pages; older runs are not watched",
+                    read=offset,
+                    total=total,
+                )
+        return list(found.values())
+
+    async def _page(self, limit: int, offset: int) -> tuple[list[Any], int]:
+        data = await self.get(API, params={"limit": limit, "offset": offset})
+        items = data.get("items") if isinstance(data, dict) else None
+        total = data.get("total") if isinstance(data, dict) else None
+        if not isinstance(items, list) or isinstance(total, bool) or not isinstance(total, int):
+            raise SourceProtocolError(
+                self.name,
+                f"GET {API}: expected {{items, total}}, got {type(data).__name__}"
+                + (f" with keys {sorted(data)[:5]}" if isinstance(data, dict) else ""),
+            )
+        return items, total
+
+    def _snapshot(self, automation: str, item: dict[str, Any]) -> RunSnapshot | None:
+        run_id = as_id(item.get("id"))
+        if run_id is None:
+            return None
+        info = automation_status(item.get("status"))
+        started = parse_iso(item.get("startedAt"))
+        ended = parse_iso(item.get("completedAt"))
+        duration = as_number(item.get("durationSeconds"))
+        if duration is None and started and ended:
+            duration = max(0.0, (ended - started).total_seconds())
+        message = error_text(item.get("error"))
+        extra: tuple[tuple[str, Any], ...] = ()
+        steps = self._steps.get(run_id)
+        if steps:
+            extra = (("failed_steps", steps),)
+            message = _steps_message(steps, message)
+        return RunSnapshot(
+            source=self.name,
+            agent_id=automation,
+            run_id=run_id,
+            status=info.status,
+            status_code=None,
+            phase=info.phase,
+            outcome=info.outcome,
+            with_errors=info.with_errors,
+            warning=info.warning,
+            started_at=started,
+            ended_at=ended,
+            duration_s=duration,
+            message=message,
+            url=self.run_url(automation, run_id, None),
+            extra=extra,
+        )
+
+    # ---------------------------------------------------------------- failed steps
+
+    async def _fetch_failed_steps(self, raw: dict[str, list[dict[str, Any]]]) -> None:
+        """Read the steps of runs that newly finished as failures (cached, within a budget)."""
+        candidates: list[tuple[datetime, str, str]] = []
+        for automation, entries in raw.items():
+            for item in entries:
+                run_id = as_id(item.get("id"))
+                info = automation_status(item.get("status"))
+                if (
+                    run_id is not None
+                    and info.outcome is Outcome.FAILURE
+                    and run_id not in self._steps
+                    and self.is_news(automation, run_id, Outcome.FAILURE)
+                ):
+                    when = parse_iso(item.get("completedAt")) or _EPOCH
+                    candidates.append((when, automation, run_id))
+        candidates.sort(reverse=True)
+        chosen = candidates[:STEPS_PER_POLL]
+        found = await asyncio.gather(*(self.failed_steps(a, r) for _, a, r in chosen))
+        for (_, _, run_id), steps in zip(chosen, found, strict=True):
+            if steps is not None:
+                self._steps[run_id] = steps
+
+    async def failed_steps(self, automation: str, run_id: str) -> tuple[FailedStep, ...] | None:
+        """The failed steps of a run as (key, name, error); None when they cannot be read."""
+        path = f"{API}/{run_id}/steps"
+        try:
+            data = await self.get(path, agent_id=automation)
+        except SourceError as err:
+            self.warn_once(automation, "run steps unavailable", run_id=run_id, error=err.detail)
+            return None
+        steps = data.get("steps") if isinstance(data, dict) else None
+        if not isinstance(steps, list):
+            self.warn_once(automation, "run steps are not {steps: [...]}", run_id=run_id)
+            return None
+        failed: list[FailedStep] = []
+        for step in steps:
+            if not isinstance(step, dict):
+                continue
+            outcome = automation_status(step.get("status")).outcome
+            error = error_text(step.get("error"))
+            if outcome is Outcome.FAILURE or (error and outcome is None):
+                key = as_id(step.get("key")) or "?"
+                failed.append((key, as_text(step.get("name"), 200), error))
+        return tuple(failed)
+
+    # ------------------------------------------------------------------------ check
+
+    async def check(self) -> list[CheckResult]:
+        """Auth and the listing: one page of one run."""
+        _, total = await self._page(1, 0)
+        lines = [CheckResult(True, f"authenticated; {total} run(s) in the listing")]
+        if self.config.agents != [WILDCARD]:
+            watched = ", ".join(self.config.agents)
+            lines.append(CheckResult(True, f"watching automation(s) {watched}"))
+        return lines
+
+
+def _created(item: dict[str, Any]) -> datetime:
+    return parse_iso(item.get("createdAt")) or parse_iso(item.get("startedAt")) or _EPOCH
+
+
+def _steps_message(steps: tuple[FailedStep, ...], run_error: str | None) -> str:
+    """ "failed step fetch (Fetch page): HTTP 500", with the run's own error in front."""
+    parts = []
+    for key, name, error in steps[:SHOWN_STEPS]:
+        text = f"failed step {key}" + (f" ({name})" if name and name != key else "")
+        parts.append(text + (f": {error}" if error else ""))
+    if len(steps) > SHOWN_STEPS:
+        parts.append(f"and {len(steps) - SHOWN_STEPS} more")
+    text = "; ".join(parts)
+    if run_error and run_error not in text:
+        text = f"{run_error} — {text}"
+    return text

@@ -1,0 +1,324 @@
+"""Sequentum Agent Control Center (ACC) API (seed 004).
+
+- Auth: `Authorization: Bearer <api_key>` (the ACC access token).
+- Agents: given by id (a GUID) or by repository path (`sequentum/Test2/quick`). A path is
+  resolved with `GET /api/agent?agentPath=…` (`{agentId, name, directoryId, description}`),
+  cached, and resolved again when the agent's history answers 404 (the agent was re-created).
+  The ACC cannot list every agent, so there is no `"*"`. An agent keeps the identifier it was
+  configured with as `agent_id` (a path stays a path, stable across re-creation); its GUID is
+  then in the events' `acc_agent_id`.
+- Runs: `GET /api/agent/{agentId}/history?count=N` (N = `max_records`), newest first; run
+  statuses 0–7 mapped by `watcher.status.acc_run_status` (5 is *Failed*, not Cloud's Stopping).
+  Times carry offsets (`+10:00`) and up to 7 fractional digits; `runTime` is a .NET TimeSpan.
+- Jobs (`watch_jobs = true`): `GET /api/job/{agentId}/history?count=N`, job statuses 0–5 mapped
+  by `acc_job_status`; a job run is a run of the same agent whose `run_id` is
+  `job-<agentJobHistoryId>`, so it never collides with a run id. "In Progress With Failure" (2)
+  sets the snapshot's `warning`, which the diff turns into one `run.warning` event.
+- Run details: `GET /api/run/{id}` (statusMessage, errors, dataCount, logPath), only for a run
+  whose finish is news and whose listing entry has no statusMessage; cached while the run is
+  listed. A details failure is logged once and never fails the poll.
+- Outputs: a run's log and backup data, both zip files: `GET /api/run/{id}/log` and
+  `/api/run/{id}/backup` (a job run: `/api/job/run/{id}/logs` and `/backup`, taking its
+  agentJobHistoryId as the job run id). Backup data exists only where the agent or server is
+  configured to keep it, so its 404 means "none".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from watcher.errors import SourceError, SourceProtocolError
+from watcher.models import Agent, Counts, Phase, RunSnapshot, parse_iso
+from watcher.sources.base import CheckResult, RunFile, Source
+from watcher.sources.fields import as_count, as_id, as_text, parse_timespan
+from watcher.status import acc_job_status, acc_run_status
+
+if TYPE_CHECKING:
+    from watcher.settings import SourceConfig
+    from watcher.sources.http import HttpClient
+
+JOB_PREFIX = "job-"
+"""Prefix of a job run's `run_id`: `job-<agentJobHistoryId>`."""
+
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+
+DETAILS_PER_POLL = 20
+"""At most this many run-details requests per agent per poll (newest runs first)."""
+
+
+class SequentumAcc(Source):
+    kind = "sequentum_acc"
+    has_outputs = True
+
+    def __init__(self, config: SourceConfig, http: HttpClient) -> None:
+        super().__init__(config, http)
+        self._resolved: dict[str, tuple[str, str | None]] = {}  # path → (GUID, name)
+        self._details: dict[str, dict[str, dict[str, Any]]] = {}  # agent → run id → details
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.secret()}"}
+
+    @property
+    def history_depth(self) -> int:
+        return self.config.max_records * (2 if self.config.watch_jobs else 1)
+
+    async def agents(self) -> list[Agent]:
+        """The configured agents; a path's name is known once it has been resolved."""
+        return [
+            Agent(id=a, name=self._resolved[a][1] if a in self._resolved else None)
+            for a in self.config.agents
+        ]
+
+    # ------------------------------------------------------------------ agents by path
+
+    async def resolve(self, path: str, *, fresh: bool = False) -> tuple[str, str | None]:
+        """The GUID and name of the agent at repository `path` (cached unless `fresh`)."""
+        if not fresh and path in self._resolved:
+            return self._resolved[path]
+        data = await self.get("/api/agent", params={"agentPath": path}, agent_id=path)
+        guid = as_id(data.get("agentId")) if isinstance(data, dict) else None
+        if guid is None:
+            raise SourceProtocolError(
+                self.name,
+                f"GET /api/agent?agentPath={path}: expected an object with agentId",
+                agent_id=path,
+            )
+        self._resolved[path] = (guid, as_text(data.get("name")))
+        return self._resolved[path]
+
+    async def _target(self, agent_id: str, *, fresh: bool = False) -> tuple[str, str | None]:
+        """The GUID (and name, when known) to call the API with for a configured agent."""
+        if _is_path(agent_id):
+            return await self.resolve(agent_id, fresh=fresh)
+        return agent_id, None
+
+    # ------------------------------------------------------------------------- runs
+
+    async def runs(self, agent: Agent) -> list[RunSnapshot]:
+        guid, name = await self._target(agent.id)
+        try:
+            history = await self._history(agent.id, guid)
+        except SourceProtocolError as err:
+            if err.http_status != 404 or not _is_path(agent.id):
+                raise
+            guid, name = await self._target(agent.id, fresh=True)  # re-created under the path
+            history = await self._history(agent.id, guid)
+        named = Agent(agent.id, name or agent.name)
+        snaps = await self._with_details(named, guid, history)
+        if self.config.watch_jobs:
+            path = f"/api/job/{guid}/history"
+            jobs = await self.get(
+                path, params={"count": self.config.max_records}, agent_id=agent.id
+            )
+            snaps.extend(self.parse_jobs(named, guid, jobs, path))
+        return snaps
+
+    async def _history(self, agent_id: str, guid: str) -> Any:
+        path = f"/api/agent/{guid}/history"
+        data = await self.get(path, params={"count": self.config.max_records}, agent_id=agent_id)
+        return _listing(self.name, data, path, agent_id)
+
+    def parse_runs(
+        self,
+        agent: Agent,
+        guid: str,
+        data: list[Any],
+        details: Mapping[str, dict[str, Any]] | None = None,
+    ) -> list[RunSnapshot]:
+        """Snapshots from a run history (newest first on the wire, oldest first here), with
+        the run details in `details` (by run id) laid over their listing entries."""
+        details = details or {}
+        snaps = (self._run(agent, guid, item, details.get(_run_key(item))) for item in data)
+        return [s for s in reversed(list(snaps)) if s is not None]
+
+    def parse_jobs(self, agent: Agent, guid: str, data: Any, path: str) -> list[RunSnapshot]:
+        """Snapshots of job runs from a job history, oldest first."""
+        items = _listing(self.name, data, path, agent.id)
+        snaps = (self._job(agent, guid, item) for item in items)
+        return [s for s in reversed(list(snaps)) if s is not None]
+
+    def _run(
+        self, agent: Agent, guid: str, item: Any, details: dict[str, Any] | None = None
+    ) -> RunSnapshot | None:
+        if not isinstance(item, dict):
+            self.warn_once(agent.id, "run entry is not an object")
+            return None
+        run_id = as_id(item.get("agentRunHistoryId"))
+        if run_id is None:
+            self.warn_once(agent.id, "run without a usable agentRunHistoryId")
+            return None
+        fields = {**item, **{k: v for k, v in (details or {}).items() if v is not None}}
+        info = acc_run_status(item.get("status"))
+        started, ended = parse_iso(fields.get("startTime")), parse_iso(fields.get("endTime"))
+        duration = parse_timespan(fields.get("runTime"))
+        if duration is None and started and ended:
+            duration = max(0.0, (ended - started).total_seconds())
+        extra: dict[str, Any] = {}
+        if as_text(fields.get("logPath")):
+            extra["log_path"] = as_text(fields.get("logPath"))
+        if guid != agent.id:
+            extra["acc_agent_id"] = guid
+        return RunSnapshot(
+            source=self.name,
+            agent_id=agent.id,
+            run_id=run_id,
+            status=info.status,
+            status_code=info.status_code,
+            phase=info.phase,
+            outcome=info.outcome,
+            agent_name=agent.name,
+            started_at=started,
+            ended_at=ended if info.phase is Phase.FINISHED else None,
+            duration_s=duration if info.phase is Phase.FINISHED else None,
+            counts=Counts(
+                pages=as_count(fields.get("pageLoadCount")),
+                records=as_count(fields.get("dataCount")),
+                errors=as_count(fields.get("errors")),
+                requests=as_count(fields.get("requestCount")),
+            ),
+            message=as_text(fields.get("statusMessage")),
+            url=self.run_url(agent.id, run_id, agent.name),
+            extra=tuple(sorted(extra.items())),
+        )
+
+    def _job(self, agent: Agent, guid: str, item: Any) -> RunSnapshot | None:
+        if not isinstance(item, dict):
+            self.warn_once(agent.id, "job entry is not an object")
+            return None
+        job_id = as_id(item.get("agentJobHistoryId"))
+        if job_id is None:
+            self.warn_once(agent.id, "job without a usable agentJobHistoryId")
+            return None
+        run_id = JOB_PREFIX + job_id
+        info = acc_job_status(item.get("status"))
+        started, ended = parse_iso(item.get("startTime")), parse_iso(item.get("endTime"))
+        finished = info.phase is Phase.FINISHED
+        done, total = as_count(item.get("completedRunCount")), as_count(item.get("totalRunCount"))
+        message = f"{done} of {total} run(s) completed" if None not in (done, total) else None
+        if info.warning:
+            message = f"{info.status}" + (f": {message}" if message else "")
+        extra: dict[str, Any] = {"job_run_id": as_count(item.get("runId"))}
+        if guid != agent.id:
+            extra["acc_agent_id"] = guid
+        return RunSnapshot(
+            source=self.name,
+            agent_id=agent.id,
+            run_id=run_id,
+            status=info.status,
+            status_code=info.status_code,
+            phase=info.phase,
+            outcome=info.outcome,
+            warning=info.warning,
+            agent_name=agent.name,
+            started_at=started,
+            ended_at=ended if finished else None,
+            duration_s=max(0.0, (ended - started).total_seconds())
+            if finished and started and ended
+            else None,
+            counts=Counts(
+                pages=as_count(item.get("totalPageLoadCount")),
+                records=as_count(item.get("totalDataCount")),
+                errors=as_count(item.get("totalErrors")),
+                requests=as_count(item.get("totalRequestCount")),
+            ),
+            message=message,
+            url=self.run_url(agent.id, run_id, agent.name),
+            extra=tuple(sorted(extra.items())),
+        )
+
+    # ------------------------------------------------------------------ run details
+
+    async def _with_details(self, agent: Agent, guid: str, history: list[Any]) -> list[RunSnapshot]:
+        """The history's snapshots, with the message (log path, counts) of runs whose finish is
+        news but whose listing entry says nothing filled in from `GET /api/run/{id}`. Details
+        are cached while the run is listed, so its snapshot stays the same from poll to poll."""
+        cache = self._details.get(agent.id, {})
+        snaps = self.parse_runs(agent, guid, history, cache)
+        wanted = [
+            s.run_id
+            for s in reversed(snaps)  # newest first, for the budget
+            if s.phase is Phase.FINISHED
+            and s.message is None
+            and s.run_id not in cache
+            and self.is_news(agent.id, s.run_id, s.outcome)
+        ][:DETAILS_PER_POLL]
+        fetched = await asyncio.gather(*(self._details_of(agent.id, r) for r in wanted))
+        cache = {s.run_id: cache[s.run_id] for s in snaps if s.run_id in cache}
+        new = {r: d for r, d in zip(wanted, fetched, strict=True) if d is not None}
+        cache.update(new)
+        self._details[agent.id] = cache
+        return self.parse_runs(agent, guid, history, cache) if new else snaps
+
+    async def _details_of(self, agent_id: str, run_id: str) -> dict[str, Any] | None:
+        try:
+            data = await self.get(f"/api/run/{run_id}", agent_id=agent_id)
+        except SourceError as err:
+            self.warn_once(agent_id, "run details unavailable", run_id=run_id, error=err.detail)
+            return None
+        if not isinstance(data, dict):
+            self.warn_once(agent_id, "run details are not an object", run_id=run_id)
+            return None
+        keep = ("statusMessage", "errors", "dataCount", "logPath", "endTime", "runTime")
+        return {k: data.get(k) for k in keep}
+
+    # ---------------------------------------------------------------------- outputs
+
+    async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:
+        """The run's log and backup data (zip files). Nothing is listed, so this asks nothing;
+        the run id goes into URL paths, so anything but a GUID is refused, never sent."""
+        guid = run_id.removeprefix(JOB_PREFIX)
+        if not _GUID.fullmatch(guid):
+            raise SourceProtocolError(
+                self.name, "run id must be a GUID (or job-<GUID>)", agent_id=agent_id
+            )
+        if run_id.startswith(JOB_PREFIX):
+            base, log = f"/api/job/run/{guid}", "logs"
+        else:
+            base, log = f"/api/run/{guid}", "log"
+        return [
+            RunFile("log", "log.zip", f"{base}/{log}", kind="log", archive=True),
+            RunFile(
+                "backup", "backup.zip", f"{base}/backup", kind="data", archive=True, optional=True
+            ),
+        ]
+
+    # ------------------------------------------------------------------------ check
+
+    async def check(self) -> list[CheckResult]:
+        """Every configured agent: its path resolved, its history (and job history) readable."""
+        lines = []
+        for agent_id in self.config.agents:
+            guid, name = await self._target(agent_id, fresh=True)
+            label = f"{agent_id} → {guid}" if guid != agent_id else agent_id
+            runs = await self._history(agent_id, guid)
+            what = f"agent {label}" + (f" ({name})" if name else "")
+            text = f"{what}: {len(runs)} recent run(s) readable"
+            if self.config.watch_jobs:
+                path = f"/api/job/{guid}/history"
+                jobs = await self.get(path, params={"count": 1}, agent_id=agent_id)
+                _listing(self.name, jobs, path, agent_id)
+                text += "; job history readable"
+            lines.append(CheckResult(True, text))
+        return lines
+
+
+def _listing(source: str, data: Any, path: str, agent_id: str) -> list[Any]:
+    """A history answer as a list; tolerate an envelope, refuse anything else."""
+    if isinstance(data, dict):
+        data = next((data[k] for k in ("items", "runs", "data") if k in data), data)
+    if not isinstance(data, list):
+        raise SourceProtocolError(
+            source, f"GET {path}: expected a list, got {type(data).__name__}", agent_id=agent_id
+        )
+    return data
+
+
+def _is_path(agent_id: str) -> bool:
+    return "/" in agent_id
+
+
+def _run_key(item: Any) -> str | None:
+    return as_id(item.get("agentRunHistoryId")) if isinstance(item, dict) else None
