@@ -155,30 +155,55 @@ async def one_cycle(app: App) -> dict[str, float]:
     }
 
 
+async def cycle_phase(state: Path, url: str, key: str, cycles: int, concurrency: int) -> dict:
+    """In a fresh process: open the state, run `cycles` poll cycles, report the last one."""
+    settings = settings_for(state, url, key, concurrency=concurrency)
+    async with aiohttp.ClientSession() as session:
+        app = App(settings, http=HttpClient(session))
+        async with app:
+            for _ in range(cycles):
+                metrics = await one_cycle(app)
+            metrics["runs"] = sum(len(r) for r in app.pollers[0].runs.values())
+            metrics["agent_ids"] = list(app.pollers[0].runs)
+    metrics["rss"] = peak_rss_mb()
+    return metrics
+
+
+def run_phase(state: Path, url: str, key: str, cycles: int, concurrency: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "_phase", str(state), url, key, str(cycles), str(concurrency)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 async def bench_cycle(agents: int, latency: float, concurrency: int) -> list[str]:
-    rows = []
+    """The baseline in one process; then, as after a restart, a process that knows every run:
+    its first cycle (listings parsed and diffed, nothing written) and a second one (identical
+    listings skipped unparsed). Each phase reports its own peak RSS."""
     with simulator(agents, latency) as (url, key), tempfile.TemporaryDirectory() as tmp:
-        settings = settings_for(Path(tmp), url, key, concurrency=concurrency)
-        async with aiohttp.ClientSession() as session:
-            app = App(settings, http=HttpClient(session))
-            async with app:
-                first = await one_cycle(app)
-                second = await one_cycle(app)
-                agent_ids = list(app.pollers[0].runs)
-                runs = sum(len(r) for r in app.pollers[0].runs.values())
+        state = Path(tmp)
+        phases = [
+            ("first start (baseline)", run_phase(state, url, key, 1, concurrency)),
+            ("after a restart, no changes", run_phase(state, url, key, 1, concurrency)),
+            ("steady, no changes", run_phase(state, url, key, 2, concurrency)),
+        ]
+        agent_ids = phases[0][1]["agent_ids"]
         sample = agent_ids[: min(len(agent_ids), 1000)]
-        naive_state = Path(tmp) / "naive.json"
+        naive_state = state / "naive.json"
         naive_cycle(url, key, sample[:10], naive_state)  # warm up the connection
         naive = naive_cycle(url, key, sample, naive_state) * len(agent_ids) / len(sample)
-    scaled = " (scaled from 1,000)" if len(sample) < len(agent_ids) else ""
-    for label, m in (("first (baseline)", first), ("no changes", second)):
+    scaled = " (from 1,000)" if len(sample) < len(agent_ids) else ""
+    rows = []
+    for label, m in phases:
         rows.append(
             f"| {agents:,} | {label} | {m['wall']:.2f} s | {m['cpu']:.2f} s | "
             f"{m['requests']:,.0f} | {m['bytes'] / 1e6:.1f} MB | "
-            f"{m['transactions']:.0f} tx / {m['rows']:,.0f} rows | {naive:.1f} s{scaled} | "
-            f"{naive / m['wall']:.0f}x |"
+            f"{m['transactions']:.0f} tx / {m['rows']:,.0f} rows | {m['rss']:.0f} MB | "
+            f"{naive:.1f} s{scaled} | {naive / m['wall']:.0f}x |"
         )
-    rows.append(f"| {agents:,} | peak RSS, {runs:,} runs known | {peak_rss_mb():.0f} MB |")
     return rows
 
 
@@ -286,6 +311,11 @@ async def bench_latency(agents: int, seconds: float, interval: float) -> list[st
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["_phase"]:  # a cycle phase in a child process (see run_phase)
+        state, url, key, cycles, concurrency = sys.argv[2:7]
+        m = asyncio.run(cycle_phase(Path(state), url, key, int(cycles), int(concurrency)))
+        print(json.dumps(m))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cycle")
@@ -303,10 +333,10 @@ def main() -> None:
     print(f"machine: {machine()}")
     if args.command == "cycle":
         print(
-            "| agents | cycle | wall | CPU | requests | bytes | state writes | "
+            "| agents | cycle | wall | CPU | requests | bytes | state writes | peak RSS | "
             "sequential loop | speed-up |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for n in args.agents:
             for row in asyncio.run(bench_cycle(n, args.latency, args.concurrency)):
                 print(row, flush=True)

@@ -83,13 +83,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp_path: Path, base_url: str, tail: str = "") -> Path:
+def write_config(
+    tmp_path: Path, base_url: str, tail: str = "", key: str = 'api_key = "${TEST_DAEMON_KEY}"'
+) -> Path:
     path = tmp_path / "watcher.toml"
     path.write_text(
         f'[watcher]\nstate_path = "{tmp_path / "state.db"}"\n'
         f'events_path = "{tmp_path / "events.jsonl"}"\nlog_format = "json"\n\n'
         f'[[sources]]\nname = "cloud"\nkind = "sequentum_cloud"\nbase_url = "{base_url}"\n'
-        'api_key = "${TEST_DAEMON_KEY}"\nretries = 0\ntimeout = 5\njitter = 0\n'
+        f"{key}\nretries = 0\ntimeout = 5\njitter = 0\n"
         "poll_interval = 1\npoll_interval_active = 1\n" + tail
     )
     return path
@@ -163,9 +165,13 @@ def test_systemd_hears_ready_watchdog_and_stopping(sim, tmp_path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(notify_path)
     sock.settimeout(20)
+    credentials = tmp_path / "credentials"  # as systemd's LoadCredential= provides it
+    credentials.mkdir()
+    (credentials / "sequentum").write_text(KEY + "\n")
     daemon = Daemon(
-        write_config(tmp_path, url),
+        write_config(tmp_path, url, key='api_key_file = "sequentum"'),
         {
+            "CREDENTIALS_DIRECTORY": str(credentials),
             "NOTIFY_SOCKET": notify_path,
             "WATCHDOG_USEC": "200000",  # a ping every 0.1 s
             "WATCHER_HTTP__LISTEN": f"127.0.0.1:{port}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from watcher import logs
 from watcher.app import App
 from watcher.endpoint import EventStream
+from watcher.errors import WatcherError
 from watcher.models import Event
 from watcher.settings import HttpSection, Settings, SubscriptionConfig
 from watcher.sim import World
@@ -316,3 +318,27 @@ async def test_notifications_sent_and_failed_by_channel(
     assert sent_labels == failed_labels
     assert sent_labels["subscription"] == "ops" and sent_labels["channel"].startswith("json://")
     assert "s3cret-t0ken" not in text
+
+
+async def test_shutdown_ends_open_event_streams(settings, clock, http, client) -> None:
+    app = App(settings, clock=clock, http=http)
+    app.open()
+    host, port = await app.serve_http() or ("", 0)
+    async with client.get(f"http://{host}:{port}/events") as response:
+        assert await response.content.readline() == b"retry: 5000\n"
+        await asyncio.wait_for(app.close(), 5)  # does not wait for the client to leave
+        rest = await asyncio.wait_for(response.content.read(), 5)
+    assert rest == b"\n"  # the end of the retry hint, then end of stream
+    assert app.endpoint is None and app.stream.clients == 0
+
+
+async def test_a_taken_port_is_one_clear_error(settings, clock, http) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings.http = HttpSection(listen=f"127.0.0.1:{port}")
+        async with App(settings, clock=clock, http=http) as app:
+            with pytest.raises(WatcherError) as caught:
+                await app.serve_http()
+    assert str(caught.value).startswith(f"http.listen: cannot listen on 127.0.0.1:{port}: ")

@@ -410,3 +410,28 @@ urls = ["json://127.0.0.1:9/other"]
     assert lines[1].startswith("FAIL ops: json://127.0.0.1:9/dead")
     assert len(lines) == 2 and len(box.messages) == 1
     assert main(["--config", str(config), "notify-test", "--subscription", "nope"]) == 2
+
+
+async def test_fetched_outputs_can_be_alerted_with_their_paths(
+    steam, build, receiver, clock: FakeClock, tmp_path: Path
+) -> None:
+    from watcher.settings import OutputsConfig
+
+    rec, base = receiver
+    sub = subscription("data", f"json://{base.removeprefix('http://')}/hook",
+                       on=["output.fetched"])  # fmt: skip
+    app = build(sub)
+    app.settings.outputs = OutputsConfig(enabled=True, dir=tmp_path / "out", on=["success"])
+    async with app:
+        await app.once()
+        steam.add_run(2537, status=10, run_id=101)
+        clock.advance(15)
+        await app.once()
+        assert app.dispatcher is not None
+        for _ in range(3):  # the fetch, then the output.fetched event it records, then the alert
+            await app.dispatcher.drain()
+    (hook,) = rec.bodies("/hook")
+    assert hook["title"].startswith("📦 steam (2537): outputs of run 101 fetched (")
+    run_dir = tmp_path / "out" / "cloud" / "2537" / "101"
+    assert str(run_dir) in hook["message"]
+    assert (run_dir / "manifest.json").exists()

@@ -14,7 +14,7 @@ from aiohttp import web
 from watcher import logs
 from watcher.app import App
 from watcher.reload import plan_reload
-from watcher.settings import load_settings
+from watcher.settings import Settings, load_settings
 from watcher.sim import World
 from watcher.sources.http import HttpClient
 
@@ -102,8 +102,9 @@ def build(config: ConfigFile, clock: FakeClock, http: HttpClient) -> App:
     return App(load_settings(config.path, {}), clock=clock, http=http, loader=reload_loader)
 
 
-def reload_loader(path: Path) -> Path:  # the environment of the test process is not consulted
-    return load_settings(path, {})  # type: ignore[return-value]
+def reload_loader(path: Path) -> Settings:
+    """Reload without consulting the test process's environment."""
+    return load_settings(path, {})
 
 
 async def test_a_new_subscription_takes_effect(
@@ -118,6 +119,7 @@ async def test_a_new_subscription_takes_effect(
         steam.add_run(AGENT, status=6, run_id=101)
         clock.advance(15)
         await app.once()
+        assert b'watcher_config_reloads_total{result="applied"} 1.0' in app.metrics.render()
     assert [path for path, _ in got] == ["/ops"]
     assert "failed" in got[0][1]["title"]
     line = next(
@@ -142,6 +144,7 @@ async def test_a_broken_file_is_rejected_and_the_old_config_keeps_working(
         steam.add_run(AGENT, status=6, run_id=101)
         clock.advance(15)
         await app.once()
+        assert b'watcher_config_reloads_total{result="rejected"} 1.0' in app.metrics.render()
     assert [path for path, _ in got] == ["/ops"]  # the old subscription still delivers
     lines = [json.loads(x) for x in captured_logs.getvalue().splitlines()]
     rejected = [x for x in lines if x["event"] == "config reload rejected"]

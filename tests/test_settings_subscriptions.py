@@ -49,7 +49,7 @@ def test_defaults_and_references(tmp_path: Path) -> None:
     assert "TIiajkdnlazkcOXrIdevi7FQ" not in repr(settings)
 
 
-def test_every_problem_is_one_line_naming_the_key(tmp_path: Path) -> None:
+def test_every_problem_is_one_line_naming_the_key(tmp_path: Path, caplog) -> None:
     lines = problems(
         tmp_path,
         f"""
@@ -70,7 +70,7 @@ urls = []
         "subscriptions[0].urls[2]: not a usable apprise URL (check its scheme and required parts)",
         'subscriptions[0].on: unknown trigger "exploded" (one of failure, stopped, success, '
         "skipped, recovered, run.reopened, run.warning, run.unknown_status, run.discovered, "
-        "source.failed, source.recovered)",
+        "source.failed, source.recovered, output.fetched, output.failed)",
         "subscriptions[0].title: template error at line 1: unexpected end of template, "
         "expected 'end of print statement'.",
         "subscriptions[0].group_threshold: must be >= 1",
@@ -78,6 +78,7 @@ urls = []
         'subscriptions[1].name: duplicate subscription name "ops"',
     ]
     assert not any("abc123" in line for line in lines)
+    assert "abc123" not in caplog.text  # apprise logs rejected URLs verbatim: kept quiet
 
 
 def test_unknown_source_is_named(tmp_path: Path) -> None:

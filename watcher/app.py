@@ -36,8 +36,9 @@ from watcher.sdnotify import Notifier
 from watcher.settings import Settings, SourceConfig, load_settings
 from watcher.sinks.base import Sink
 from watcher.sinks.eventlog import EventLog
+from watcher.sinks.fetcher import Fetcher
 from watcher.sinks.notify import Channel, Subscription
-from watcher.sinks.outputs import Fetcher, OutputsSink
+from watcher.sinks.outputs import OutputsSink
 from watcher.sources.automation_runs import AutomationRuns
 from watcher.sources.base import CheckResult, Source
 from watcher.sources.http import HttpClient, make_session
@@ -113,6 +114,7 @@ class App:
         self._reloading: asyncio.Task[bool] | None = None
         self._reload_again = False
         self._delivering: asyncio.Task[None] | None = None
+        self._retiring: set[SourcePoller] = set()  # pollers a reload is letting finish
 
     async def __aenter__(self) -> App:
         self.open()
@@ -465,8 +467,10 @@ class App:
         self.pollers = [p for p in self.pollers if p not in leaving]
         for poller in leaving:
             self._unschedule(poller.name)
+        self._retiring.update(leaving)  # a shutdown meanwhile waits for them too
         for poller in leaving:
             await poller.idle()  # a poll in flight commits; its successor loads that state
+        self._retiring.difference_update(leaving)
         fresh = {source.name: source for source in sources}
         pollers: list[SourcePoller] = []
         for sc in plan.settings.sources:
@@ -503,13 +507,14 @@ class App:
         happened or the next start diffs the same listing again.
         """
         budget = self.settings.watcher.shutdown_timeout
+        pollers = [*self.pollers, *self._retiring]
         try:
             async with asyncio.timeout(budget / 2):
-                for poller in self.pollers:
+                for poller in pollers:
                     await poller.idle()
         except TimeoutError:
             log.warning("a poll still waiting on its platform was abandoned")
-            for poller in self.pollers:
+            for poller in pollers:
                 poller.cancel()
         assert self.dispatcher is not None
         try:

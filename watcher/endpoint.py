@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from watcher.errors import WatcherError
 from watcher.metrics import CONTENT_TYPE, Metrics
 from watcher.models import Event, iso
 from watcher.poller import SourcePoller
@@ -38,6 +39,7 @@ vanished client is noticed."""
 WRITE_TIMEOUT = 10.0
 """Seconds one write to an `/events` client may block before the client is dropped."""
 MAX_CLIENTS = 64
+"""At most this many `/events` clients at once; one more is answered 503."""
 
 
 STALE_INTERVALS = 3
@@ -171,9 +173,10 @@ class Endpoint:
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
-        except OSError:
+        except OSError as err:  # the port is taken, the address is not ours, …
             await runner.cleanup()
-            raise
+            reason = err.strerror or str(err)
+            raise WatcherError(f"http.listen: cannot listen on {host}:{port}: {reason}") from None
         self._runner = runner
         bound = runner.addresses[0]
         self.address = (str(bound[0]), int(bound[1]))

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from watcher.app import build_source
 from watcher.errors import ConfigError, WatcherError
 from watcher.settings import Settings
-from watcher.sinks.outputs import Fetcher, FetchError, FileResult
+from watcher.sinks.fetcher import Fetcher, FetchError, FileResult
 from watcher.sources.http import HttpClient, make_session
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -52,6 +52,8 @@ TITLES: dict[str, str] = {
     "run.unknown_status": "❔ {{ agent }}: run {{ event.run_id }} has an unknown status {{ event.status }}",
     "run.discovered": "{{ agent }}: new run {{ event.run_id }} ({{ event.status }})",
     "source.failed": "🔌 watcher cannot read {{ event.source }}",
+    "output.fetched": "📦 {{ agent }}: outputs of run {{ event.run_id }} fetched ({{ event.files }} file{{ 's' if event.files != 1 }})",
+    "output.failed": "📦 {{ agent }}: outputs of run {{ event.run_id }} could not be fetched",
     "source.recovered": "🔌 watcher reads {{ event.source }} again",
 }  # fmt: skip
 DEFAULT_TITLE = "{{ event.type }} {{ agent }}"
@@ -86,8 +88,11 @@ Status: {{ event.status }}{% if event.status_code is not none %} ({{ event.statu
 {% for action in event.diagnostics.suggestedActions %}- {{ action }}
 {% endfor %}{% endif %}
 {% endif %}
-{% if event.output_paths %}Outputs: {{ event.output_paths | join(", ") }}
+{% if event.reason %}Reason: {{ event.reason }}
 {% endif %}
+{% if event.output_paths %}Outputs:
+{% for path in event.output_paths %}- {{ path }}
+{% endfor %}{% endif %}
 {% if event.url %}Link: {{ event.url }}
 {% endif %}
 Source: {{ event.source }} ({{ event.source_kind }})"""

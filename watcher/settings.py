@@ -29,6 +29,7 @@ through an error message; `api_key` is a `SecretStr`, so no secret leaks through
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import string
@@ -567,14 +568,23 @@ SUBSCRIPTION_EVENTS = (
     "run.discovered",
     "source.failed",
     "source.recovered",
+    "output.fetched",
+    "output.failed",
 )
 
 
 def _check_apprise_url(url: str) -> None:
-    """Raise a problem unless apprise can load `url`. The URL itself is never echoed."""
+    """Raise a problem unless apprise can load `url`. The URL itself is never echoed — and
+    apprise, which logs a URL it rejects verbatim (tokens and all), is silenced meanwhile."""
     import apprise
 
-    if not apprise.Apprise().add(url):
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        usable = apprise.Apprise().add(url)
+    finally:
+        apprise_log.disabled = was_disabled
+    if not usable:
         raise _problem("not a usable apprise URL (check its scheme and required parts)")
 
 

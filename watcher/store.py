@@ -255,7 +255,7 @@ class Store:
                     "phase=excluded.phase, outcome=excluded.outcome, attempt=excluded.attempt, "
                     "digest=excluded.digest, snapshot=excluded.snapshot, "
                     "updated_at=excluded.updated_at",
-                    [_run_row(c, stamp) for c in changes],
+                    (_run_row(c, stamp) for c in changes),  # streamed: no list of 200k rows
                 )
                 rows += len(changes)
             if health is not None:

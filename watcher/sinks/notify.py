@@ -58,7 +58,7 @@ class Subscription:
         self._agents = [p.lower() for p in config.agents]
 
     def wants(self, event: Event) -> bool:
-        if event.type.startswith(("notification.", "output.")):
+        if event.type.startswith("notification."):
             return False  # watcher's own bookkeeping never alerts (and never loops)
         if self._sources and event.source not in self._sources:
             return False

@@ -222,19 +222,19 @@ class Source(ABC):
         progress: Callable[[int], None] | None = None,
     ) -> Downloaded:
         """Stream `item` into the open file `dest` (see `HttpClient.download`), with this
-        source's credentials, timeout, retries and concurrency cap."""
-        async with self._limit:
-            return await self.http.download(
-                URL(self._base + item.path),
-                dest,
-                source=self.name,
-                headers=self.auth_headers(),
-                timeout=self.config.timeout,
-                policy=self.policy,
-                agent_id=agent_id,
-                max_bytes=max_bytes,
-                progress=progress,
-            )
+        source's credentials, timeout and retries. It takes none of the source's `concurrency`
+        slots: a long download must not hold up polls (the outputs sink caps downloads)."""
+        return await self.http.download(
+            URL(self._base + item.path),
+            dest,
+            source=self.name,
+            headers=self.auth_headers(),
+            timeout=self.config.timeout,
+            policy=self.policy,
+            agent_id=agent_id,
+            max_bytes=max_bytes,
+            progress=progress,
+        )
 
     def run_url(self, agent_id: str, run_id: str, agent_name: str | None) -> str | None:
         """The link to a run, from the source's `dashboard_url` template."""
