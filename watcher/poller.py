@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -154,7 +155,6 @@ class SourcePoller:
             agents = []
         due = [a for a in agents if force or self._is_due(a.id, ts)]
         report.agents = len(due)
-        fetched = await self._fetch(due) if due else []
 
         events: list[Event] = []
         changes: list[Change] = []
@@ -165,9 +165,12 @@ class SourcePoller:
         # poll is news. (Agents added to the config are baselined quietly: their history is old.)
         since = self.last_success if self.source.config.agents == ["*"] else None
         kind = self.source.kind
-        for agent, result in fetched:
+        wildcard_ok = _WILDCARD in {a.id for a in due}
+        # Each listing is diffed as it arrives and then dropped: only what changed is kept.
+        async for agent, result in self._answers(due):
             if isinstance(result, SourceError):
                 report.errors.append(result)
+                wildcard_ok = False
                 continue
             ok_agents.append(agent.id)
             if result is UNCHANGED:
@@ -179,9 +182,7 @@ class SourcePoller:
                 baselined.append(Agent(agent.id, name))
             events.extend(diff.events)
             changes.extend(diff.changes)
-        if _WILDCARD in {a.id for a in due} and not any(
-            isinstance(r, SourceError) for _, r in fetched
-        ):
+        if wildcard_ok:
             # One listing answered for every agent (a source overriding `fetch`): the wildcard
             # unit was polled, whichever agents the answer named.
             ok_agents.append(_WILDCARD)
@@ -270,21 +271,22 @@ class SourcePoller:
             self._agents_at = ts
         return self._agents
 
-    async def _fetch(self, due: list[Agent]) -> list[tuple[Agent, list | SourceError]]:
+    async def _answers(self, due: list[Agent]) -> AsyncIterator[tuple[Agent, Any]]:
+        """The source's answers, each a list of runs, UNCHANGED or a SourceError."""
+        if not due:
+            return
+        answered: set[str] = set()
         try:
-            results = await self.source.fetch(due)
+            async for agent, result in self.source.fetch(due):
+                answered.add(agent.id)
+                if not isinstance(result, list | SourceError | Unchanged):
+                    result = self._as_source_error(result, agent.id)
+                yield agent, result
         except Exception as err:  # a bug in a source must not take the daemon down
             error = self._as_source_error(err)
-            return [(a, error) for a in due]
-        return [
-            (
-                a,
-                r
-                if isinstance(r, list | SourceError | Unchanged)
-                else self._as_source_error(r, a.id),
-            )
-            for a, r in results
-        ]
+            for agent in due:
+                if agent.id not in answered:
+                    yield agent, error
 
     def _as_source_error(self, err: Exception, agent_id: str | None = None) -> SourceError:
         """A source's typed error as is; anything else is a bug or an answer we cannot read:

@@ -21,13 +21,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from watcher.errors import SourceError, SourceProtocolError
 from watcher.models import Agent, Outcome, RunSnapshot, parse_iso
-from watcher.sources.base import CheckResult, Source
+from watcher.sources.base import Answer, CheckResult, Source
 from watcher.sources.fields import as_id, as_number, as_text, error_text
 from watcher.status import automation_status
 
@@ -74,19 +74,20 @@ class AutomationRuns(Source):
             return [s for snaps in grouped.values() for s in snaps]
         return grouped.get(agent.id, [])
 
-    async def fetch(
-        self, due: Sequence[Agent]
-    ) -> list[tuple[Agent, list[RunSnapshot] | Exception]]:
+    async def fetch(self, due: Sequence[Agent]) -> AsyncIterator[Answer]:
         """One paged listing for every due automation; for `*`, every automation it names."""
         try:
             grouped = await self._grouped()
         except SourceError as err:
-            return [(a, err) for a in due]
-        results: list[tuple[Agent, list[RunSnapshot] | Exception]] = []
+            for agent in due:
+                yield agent, err
+            return
         if any(a.id == WILDCARD for a in due):
-            results += [(Agent(aid), snaps) for aid, snaps in grouped.items()]
-        results += [(a, grouped.get(a.id, [])) for a in due if a.id != WILDCARD]
-        return results
+            for automation, snaps in grouped.items():
+                yield Agent(automation), snaps
+        for agent in due:
+            if agent.id != WILDCARD:
+                yield agent, grouped.get(agent.id, [])
 
     # --------------------------------------------------------------------- listing
 

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import string
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
@@ -21,7 +21,7 @@ from yarl import URL
 from watcher import redact
 from watcher.errors import SourceProtocolError
 from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState
-from watcher.sources.http import Downloaded, HttpClient, RetryPolicy
+from watcher.sources.http import Downloaded, HttpClient, RetryPolicy, Unchanged
 
 if TYPE_CHECKING:
     from watcher.settings import SourceConfig
@@ -55,6 +55,10 @@ class Fingerprints:
             digest = self._pending.pop(key, None)
             if digest is not None:
                 self._confirmed[key] = digest
+
+
+Answer = tuple[Agent, list[RunSnapshot] | Unchanged | Exception]
+"""One agent's answer to a poll: its runs, UNCHANGED (an identical listing), or an error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +148,23 @@ class Source(ABC):
     async def runs(self, agent: Agent) -> list[RunSnapshot]:
         """The agent's recent runs, oldest first."""
 
-    async def fetch(
-        self, due: Sequence[Agent]
-    ) -> list[tuple[Agent, list[RunSnapshot] | Exception]]:
-        """The runs of each due agent, or the exception that kept them from being read.
+    async def fetch(self, due: Sequence[Agent]) -> AsyncIterator[Answer]:
+        """Each due agent's runs (or the exception that kept them from being read), yielded as
+        they arrive, so the poller can diff and drop one listing before the next is in.
 
         The default asks `runs()` per agent, concurrently (bounded by `concurrency`). A platform
         that lists all runs at once overrides this: it may answer for agents it was not asked
         about (new ones it discovered), and `due` may hold the wildcard agent `*`.
         """
-        return list(await asyncio.gather(*(self._fetch_one(a) for a in due)))
+        tasks = [asyncio.ensure_future(self._fetch_one(a)) for a in due]
+        try:
+            for next_answer in asyncio.as_completed(tasks):
+                yield await next_answer
+        finally:
+            for task in tasks:  # the poll was cancelled: abandon the requests still waiting
+                task.cancel()
 
-    async def _fetch_one(self, agent: Agent) -> tuple[Agent, list[RunSnapshot] | Exception]:
+    async def _fetch_one(self, agent: Agent) -> Answer:
         try:
             return agent, await self.runs(agent)
         except Exception as err:  # typed or not, the poller turns it into one agent's error
