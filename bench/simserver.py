@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from watcher.sim import World, make_cloud_app
+
+FIXED_NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
 @web.middleware
@@ -40,7 +43,13 @@ async def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    world = World.bulk(args.agents, runs_per_agent=args.runs, active_fraction=args.active, seed=1)
+    world = World.bulk(
+        args.agents,
+        runs_per_agent=args.runs,
+        active_fraction=args.active,
+        seed=1,
+        now=lambda: FIXED_NOW,  # the same world in every process: a restart sees no changes
+    )
     world.latency = args.latency
     app = make_cloud_app(world)
     app.middlewares.append(cached)  # innermost: after auth, latency and request accounting

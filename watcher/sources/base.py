@@ -156,10 +156,21 @@ class Source(ABC):
         that lists all runs at once overrides this: it may answer for agents it was not asked
         about (new ones it discovered), and `due` may hold the wildcard agent `*`.
         """
-        tasks = [asyncio.ensure_future(self._fetch_one(a)) for a in due]
+        # A few workers, not a task per agent: with thousands of agents, the tasks (and the
+        # listings their results would hold) would otherwise all be alive at once. The bounded
+        # queue is the backpressure: a fast platform cannot run ahead of the diff.
+        workers = min(len(due), 2 * self.config.concurrency)
+        answers: asyncio.Queue[Answer] = asyncio.Queue(maxsize=workers)
+        todo = iter(due)
+
+        async def work() -> None:
+            for agent in todo:
+                await answers.put(await self._fetch_one(agent))
+
+        tasks = [asyncio.ensure_future(work()) for _ in range(workers)]
         try:
-            for next_answer in asyncio.as_completed(tasks):
-                yield await next_answer
+            for _ in due:
+                yield await answers.get()
         finally:
             for task in tasks:  # the poll was cancelled: abandon the requests still waiting
                 task.cancel()
