@@ -26,7 +26,7 @@ class Recorder(Sink):
         self.fail: DeliveryError | None = None
         self.gate: asyncio.Event | None = None
 
-    async def deliver(self, events: Sequence[Event]) -> None:
+    async def deliver(self, events: Sequence[Event], done) -> None:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail is not None:

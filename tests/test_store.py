@@ -162,9 +162,9 @@ async def test_eventlog_writes_each_event_once_even_after_a_crash(tmp_path: Path
         source_event(EventType.SOURCE_FAILED, source="c", source_kind="k", ts=T0, id_parts=(i,))
         for i in range(3)
     ]
-    await EventLog(path).deliver(events[:2])
+    await EventLog(path).deliver(events[:2], lambda ids: None)
     # A crash after writing but before marking delivered: a new process gets all three again.
-    await EventLog(path).deliver(events)
+    await EventLog(path).deliver(events, lambda ids: None)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["id"] for line in lines] == [e.id for e in events]
 
@@ -173,7 +173,7 @@ async def test_eventlog_recovers_from_a_torn_last_line(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text('{"id": "torn", "type": "run.fin')
     event = source_event(EventType.SOURCE_FAILED, source="c", source_kind="k", ts=T0)
-    await EventLog(path).deliver([event])
+    await EventLog(path).deliver([event], lambda ids: None)
     last = path.read_text().splitlines()[-1]
     assert json.loads(last)["id"] == event.id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -273,7 +274,9 @@ async def test_auth_failure_then_recovery(steam, app_factory, clock, tmp_path):
     ("kind", "status", "expect"),
     [
         ("http", 500, "HTTP 500"),
+        ("http", 502, "HTTP 502"),
         ("http", 503, "HTTP 503"),
+        ("http", 504, "HTTP 504"),
         ("http", 400, "HTTP 400"),
         ("http", 403, "HTTP 403"),
         ("http", 404, "HTTP 404"),
@@ -449,3 +452,48 @@ async def test_a_failed_state_write_is_diffed_again(steam, app_factory, clock, t
         await poll(app, clock)  # the same bytes as the failed poll: parsed and diffed again
         await poll(app, clock)
     assert finishes(read_events(tmp_path)) == [("120", "failure", 0)]
+
+
+async def test_a_full_disk_under_the_state_file(steam, tmp_path, cloud_url, clock, http):
+    """SQLite on a tiny tmpfs that fills up: the poll fails with one clear line, changes
+    nothing, and the next poll after space comes back commits everything, once."""
+    import os
+    import subprocess
+
+    from .conftest import make_settings, source_config
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        pytest.skip("needs root and mount (a small tmpfs)")
+    try:
+        settings = make_settings(tmp_path, source_config(cloud_url))
+        settings.watcher.state_path = small / "state.db"
+        async with App(settings, clock=clock, http=http) as app:
+            await app.once()
+            ballast = small / "ballast"
+            with contextlib.suppress(OSError), ballast.open("wb", buffering=0) as f:
+                while True:  # fill the file system to the last block
+                    f.write(b"\0" * 4096)
+            for run_id in range(200, 240):  # within the listing window (max_records = 50)
+                steam.add_run(AGENT, status=6, run_id=run_id, message="x" * 500)
+            clock.advance(15)
+            (report,) = await app.once()
+            assert not report.ok and report.events == []
+            assert app.store is not None
+            assert "200" not in app.store.load_runs("cloud")[str(AGENT)]
+            ballast.unlink()
+            await poll(app, clock)
+            await poll(app, clock)
+            assert app.store.integrity_check() == "ok"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+    got = finishes(read_events(tmp_path))
+    assert sorted(r for r, _, _ in got) == [str(r) for r in range(200, 240)]

@@ -18,7 +18,7 @@ import structlog
 
 from watcher.models import Event
 from watcher.redact import redact
-from watcher.sinks.base import DeliveryError, PartialDelivery, Sink
+from watcher.sinks.base import DeliveryError, Sink
 from watcher.store import Pending, Store
 
 log = structlog.get_logger("watcher.dispatch")
@@ -100,12 +100,19 @@ class Dispatcher:
             self._busy.discard(sink.name)
 
     async def _deliver(self, sink: Sink, items: list[Pending], now: float) -> bool:
+        by_id = {p.event.id: p for p in items}
+        marked: set[str] = set()
+
+        def done(event_ids: Sequence[str]) -> None:
+            fresh = [by_id[i] for i in event_ids if i in by_id and i not in marked]
+            if fresh:
+                self.store.delivered(fresh)
+                marked.update(p.event.id for p in fresh)
+
         try:
-            await sink.deliver([p.event for p in items])
+            await sink.deliver([p.event for p in items], done)
         except Exception as err:  # one bad sink must never break the others
-            if isinstance(err, PartialDelivery):
-                self.store.delivered([p for p in items if p.event.id in err.delivered])
-                items = [p for p in items if p.event.id not in err.delivered]
+            items = [p for p in items if p.event.id not in marked]
             retryable = not isinstance(err, DeliveryError) or err.retryable
             message = redact(str(err) or type(err).__name__)
             max_age = sink.max_age or self.max_age
@@ -126,7 +133,7 @@ class Dispatcher:
                     "delivery failed; will retry", sink=sink.name, events=len(retry), error=message
                 )
             return False
-        self.store.delivered(items)
+        self.store.delivered([p for p in items if p.event.id not in marked])
         return True
 
     async def _abandon(self, sink: Sink, items: list[Pending], message: str) -> None:

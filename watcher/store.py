@@ -134,8 +134,12 @@ class Store:
         return store
 
     def close(self) -> None:
+        """Checkpoint the WAL into the main file and close. A checkpoint that cannot be made
+        (a full disk) is skipped: the WAL is kept and replayed by the next start."""
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
         finally:
             self._db.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from watcher.models import Event
 
@@ -16,12 +16,7 @@ class DeliveryError(Exception):
         self.retryable = retryable
 
 
-class PartialDelivery(DeliveryError):
-    """Some of a batch went out (`delivered`, event ids) before the rest failed."""
-
-    def __init__(self, message: str, *, delivered: Sequence[str]) -> None:
-        super().__init__(message)
-        self.delivered = frozenset(delivered)
+Done = Callable[[Sequence[str]], None]
 
 
 class Sink(ABC):
@@ -35,8 +30,14 @@ class Sink(ABC):
         return True
 
     @abstractmethod
-    async def deliver(self, events: Sequence[Event]) -> None:
-        """Deliver a batch, all or nothing; raise `DeliveryError` when it failed."""
+    async def deliver(self, events: Sequence[Event], done: Done) -> None:
+        """Deliver a batch; raise `DeliveryError` when (some of) it failed.
+
+        A sink that delivers a batch piece by piece calls `done(event_ids)` as each piece
+        succeeds: those rows leave the outbox at once, so a crash in the middle of a batch
+        repeats only the one delivery in flight. Whatever is not marked when `deliver`
+        returns is marked then; whatever is not marked when it raises is retried.
+        """
 
     async def abandoned(self, events: Sequence[Event], error: str) -> None:  # noqa: B027
         """Delivery of `events` was given up (too old, or a permanent error). Optional hook."""

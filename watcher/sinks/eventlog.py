@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from watcher.models import Event
-from watcher.sinks.base import DeliveryError, Sink
+from watcher.sinks.base import DeliveryError, Done, Sink
 
 TAIL_BYTES = 256 * 1024
 REMEMBER = 4096
@@ -56,7 +56,7 @@ class EventLog(Sink):
         self._recent.append(event_id)
         self._recent_set.add(event_id)
 
-    async def deliver(self, events: Sequence[Event]) -> None:
+    async def deliver(self, events: Sequence[Event], done: Done) -> None:
         if not self._loaded:
             self._load_tail()
         todo = [e for e in events if e.id not in self._recent_set]

@@ -30,7 +30,7 @@ from watcher import redact
 from watcher.messages import Message, Templates, render_digest
 from watcher.models import Event, Outcome, event_id
 from watcher.settings import SubscriptionConfig
-from watcher.sinks.base import DeliveryError, PartialDelivery, Sink
+from watcher.sinks.base import DeliveryError, Done, Sink
 
 log = structlog.get_logger("watcher.notify")
 
@@ -108,7 +108,7 @@ class Channel(Sink):
     def accepts(self, event: Event) -> bool:
         return self.subscription.wants(event)
 
-    async def deliver(self, events: Sequence[Event]) -> None:
+    async def deliver(self, events: Sequence[Event], done: Done) -> None:
         cfg = self.subscription.config
         now = self._monotonic()
         while self._recent and now - self._recent[0] > cfg.group_wait:
@@ -116,18 +116,14 @@ class Channel(Sink):
         burst = len(events) > 1 and len(self._recent) + len(events) > cfg.group_threshold
         if burst:
             await self._send(render_digest(events, self.subscription.name), _worst(events))
+            done([e.id for e in events])
             self._sent(events, digest=True)
             return
-        for index, event in enumerate(events):
-            try:
-                message = self.subscription.templates.render(event, self.subscription.name)
-                await self._send(message, _notify_type(event))
-            except DeliveryError as err:
-                if index == 0:
-                    raise
-                self._sent(events[:index], digest=False)
-                raise PartialDelivery(str(err), delivered=[e.id for e in events[:index]]) from None
-        self._sent(events, digest=False)
+        for event in events:  # each marked the moment it went out: a crash repeats one at most
+            message = self.subscription.templates.render(event, self.subscription.name)
+            await self._send(message, _notify_type(event))
+            done([event.id])
+            self._sent([event], digest=False)
 
     async def abandoned(self, events: Sequence[Event], error: str) -> None:
         """Delivery was given up: say so in the event log, once per event."""

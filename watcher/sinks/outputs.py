@@ -20,7 +20,7 @@ from datetime import datetime
 import structlog
 
 from watcher.models import Event, event_id
-from watcher.sinks.base import DeliveryError, PartialDelivery, Sink
+from watcher.sinks.base import DeliveryError, Done, Sink
 from watcher.sinks.fetcher import Fetcher, FetchError, FetchResult
 
 log = structlog.get_logger("watcher.outputs")
@@ -51,16 +51,18 @@ class OutputsSink(Sink):
         source = self.fetcher.source(event.source)
         return source is not None and source.has_outputs
 
-    async def deliver(self, events: Sequence[Event]) -> None:
-        problems = await asyncio.gather(*(self._one(e) for e in events))
+    async def deliver(self, events: Sequence[Event], done: Done) -> None:
+        async def one(event: Event) -> str | None:
+            why = await self._one(event)
+            if why is None:
+                done([event.id])  # this run is settled, whatever happens to the others
+            return why
+
+        problems = await asyncio.gather(*(one(e) for e in events))
         failed = [why for why in problems if why is not None]
-        if not failed:
-            return
-        message = failed[0] + (f" (and {len(failed) - 1} more run(s))" if len(failed) > 1 else "")
-        done = [e.id for e, why in zip(events, problems, strict=True) if why is None]
-        if done:
-            raise PartialDelivery(message, delivered=done)
-        raise DeliveryError(message)
+        if failed:
+            more = f" (and {len(failed) - 1} more run(s))" if len(failed) > 1 else ""
+            raise DeliveryError(failed[0] + more)
 
     async def _one(self, event: Event) -> str | None:
         """Fetch one run's outputs; the reason to try again later, or None when it is done."""
