@@ -69,8 +69,12 @@ class Receiver:
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict]] = []
         self.down = False
+        self.accept: int | None = None  # accept this many more posts, then go down
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.accept is not None:
+            self.down = self.accept <= 0
+            self.accept -= 1
         if self.down:
             return web.Response(status=503, text="down for maintenance")
         self.posts.append((request.path, await request.json()))
@@ -435,3 +439,24 @@ async def test_fetched_outputs_can_be_alerted_with_their_paths(
     run_dir = tmp_path / "out" / "cloud" / "2537" / "101"
     assert str(run_dir) in hook["message"]
     assert (run_dir / "manifest.json").exists()
+
+
+async def test_a_batch_that_fails_midway_resends_only_the_rest(
+    steam, build, receiver, clock: FakeClock
+) -> None:
+    rec, base = receiver
+    sub = subscription("ops", f"json://{base.removeprefix('http://')}/hook")
+    async with build(sub) as app:
+        await app.once()
+        for run_id in (101, 102, 103):
+            steam.add_run(2537, status=6, run_id=run_id)
+        rec.accept = 2  # the third message of the batch fails
+        clock.advance(15)
+        await app.once()
+        assert len(rec.bodies("/hook")) == 2
+        rec.accept, rec.down = None, False
+        clock.advance(3600)
+        assert app.dispatcher is not None
+        await app.dispatcher.drain()
+    titles = [b["title"] for b in rec.bodies("/hook")]
+    assert sorted(titles) == [f"❌ steam (2537) failed (run {r})" for r in (101, 102, 103)]
