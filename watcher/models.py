@@ -331,6 +331,27 @@ def source_event(
     )
 
 
+def follow_up(
+    event: Event, type: str, *, by: str, ts: datetime, message: str | None = None, **data: Any
+) -> Event:
+    """An event a sink records about `event` (notification.sent, output.fetched, …): it keeps
+    the run's identity, points back with `event_id`, and its id is stable per (type, sink)."""
+    return Event(
+        id=event_id(type, by, event.id),
+        type=type,
+        ts=ts,
+        source=event.source,
+        source_kind=event.source_kind,
+        agent_id=event.agent_id,
+        agent_name=event.agent_name,
+        run_id=event.run_id,
+        status=event.status,
+        outcome=event.outcome,
+        message=message,
+        data=tuple(sorted({"event_id": event.id, "event_type": event.type, **data}.items())),
+    )
+
+
 def with_data(event: Event, **data: Any) -> Event:
     merged = dict(event.data)
     merged.update(data)

@@ -28,7 +28,7 @@ import structlog
 
 from watcher import redact
 from watcher.messages import Message, Templates, render_digest
-from watcher.models import Event, Outcome, event_id
+from watcher.models import Event, Outcome, follow_up
 from watcher.settings import SubscriptionConfig
 from watcher.sinks.base import DeliveryError, Done, Sink
 
@@ -159,28 +159,14 @@ class Channel(Sink):
         self._record([self._about(e, "notification.sent", digest=digest) for e in events])
 
     def _about(self, event: Event, type: str, **data: object) -> Event:
-        return Event(
-            id=event_id(type, self.name, event.id),
-            type=type,
+        return follow_up(
+            event,
+            type,
+            by=self.name,
             ts=self._clock(),
-            source=event.source,
-            source_kind=event.source_kind,
-            agent_id=event.agent_id,
-            agent_name=event.agent_name,
-            run_id=event.run_id,
-            status=event.status,
-            outcome=event.outcome,
-            data=tuple(
-                sorted(
-                    {
-                        "subscription": self.subscription.name,
-                        "channel": self.masked,
-                        "event_id": event.id,
-                        "event_type": event.type,
-                        **data,
-                    }.items()
-                )
-            ),
+            subscription=self.subscription.name,
+            channel=self.masked,
+            **data,
         )
 
 

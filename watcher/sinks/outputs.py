@@ -19,7 +19,7 @@ from datetime import datetime
 
 import structlog
 
-from watcher.models import Event, event_id
+from watcher.models import Event, follow_up
 from watcher.sinks.base import DeliveryError, Done, Sink
 from watcher.sinks.fetcher import Fetcher, FetchError, FetchResult
 
@@ -125,17 +125,4 @@ class OutputsSink(Sink):
     def _about(self, event: Event, type: str, message: str | None = None, **data: object) -> Event:
         if message is None and "reason" in data:
             message = str(data["reason"])
-        return Event(
-            id=event_id(type, self.name, event.id),
-            type=type,
-            ts=self._clock(),
-            source=event.source,
-            source_kind=event.source_kind,
-            agent_id=event.agent_id,
-            agent_name=event.agent_name,
-            run_id=event.run_id,
-            status=event.status,
-            outcome=event.outcome,
-            message=message,
-            data=tuple(sorted({"event_id": event.id, "event_type": event.type, **data}.items())),
-        )
+        return follow_up(event, type, by=self.name, ts=self._clock(), message=message, **data)
