@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from watcher.app import App
 from watcher.settings import Settings, SourceConfig, WatcherSection
-from watcher.sim import World, make_cloud_app
+from watcher.sim import World, make_cloud_app, serve
 from watcher.sources.http import HttpClient
 
 API_KEY = "sim-key-0123456789"
+
+
+@contextlib.contextmanager
+def served_in_a_thread(world: World) -> Iterator[str]:
+    """Serve `world` on 127.0.0.1 from its own thread and event loop, so that code running its
+    own loop (the CLI, a daemon in a subprocess) can reach it. Yields the base URL."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve_forever() -> None:
+        asyncio.set_event_loop(loop)
+        box["runner"], box["url"] = loop.run_until_complete(serve(world))
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(box["runner"].cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield str(box["url"])
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 class FakeClock:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from watcher.cli import main
-from watcher.sim import World, serve
+from watcher.sim import World
 from watcher.store import Store
+
+from .conftest import served_in_a_thread
 
 KEY = "cli-secret-key-42"
 
@@ -29,24 +29,8 @@ def sim() -> Iterator[tuple[World, str]]:
     world.api_keys = {KEY}
     world.add_agent(id=2537, name="steam")
     world.add_run(2537, status=9, run_id=100)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, object] = {}
-
-    def serve_forever() -> None:
-        asyncio.set_event_loop(loop)
-        box["runner"], box["url"] = loop.run_until_complete(serve(world))
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(box["runner"].cleanup())  # type: ignore[attr-defined]
-        loop.close()
-
-    thread = threading.Thread(target=serve_forever, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield world, str(box["url"])
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with served_in_a_thread(world) as url:
+        yield world, url
 
 
 def write_config(tmp_path: Path, base_url: str, **source: object) -> Path:

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,9 @@ import pytest
 from watcher.cli import main
 from watcher.fetch_cli import fetch_command
 from watcher.settings import load_settings
-from watcher.sim import SimFile, World, serve
+from watcher.sim import SimFile, World
+
+from .conftest import served_in_a_thread
 
 KEY = "fetch-cli-key-77"
 CSV = b"a,b\n1,2\n"
@@ -34,24 +35,8 @@ def sim() -> Iterator[tuple[World, str]]:
         SimFile(13, "huge.bin", BIG, 1),
     ]
     world.add_run(2537, status=10, run_id=100, files=files)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, object] = {}
-
-    def serve_forever() -> None:
-        asyncio.set_event_loop(loop)
-        box["runner"], box["url"] = loop.run_until_complete(serve(world))
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(box["runner"].cleanup())  # type: ignore[attr-defined]
-        loop.close()
-
-    thread = threading.Thread(target=serve_forever, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield world, str(box["url"])
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with served_in_a_thread(world) as url:
+        yield world, url
 
 
 def config(tmp_path: Path, base_url: str, outputs: str = "", limit: int = 100_000) -> Path:
