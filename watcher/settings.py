@@ -370,6 +370,13 @@ def _check_dashboard_url(template: str) -> str:
     return template
 
 
+def _valid_name(value: str) -> str:
+    """A source's or subscription's name: it appears in events, state and channel names."""
+    if not _SOURCE_NAME.fullmatch(value):
+        raise _problem("must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    return value
+
+
 def _read_secret(path: Path) -> str:
     """The file's content without surrounding whitespace; raises a problem naming the path."""
     try:
@@ -436,9 +443,7 @@ class SourceConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _SOURCE_NAME.fullmatch(value):
-            raise _problem("must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        return value
+        return _valid_name(value)
 
     @field_validator("base_url")
     @classmethod
@@ -621,9 +626,7 @@ class SubscriptionConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _SOURCE_NAME.fullmatch(value):
-            raise _problem("must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        return value
+        return _valid_name(value)
 
     @field_validator("urls")
     @classmethod
