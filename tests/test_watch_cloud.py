@@ -454,6 +454,70 @@ async def test_a_failed_state_write_is_diffed_again(steam, app_factory, clock, t
     assert finishes(read_events(tmp_path)) == [("120", "failure", 0)]
 
 
+@pytest.fixture
+def parsed(monkeypatch) -> list[str]:
+    """The agent ids whose listings the Cloud source parsed."""
+    from watcher.sources.sequentum_cloud import SequentumCloud
+
+    seen: list[str] = []
+    parse = SequentumCloud.parse_runs
+
+    def counting(self, agent, data, path):  # type: ignore[no-untyped-def]
+        seen.append(agent.id)
+        return parse(self, agent, data, path)
+
+    monkeypatch.setattr(SequentumCloud, "parse_runs", counting)
+    return seen
+
+
+async def test_a_restart_recognises_listings_already_committed(
+    steam, app_factory, clock, tmp_path, parsed
+):
+    async with app_factory() as app:
+        await app.once()
+    assert parsed == [str(AGENT)]
+    clock.advance(60)
+    async with app_factory() as app:
+        await app.once()  # the same bytes as committed before the restart: not parsed
+        assert parsed == [str(AGENT)]
+        steam.add_run(AGENT, status=6, run_id=130)
+        await poll(app, clock, 60)
+        assert parsed == [str(AGENT)] * 2
+    async with app_factory() as app:
+        await poll(app, clock, 60)
+        assert parsed == [str(AGENT)] * 2
+    async with app_factory(dashboard_url="https://cloud.example/{agent_id}/{run_id}") as app:
+        await poll(app, clock, 60)  # read differently now: parsed again
+        assert parsed == [str(AGENT)] * 3
+    assert finishes(read_events(tmp_path)) == [("130", "failure", 0)]
+
+
+async def test_a_listing_whose_write_failed_is_parsed_after_a_restart(
+    steam, app_factory, clock, tmp_path, parsed
+):
+    async with app_factory() as app:
+        await app.once()
+        steam.add_run(AGENT, status=6, run_id=131)
+        assert app.store is not None
+        app.store._db.execute("PRAGMA query_only = ON")
+        clock.advance(60)
+        (report,) = await app.once()
+        assert not report.ok
+        app.store._db.execute("PRAGMA query_only = OFF")
+    async with app_factory() as app:
+        await poll(app, clock, 60)
+    assert len(parsed) == 3
+    assert finishes(read_events(tmp_path)) == [("131", "failure", 0)]
+
+
+async def test_watcher_check_reads_runs_a_poll_would_skip(steam, app_factory):
+    async with app_factory() as app:
+        await app.once()
+    async with app_factory() as app:
+        lines = await app.pollers[0].source.check()
+    assert any("2 recent run(s) readable" in line.text for line in lines), lines
+
+
 async def test_a_full_disk_under_the_state_file(steam, tmp_path, cloud_url, clock, http):
     """SQLite on a tiny tmpfs that fills up: the poll fails with one clear line, changes
     nothing, and the next poll after space comes back commits everything, once."""

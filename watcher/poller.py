@@ -85,6 +85,7 @@ class SourcePoller:
         self._current: asyncio.Task[object] | None = None
         self.last_success: datetime | None = None
         source.attach_memory(lambda: self.runs)
+        source.fingerprints.restore(store.listings(source.name))
 
     @property
     def name(self) -> str:
@@ -211,6 +212,7 @@ class SourcePoller:
                 new_agents=baselined,
                 events=events,
                 health=health,
+                listings=self.source.fingerprints.pending(ok_agents),
                 route=self.route,
                 now=now,
                 now_ts=ts,

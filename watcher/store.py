@@ -2,6 +2,8 @@
 
 - `runs`: the last snapshot of every run, with the state the diff engine needs.
 - `agents`: the agents each source has baselined.
+- `listings`: a hash of the last listing body whose meaning each agent's runs hold, so that an
+  identical listing after a restart is recognised without being parsed.
 - `sources`: whether each source is failing, so a restart during an outage does not re-alert.
 - `events` + `outbox`: the transactional outbox. A poll's run changes and the events they cause
   commit in one transaction, together with one outbox row per (event, target) that must receive
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +56,12 @@ CREATE TABLE IF NOT EXISTS runs (
     first_seen  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (source, agent_id, run_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS listings (
+    source TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sources (
     source     TEXT PRIMARY KEY,
@@ -206,6 +214,11 @@ class Store:
                 latest[agent_id] = (ended or "", outcome)
         return {agent_id: outcome for agent_id, (_, outcome) in latest.items()}
 
+    def listings(self, source: str) -> dict[str, bytes]:
+        """The hash of each agent's last committed listing body (see `Fingerprints`)."""
+        rows = self._db.execute("SELECT key, digest FROM listings WHERE source = ?", (source,))
+        return dict(rows.fetchall())
+
     def known_agents(self, source: str) -> set[str]:
         rows = self._db.execute("SELECT agent_id FROM agents WHERE source = ?", (source,))
         return {r[0] for r in rows}
@@ -226,6 +239,7 @@ class Store:
         new_agents: Sequence[Agent] = (),
         events: Sequence[Event] = (),
         health: SourceHealth | None = None,
+        listings: Mapping[str, bytes] | None = None,
         route: Route | None = None,
         now: datetime,
         now_ts: float,
@@ -233,7 +247,8 @@ class Store:
         """Write a poll's outcome atomically; return the events that were new (not replays).
 
         `route(event)` names the targets that must receive each event; one outbox row is
-        written per target. Nothing to write → the file is not touched.
+        written per target. `listings` (the hashes of the listing bodies the changes came from)
+        ride along with a write but never cause one. Nothing to write → the file is not touched.
         """
         if not (changes or new_agents or events or health is not None):
             return []
@@ -262,6 +277,14 @@ class Store:
                     (_run_row(c, stamp) for c in changes),  # streamed: no list of 200k rows
                 )
                 rows += len(changes)
+            if listings:
+                assert source is not None
+                db.executemany(
+                    "INSERT INTO listings(source, key, digest) VALUES (?, ?, ?) "
+                    "ON CONFLICT(source, key) DO UPDATE SET digest=excluded.digest",
+                    [(source, key, digest) for key, digest in listings.items()],
+                )
+                rows += len(listings)
             if health is not None:
                 assert source is not None
                 db.execute(

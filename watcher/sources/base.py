@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 import structlog
 from yarl import URL
 
-from watcher import redact
+from watcher import __version__, redact
 from watcher.errors import SourceProtocolError
 from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState
 from watcher.sources.http import Downloaded, HttpClient, RetryPolicy, Unchanged
@@ -36,19 +36,31 @@ class Fingerprints:
     """The body of each agent's last *committed* listing, as a hash, to skip identical ones.
 
     A body is only a candidate until the poller confirms that what it meant was committed:
-    were the commit to fail, the next identical body is parsed and diffed again.
+    were the commit to fail, the next identical body is parsed and diffed again. Confirmed
+    hashes are kept in the state file with the runs they produced, so a restart recognises
+    them too. The hash is keyed with what else shapes a snapshot (watcher's version, the
+    source's kind and dashboard link): a body read differently now is never taken as known.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, context: str = "") -> None:
+        self._key = hashlib.blake2b(context.encode(), digest_size=32).digest()
         self._confirmed: dict[str, bytes] = {}
         self._pending: dict[str, bytes] = {}
 
     def unchanged(self, key: str, body: bytes) -> bool:
-        digest = hashlib.blake2b(body, digest_size=16).digest()
+        digest = hashlib.blake2b(body, digest_size=16, key=self._key).digest()
         if self._confirmed.get(key) == digest:
             return True
         self._pending[key] = digest
         return False
+
+    def restore(self, confirmed: Mapping[str, bytes]) -> None:
+        """Take the hashes the state file holds as confirmed (at start)."""
+        self._confirmed.update(confirmed)
+
+    def pending(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The candidates among `keys`, to be stored with the commit that confirms them."""
+        return {key: self._pending[key] for key in keys if key in self._pending}
 
     def confirm(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -104,7 +116,9 @@ class Source(ABC):
         self._base = config.base_url.rstrip("/")
         self._limit = asyncio.Semaphore(config.concurrency)
         self._warned: set[tuple[str, str]] = set()
-        self.fingerprints = Fingerprints()
+        self.fingerprints = Fingerprints(
+            f"{__version__}|{self.kind}|{self._base}|{config.dashboard_url or ''}"
+        )
         self._memory: Memory | None = None
         redact.register(config.secret())
 
@@ -152,7 +166,7 @@ class Source(ABC):
         """Each due agent's runs (or the exception that kept them from being read), yielded as
         they arrive, so the poller can diff and drop one listing before the next is in.
 
-        The default asks `runs()` per agent, concurrently (bounded by `concurrency`). A platform
+        The default asks `listing()` per agent, concurrently (bounded by `concurrency`). A platform
         that lists all runs at once overrides this: it may answer for agents it was not asked
         about (new ones it discovered), and `due` may hold the wildcard agent `*`.
         """
@@ -175,9 +189,15 @@ class Source(ABC):
             for task in tasks:  # the poll was cancelled: abandon the requests still waiting
                 task.cancel()
 
+    async def listing(self, agent: Agent) -> list[RunSnapshot] | Unchanged:
+        """What a poll asks for: the agent's runs, or UNCHANGED when the platform answered
+        byte for byte what the last committed listing said (see `Fingerprints`). A source
+        that cannot tell answers its runs."""
+        return await self.runs(agent)
+
     async def _fetch_one(self, agent: Agent) -> Answer:
         try:
-            return agent, await self.runs(agent)
+            return agent, await self.listing(agent)
         except Exception as err:  # typed or not, the poller turns it into one agent's error
             return agent, err
 

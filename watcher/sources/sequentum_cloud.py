@@ -101,13 +101,21 @@ class SequentumCloud(Source):
             return None
         return Agent(id=agent_id, name=_text(item.get("name")))
 
-    async def runs(self, agent: Agent) -> list[RunSnapshot] | Unchanged:
+    async def runs(self, agent: Agent) -> list[RunSnapshot]:
+        runs = await self._runs(agent, skip_known=False)
+        assert not isinstance(runs, Unchanged)
+        return runs
+
+    async def listing(self, agent: Agent) -> list[RunSnapshot] | Unchanged:
+        return await self._runs(agent, skip_known=True)
+
+    async def _runs(self, agent: Agent, *, skip_known: bool) -> list[RunSnapshot] | Unchanged:
         path = f"/api/v1/agent/{agent.id}/runs"
         data = await self.get(
             path,
             params={"maxRecords": self.config.max_records},
             agent_id=agent.id,
-            fingerprint=agent.id,
+            fingerprint=agent.id if skip_known else None,
         )
         if data is UNCHANGED:
             return UNCHANGED
