@@ -510,6 +510,58 @@ async def test_a_listing_whose_write_failed_is_parsed_after_a_restart(
     assert finishes(read_events(tmp_path)) == [("131", "failure", 0)]
 
 
+@pytest.fixture
+def many(world: World, monkeypatch) -> World:
+    """40 agents with 3 runs each (the newest failed), and baseline chunks of 10 runs."""
+    monkeypatch.setattr("watcher.poller.BASELINE_CHUNK", 10)
+    for agent_id in range(1, 41):
+        world.add_agent(id=agent_id, name=f"agent-{agent_id}")
+        for status in (9, 9, 6):
+            world.add_run(agent_id, status=status)
+    return world
+
+
+async def test_a_large_first_baseline_is_written_in_chunks(many, app_factory, clock, tmp_path):
+    async with app_factory(agents=["*"]) as app:
+        assert app.store is not None
+        (report,) = await app.once()
+        assert report.ok
+        assert app.store.counters.transactions >= 4  # 120 runs, 10 a chunk, then the poll
+        assert app.store.run_count() == 120
+        assert app.pollers[0].last_outcome == {str(a): "failure" for a in range(1, 41)}
+        many.add_run(7, status=9)
+        await poll(app, clock, 60)
+    events = read_events(tmp_path)
+    baselined = [e for e in events if e["type"] == "source.baselined"]
+    assert [(e["agents"], e["runs"]) for e in baselined] == [(40, 120)]
+    assert [e["agent_previous_outcome"] for e in events if e["type"] == "run.finished"] == [
+        "failure"
+    ]
+
+
+async def test_a_baseline_whose_write_fails_midway_alerts_no_history(
+    many, app_factory, clock, tmp_path
+):
+    """The chunks written before the failure stay; the rest are baselined by the next poll,
+    still quietly — the source has not had a good poll, so none of it is news."""
+    async with app_factory(agents=["*"]) as app:
+        assert app.store is not None
+        db = app.store._db
+        db.execute(  # the state file refuses the 30th agent, as a full disk would
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON agents WHEN NEW.agent_id = '30' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        (report,) = await app.once()
+        assert not report.ok
+        written = app.store.run_count()
+        assert 0 < written < 120 and written % 3 == 0
+        db.execute("DROP TRIGGER refuse")
+        await poll(app, clock, 60)
+        assert app.store.run_count() == 120
+    events = read_events(tmp_path)
+    assert [e for e in events if e["type"].startswith("run.")] == []
+
+
 async def test_watcher_check_reads_runs_a_poll_would_skip(steam, app_factory):
     async with app_factory() as app:
         await app.once()

@@ -4,6 +4,8 @@
   running run is due on every tick, the others once per `poll_interval`.
 - A poll's run changes and the events they cause commit in one transaction; the in-memory index
   is updated only after that commit succeeded, so a failed write is simply diffed again.
+  Agents seen for the first time that emit nothing (a baseline) may be written ahead in chunks
+  of `BASELINE_CHUNK` runs, so a first start with 10,000 agents is not held in memory whole.
 - An agent whose listing failed changes nothing. When a source turns from healthy to failing it
   emits `source.failed` once (and logs once); when it works again, `source.recovered` once.
   The failing state is stored, so a restart during an outage does not alert again.
@@ -57,6 +59,29 @@ class PollReport:
     @property
     def error_line(self) -> str | None:
         return str(self.errors[0]) if self.errors else None
+
+
+BASELINE_CHUNK = 5000
+"""Runs of a quiet baseline written per transaction, ahead of the poll's own commit."""
+
+
+@dataclass(slots=True)
+class _QuietBaseline:
+    """Agents seen for the first time whose history is recorded without a single event."""
+
+    agents: list[Agent] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    written_agents: int = 0
+    written_runs: int = 0
+
+    def add(self, agent: Agent, changes: list[Change]) -> None:
+        self.agents.append(agent)
+        self.changes.extend(changes)
+
+    def written(self) -> None:
+        self.written_agents += len(self.agents)
+        self.written_runs += len(self.changes)
+        self.agents, self.changes = [], []
 
 
 class SourcePoller:
@@ -160,6 +185,7 @@ class SourcePoller:
         events: list[Event] = []
         changes: list[Change] = []
         baselined: list[Agent] = []
+        quiet = _QuietBaseline()
         ok_agents: list[str] = []
         first_baseline = not self.runs
         # An agent that appears after the first baseline: what happened since the last good
@@ -168,27 +194,36 @@ class SourcePoller:
         kind = self.source.kind
         wildcard_ok = _WILDCARD in {a.id for a in due}
         # Each listing is diffed as it arrives and then dropped: only what changed is kept.
-        async for agent, result in self._answers(due):
-            if isinstance(result, SourceError):
-                report.errors.append(result)
-                wildcard_ok = False
-                continue
-            ok_agents.append(agent.id)
-            if result is UNCHANGED:
-                continue  # the same bytes as the listing last committed: nothing changed
-            previous = self.runs.get(agent.id)
-            diff = diff_agent(previous, result, now=now, source_kind=kind, since=since)
-            if previous is None:
-                name = agent.name or next((s.agent_name for s in result if s.agent_name), None)
-                baselined.append(Agent(agent.id, name))
-            events.extend(diff.events)
-            changes.extend(diff.changes)
+        async with contextlib.aclosing(self._answers(due)) as answers:
+            async for agent, result in answers:
+                if isinstance(result, SourceError):
+                    report.errors.append(result)
+                    wildcard_ok = False
+                    continue
+                ok_agents.append(agent.id)
+                if result is UNCHANGED:
+                    continue  # the same bytes as the listing last committed: nothing changed
+                previous = self.runs.get(agent.id)
+                diff = diff_agent(previous, result, now=now, source_kind=kind, since=since)
+                if previous is None:
+                    name = agent.name or next((s.agent_name for s in result if s.agent_name), None)
+                    if not diff.events:
+                        quiet.add(Agent(agent.id, name), diff.changes)
+                        if len(quiet.changes) >= BASELINE_CHUNK and not self._write(quiet, now):
+                            report.ok = False
+                            return report
+                        continue
+                    baselined.append(Agent(agent.id, name))
+                events.extend(diff.events)
+                changes.extend(diff.changes)
         if wildcard_ok:
             # One listing answered for every agent (a source overriding `fetch`): the wildcard
             # unit was polled, whichever agents the answer named.
             ok_agents.append(_WILDCARD)
+        baselined.extend(quiet.agents)  # the rest of a quiet baseline goes with the poll
+        changes.extend(quiet.changes)
 
-        if baselined and first_baseline:
+        if first_baseline and (baselined or quiet.written_agents):
             new_ids = {a.id for a in baselined}
             events.insert(
                 0,
@@ -197,9 +232,13 @@ class SourcePoller:
                     source=self.name,
                     source_kind=kind,
                     ts=now,
-                    message=f"watching {len(baselined)} agent(s); existing history recorded",
-                    agents=len(baselined),
-                    runs=sum(1 for c in changes if c.snapshot.agent_id in new_ids),
+                    message=(
+                        f"watching {len(baselined) + quiet.written_agents} agent(s); "
+                        "existing history recorded"
+                    ),
+                    agents=len(baselined) + quiet.written_agents,
+                    runs=quiet.written_runs
+                    + sum(1 for c in changes if c.snapshot.agent_id in new_ids),
                 ),
             )
         events, last_outcome = await self._annotate(events, changes, baselined)
@@ -218,11 +257,7 @@ class SourcePoller:
                 now_ts=ts,
             )
         except Exception as err:  # disk full, read-only file system, corrupt file
-            log.error(
-                "state write failed; the poll will be diffed again",
-                source=self.name,
-                error=redact(f"{type(err).__name__}: {err}"),
-            )
+            self._write_failed(err)
             report.ok = False
             return report
 
@@ -238,6 +273,38 @@ class SourcePoller:
         if fresh and self.on_events:
             self.on_events(fresh)
         return report
+
+    def _write(self, quiet: _QuietBaseline, now: datetime) -> bool:
+        """Write the agents of a quiet baseline collected so far, ahead of the poll's commit:
+        they emit nothing, so no event waits on them, and a baseline of 10,000 agents is not
+        held in memory whole. False if the write failed (logged; the poll is abandoned)."""
+        ids = [a.id for a in quiet.agents]
+        try:
+            self.store.commit(
+                source=self.name,
+                changes=quiet.changes,
+                new_agents=quiet.agents,
+                listings=self.source.fingerprints.pending(ids),
+                now=now,
+                now_ts=now.timestamp(),
+            )
+        except Exception as err:
+            self._write_failed(err)
+            return False
+        self._apply(quiet.changes, quiet.agents, ids, now.timestamp(), None)
+        self.source.fingerprints.confirm(ids)
+        for change in quiet.changes:  # oldest first: an agent's latest finish is its outcome
+            if change.snapshot.outcome is not None:
+                self.last_outcome[change.snapshot.agent_id] = change.snapshot.outcome.value
+        quiet.written()
+        return True
+
+    def _write_failed(self, err: Exception) -> None:
+        log.error(
+            "state write failed; the poll will be diffed again",
+            source=self.name,
+            error=redact(f"{type(err).__name__}: {err}"),
+        )
 
     async def _annotate(
         self, events: list[Event], changes: list[Change], baselined: list[Agent]
