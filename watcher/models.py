@@ -64,7 +64,13 @@ class Counts:
     exported: int | None = None
 
     def as_dict(self) -> dict[str, int | None]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {
+            "pages": self.pages,
+            "records": self.records,
+            "errors": self.errors,
+            "requests": self.requests,
+            "exported": self.exported,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +132,8 @@ class RunSnapshot:
             "run_id": self.run_id,
             "status": self.status,
             "status_code": self.status_code,
-            "phase": str(self.phase),
-            "outcome": str(self.outcome) if self.outcome else None,
+            "phase": self.phase.value,
+            "outcome": self.outcome.value if self.outcome else None,
             "with_errors": self.with_errors,
             "warning": self.warning,
             "started_at": iso(self.started_at),
@@ -361,6 +367,8 @@ def with_data(event: Event, **data: Any) -> Event:
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:  # the common case, fast: what parse_iso returns
+        return value.isoformat().replace("+00:00", "Z")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

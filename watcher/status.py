@@ -87,8 +87,13 @@ AUTOMATION_NAMES: dict[str, tuple[Phase, Outcome | None, bool]] = {
 }
 
 
+_CLOUD_INFO = {code: StatusInfo(name, code, ph, oc) for code, (name, ph, oc) in CLOUD_CODES.items()}
+
+
 def cloud_status(raw: object) -> StatusInfo:
     """Map a Sequentum Cloud run status, given as an integer (0–12) or as a string name."""
+    if type(raw) is int and raw in _CLOUD_INFO:  # the common case, fast (bool is not int here)
+        return _CLOUD_INFO[raw]
     code = _as_int(raw)
     if code is not None:
         if code in CLOUD_CODES:

@@ -458,7 +458,11 @@ def _run_row(change: Change, stamp: str | None) -> tuple[object, ...]:
         str(st.outcome) if st.outcome else None,
         st.attempt,
         st.digest,
-        json.dumps(s.to_dict()),
+        _compact(s.to_dict()),
         stamp,
         stamp,
     )
+
+
+_compact = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+"""Snapshot rows as compact JSON (one is written for every run of a baseline)."""
