@@ -562,6 +562,24 @@ async def test_a_baseline_whose_write_fails_midway_alerts_no_history(
     assert [e for e in events if e["type"].startswith("run.")] == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"id": 140, "status": 6, "message": "bad \\ud800 byte"}]',  # a lone surrogate
+        '[{"id": 140, "status": 6}]'.encode("utf-16"),  # another Unicode encoding
+        b'[{"id": 140, "status": 6, "runTimeSec": NaN}]',
+    ],
+)
+async def test_json_only_the_standard_library_reads_is_still_read(
+    steam, app_factory, clock, tmp_path, body
+):
+    async with app_factory() as app:
+        await app.once()
+        steam.inject("/api/v1/agent/*/runs", kind="http", status=200, body=body, times=1)
+        await poll(app, clock)
+    assert finishes(read_events(tmp_path)) == [("140", "failure", 0)]
+
+
 async def test_watcher_check_reads_runs_a_poll_would_skip(steam, app_factory):
     async with app_factory() as app:
         await app.once()

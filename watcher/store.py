@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import orjson
+
 from watcher.diff import Change
 from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 
@@ -464,5 +466,10 @@ def _run_row(change: Change, stamp: str | None) -> tuple[object, ...]:
     )
 
 
-_compact = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-"""Snapshot rows as compact JSON (one is written for every run of a baseline)."""
+def _compact(data: dict[str, object]) -> str:
+    """A snapshot as compact JSON: orjson, as one is written for every run of a baseline; the
+    standard library for what orjson refuses (integers beyond 64 bits from a platform)."""
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError:
+        return json.dumps(data, separators=(",", ":"))
