@@ -7,10 +7,13 @@ into `Event`s, the store persists both, sinks consume events.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any
+
+import orjson
 
 
 class Phase(StrEnum):
@@ -102,27 +105,23 @@ class RunSnapshot:
     message: str | None = None
     url: str | None = None
     extra: tuple[tuple[str, Any], ...] = ()  # source-specific details, kept in events
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.agent_id, self.run_id)
 
+    def as_json(self) -> str:
+        """The snapshot as compact JSON: what the state file keeps of it. Made once."""
+        if self._json is None:
+            object.__setattr__(self, "_json", dumps_compact(self.to_dict()))
+        assert self._json is not None
+        return self._json
+
     def digest(self) -> str:
         """A short fingerprint of everything observable; equal digests mean nothing changed.
-        (One hash over one repr: this runs for every run of every listing.)"""
-        c = self.counts
-        text = repr(
-            (
-                self.source, self.agent_id, self.run_id, self.status, self.status_code,
-                self.phase.value, self.outcome.value if self.outcome else None,
-                self.with_errors, self.warning, self.agent_name,
-                self.started_at.timestamp() if self.started_at else None,
-                self.ended_at.timestamp() if self.ended_at else None,
-                self.duration_s, (c.pages, c.records, c.errors, c.requests, c.exported),
-                self.message, self.url, self.extra,
-            )
-        )  # fmt: skip
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        (A hash of the JSON the store writes anyway: this runs for every run of a listing.)"""
+        return hashlib.blake2b(self.as_json().encode(), digest_size=8).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,8 +131,8 @@ class RunSnapshot:
             "run_id": self.run_id,
             "status": self.status,
             "status_code": self.status_code,
-            "phase": self.phase.value,
-            "outcome": self.outcome.value if self.outcome else None,
+            "phase": str(self.phase),
+            "outcome": str(self.outcome) if self.outcome else None,
             "with_errors": self.with_errors,
             "warning": self.warning,
             "started_at": iso(self.started_at),
@@ -142,7 +141,7 @@ class RunSnapshot:
             "counts": self.counts.as_dict(),
             "message": self.message,
             "url": self.url,
-            "extra": dict(self.extra),
+            "extra": dict(sorted(self.extra)) if self.extra else {},
         }
 
     @classmethod
@@ -263,6 +262,15 @@ class Event:
     def get(self, key: str, default: Any = None) -> Any:
         """A type-specific field from `data`."""
         return dict(self.data).get(key, default)
+
+
+def dumps_compact(data: Any) -> str:
+    """Compact JSON: orjson, for speed; the standard library for what orjson refuses (integers
+    beyond 64 bits, lone surrogates). A str: orjson's bytes keep kilobytes of spare capacity."""
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError:
+        return json.dumps(data, separators=(",", ":"))
 
 
 def event_id(*parts: object) -> str:

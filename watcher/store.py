@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import orjson
-
 from watcher.diff import Change
 from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 
@@ -460,16 +458,7 @@ def _run_row(change: Change, stamp: str | None) -> tuple[object, ...]:
         str(st.outcome) if st.outcome else None,
         st.attempt,
         st.digest,
-        _compact(s.to_dict()),
+        s.as_json(),
         stamp,
         stamp,
     )
-
-
-def _compact(data: dict[str, object]) -> str:
-    """A snapshot as compact JSON: orjson, as one is written for every run of a baseline; the
-    standard library for what orjson refuses (integers beyond 64 bits from a platform)."""
-    try:
-        return orjson.dumps(data).decode()
-    except TypeError:
-        return json.dumps(data, separators=(",", ":"))
