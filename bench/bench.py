@@ -1,6 +1,6 @@
 """watcher's benchmarks, against the simulator on 127.0.0.1. Run by hand, not in CI.
 
-    python bench/bench.py cycle   [--agents 100 1000 10000] [--latency 0.02] [--concurrency 64]
+    python bench/bench.py cycle   [--agents 100 1000 10000] [--latency 0.02] [--repeat 3]
     python bench/bench.py steady  [--agents 1000] [--minutes 10]
     python bench/bench.py latency [--agents 100] [--seconds 120] [--interval 15]
 
@@ -179,29 +179,39 @@ def run_phase(state: Path, url: str, key: str, cycles: int, concurrency: int) ->
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-async def bench_cycle(agents: int, latency: float, concurrency: int) -> list[str]:
+async def bench_cycle(agents: int, latency: float, concurrency: int, repeat: int) -> list[str]:
     """The baseline in one process; then, as after a restart, a process that knows every run:
     its first cycle (listings parsed and diffed, nothing written) and a second one (identical
-    listings skipped unparsed). Each phase reports its own peak RSS."""
-    with simulator(agents, latency) as (url, key), tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp)
-        phases = [
-            ("first start (baseline)", run_phase(state, url, key, 1, concurrency)),
-            ("after a restart, no changes", run_phase(state, url, key, 1, concurrency)),
-            ("steady, no changes", run_phase(state, url, key, 2, concurrency)),
-        ]
-        agent_ids = phases[0][1]["agent_ids"]
+    listings skipped unparsed). Each phase reports its own peak RSS. The whole sequence runs
+    `repeat` times on fresh state; wall and CPU are the median of the runs."""
+    labels = ("first start (baseline)", "after a restart, no changes", "steady, no changes")
+    runs: list[list[dict]] = [[] for _ in labels]
+    with simulator(agents, latency) as (url, key):
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory() as tmp:
+                state = Path(tmp)
+                for phase, cycles in enumerate((1, 1, 2)):
+                    runs[phase].append(run_phase(state, url, key, cycles, concurrency))
+        agent_ids = runs[0][0]["agent_ids"]
         sample = agent_ids[: min(len(agent_ids), 1000)]
-        naive_state = state / "naive.json"
-        naive_cycle(url, key, sample[:10], naive_state)  # warm up the connection
-        naive = naive_cycle(url, key, sample, naive_state) * len(agent_ids) / len(sample)
+        with tempfile.TemporaryDirectory() as tmp:
+            naive_state = Path(tmp) / "naive.json"
+            naive_cycle(url, key, sample[:10], naive_state)  # warm up the connection
+            naive = naive_cycle(url, key, sample, naive_state) * len(agent_ids) / len(sample)
     scaled = " (from 1,000)" if len(sample) < len(agent_ids) else ""
     rows = []
-    for label, m in phases:
+    for label, measured in zip(labels, runs, strict=True):
+        m = {k: statistics.median(r[k] for r in measured) for k in ("wall", "cpu", "rss")}
+        last = measured[-1]
+        spread = (
+            f" ({min(r['wall'] for r in measured):.2f}–{max(r['wall'] for r in measured):.2f})"
+            if repeat > 1
+            else ""
+        )
         rows.append(
-            f"| {agents:,} | {label} | {m['wall']:.2f} s | {m['cpu']:.2f} s | "
-            f"{m['requests']:,.0f} | {m['bytes'] / 1e6:.1f} MB | "
-            f"{m['transactions']:.0f} tx / {m['rows']:,.0f} rows | {m['rss']:.0f} MB | "
+            f"| {agents:,} | {label} | {m['wall']:.2f} s{spread} | {m['cpu']:.2f} s | "
+            f"{last['requests']:,.0f} | {last['bytes'] / 1e6:.1f} MB | "
+            f"{last['transactions']:.0f} tx / {last['rows']:,.0f} rows | {m['rss']:.0f} MB | "
             f"{naive:.1f} s{scaled} | {naive / m['wall']:.0f}x |"
         )
     return rows
@@ -322,6 +332,7 @@ def main() -> None:
     c.add_argument("--agents", type=int, nargs="+", default=[100, 1000, 10000])
     c.add_argument("--latency", type=float, default=0.02)
     c.add_argument("--concurrency", type=int, default=64)
+    c.add_argument("--repeat", type=int, default=3, help="runs per phase; the median is shown")
     s = sub.add_parser("steady")
     s.add_argument("--agents", type=int, default=1000)
     s.add_argument("--minutes", type=float, default=10)
@@ -338,7 +349,7 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for n in args.agents:
-            for row in asyncio.run(bench_cycle(n, args.latency, args.concurrency)):
+            for row in asyncio.run(bench_cycle(n, args.latency, args.concurrency, args.repeat)):
                 print(row, flush=True)
     elif args.command == "steady":
         print("| agents | polling | requests |")
