@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from watcher.errors import SourceError, SourceProtocolError
 from watcher.models import Agent, Outcome, RunSnapshot, parse_iso
+from watcher.redact import redact
 from watcher.sources.base import Answer, CheckResult, Source
-from watcher.sources.fields import as_id, as_number, as_text, error_text
+from watcher.sources.fields import as_id, as_number, as_text, error_text, is_path_segment
 from watcher.status import automation_status
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class AutomationRuns(Source):
             raise SourceProtocolError(
                 self.name,
                 f"GET {API}: expected {{items, total}}, got {type(data).__name__}"
-                + (f" with keys {sorted(data)[:5]}" if isinstance(data, dict) else ""),
+                + (f" with keys {_keys(data)}" if isinstance(data, dict) else ""),
             )
         return items, total
 
@@ -215,6 +216,9 @@ class AutomationRuns(Source):
 
     async def failed_steps(self, automation: str, run_id: str) -> tuple[FailedStep, ...] | None:
         """The failed steps of a run as (key, name, error); None when they cannot be read."""
+        if not is_path_segment(run_id):  # it goes into the URL path: nothing else is sent
+            self.warn_once(automation, "run id unfit for a URL; no steps asked", run_id=run_id)
+            return None
         path = f"{API}/{run_id}/steps"
         try:
             data = await self.get(path, agent_id=automation)
@@ -246,6 +250,13 @@ class AutomationRuns(Source):
             watched = ", ".join(self.config.agents)
             lines.append(CheckResult(True, f"watching automation(s) {watched}"))
         return lines
+
+
+def _keys(data: dict[str, Any]) -> str:
+    """The first keys of an object, for an error line: the platform chose them, so they are
+    masked (one may echo our key) and cut short; their repr keeps the line one line."""
+    text = redact(repr(sorted(data)[:5]))
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _created(item: dict[str, Any]) -> datetime:

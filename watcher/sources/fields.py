@@ -10,27 +10,41 @@ import json
 import re
 from typing import Any
 
-_TIMESPAN = re.compile(
-    r"(?P<sign>-)?(?:(?P<days>\d+)[.:])?(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2})"
+from watcher.redact import redact
+
+_TIMESPAN = re.compile(  # days: 8 digits at most, as in TimeSpan.MaxValue (10675199.02:48:05)
+    r"(?P<sign>-)?(?:(?P<days>\d{1,8})[.:])?(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2})"
     r"(?:\.(?P<frac>\d{1,9}))?"
 )
 
 
 def as_id(value: Any) -> str | None:
-    """An identifier: an int, or a non-empty string of at most 128 characters, as text."""
+    """An identifier: an int, or a non-empty string of at most 128 characters, as text (with any
+    registered secret masked, as in `as_text`)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str) and value.strip() and len(value) <= 128:
-        return value.strip()
+        return redact(value.strip())
     return None
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._~-]{0,127}")
+
+
+def is_path_segment(value: str) -> bool:
+    """Can this id from a platform's answer go into a URL path as one segment, as it is?
+    (Letters, digits, `-_.~`, not starting with a dot: no `/`, `..`, `?`, `%` or spaces.)"""
+    return _SEGMENT.fullmatch(value) is not None
+
+
 def as_text(value: Any, limit: int = 2000) -> str | None:
-    """A non-blank string, cut to `limit` characters."""
+    """A non-blank string, cut to `limit` characters, with any registered secret masked (a
+    platform may quote our key in a message, which would then be stored and sent on)."""
     if not isinstance(value, str) or not value.strip():
         return None
+    value = redact(value)
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 

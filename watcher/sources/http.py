@@ -356,6 +356,13 @@ def _parse_json(
             f"{what}: invalid JSON{where} of {len(body)} bytes (truncated or not JSON)",
             agent_id=agent_id,
         ) from None
+    except (ValueError, RecursionError):  # an integer of thousands of digits; deep nesting
+        raise SourceProtocolError(
+            source,
+            f"{what}: JSON of {len(body)} bytes beyond what watcher reads "
+            "(a number too long or nesting too deep)",
+            agent_id=agent_id,
+        ) from None
 
 
 def _loads(body: bytes) -> Any:

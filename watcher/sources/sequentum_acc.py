@@ -80,10 +80,10 @@ class SequentumAcc(Source):
             return self._resolved[path]
         data = await self.get("/api/agent", params={"agentPath": path}, agent_id=path)
         guid = as_id(data.get("agentId")) if isinstance(data, dict) else None
-        if guid is None:
+        if guid is None or not _GUID.fullmatch(guid):  # it goes into URL paths: nothing else
             raise SourceProtocolError(
                 self.name,
-                f"GET /api/agent?agentPath={path}: expected an object with agentId",
+                f"GET /api/agent?agentPath={path}: expected an object with a GUID agentId",
                 agent_id=path,
             )
         self._resolved[path] = (guid, as_text(data.get("name")))
@@ -253,6 +253,9 @@ class SequentumAcc(Source):
         return self.parse_runs(agent, guid, history, cache) if new else snaps
 
     async def _details_of(self, agent_id: str, run_id: str) -> dict[str, Any] | None:
+        if not _GUID.fullmatch(run_id):  # it goes into the URL path: nothing else is sent
+            self.warn_once(agent_id, "run id is not a GUID; no details asked", run_id=run_id)
+            return None
         try:
             data = await self.get(f"/api/run/{run_id}", agent_id=agent_id)
         except SourceError as err:
