@@ -12,8 +12,12 @@ import structlog
 
 from watcher import logs
 from watcher.app import App
+from watcher.sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
+from watcher.sim.acc_world import FAILED, RUNNING
 
 from .conftest import make_settings, source_config
+from .test_acc import GUID, PATH, acc_config
+from .test_automation_runs import API, auto_config
 
 CANARY = "canary-9f8e7d6c5b4a"
 
@@ -55,18 +59,90 @@ async def test_api_key_never_appears_anywhere_at_debug(
     text = captured_logs.getvalue()
     assert "HTTP 500" in text and "with traceback" in text
     assert any("***" in e for e in errors)  # the echoed key was masked, the rest kept
+    _assert_nowhere(CANARY, tmp_path, text, errors)
+
+
+def _assert_nowhere(secret: str, tmp_path: Path, logged: str, errors: list[str]) -> None:
+    """The secret is in no log line, error line, event, state file or write-ahead log."""
     for where, content in [
-        ("logs", text),
+        ("logs", logged),
         ("errors", "\n".join(errors)),
         ("events", (tmp_path / "events.jsonl").read_text()),
         ("state", (tmp_path / "state.db").read_bytes().decode("latin-1")),
         ("wal", _read(tmp_path / "state.db-wal")),
     ]:
-        assert CANARY not in content, f"secret leaked into {where}"
+        assert secret not in content, f"secret leaked into {where}"
 
 
 def _read(path: Path) -> str:
     return path.read_bytes().decode("latin-1") if path.exists() else ""
+
+
+@pytest.mark.parametrize("auth", ["x-api-key", "bearer"])
+async def test_acc_and_automation_keys_never_appear_anywhere_at_debug(
+    aiohttp_server, clock, http, tmp_path: Path, captured_logs, auth: str
+) -> None:
+    acc = AccWorld(now=clock, tokens={CANARY})
+    acc.add_agent(PATH, agent_id=GUID)
+    acc_run = acc.add_run(GUID, RUNNING)
+    auto = AutomationWorld(now=clock, api_keys={CANARY}, bearer_tokens={CANARY})
+    auto.add_automation("sync")
+    auto_run = auto.add_run("sync", "running")
+    urls = [
+        str((await aiohttp_server(app, host="127.0.0.1")).make_url("")).rstrip("/")
+        for app in (make_acc_app(acc), make_automation_app(auto))
+    ]
+    settings = make_settings(
+        tmp_path,
+        acc_config(urls[0], api_key=CANARY, retries=1, watch_jobs=True),
+        auto_config(urls[1], api_key=CANARY, auth=auth, retries=1),
+    )
+    history = f"/api/agent/{GUID}/history"
+    errors: list[str] = []
+    async with App(settings, clock=clock, http=http) as app:
+        await app.once()
+        # A platform that echoes the credential in its error bodies, a 401, HTML, a reset...
+        echo = json.dumps({"message": f"bad {CANARY}", "detail": f"bad {CANARY}"})
+        for world in (acc, auto):
+            world.inject("*", kind="http", status=500, body=echo)
+            world.inject("*", kind="http", status=401, body=echo, times=1)
+            world.inject("*", kind="html", times=1)
+            world.inject("*", kind="reset", times=2)
+        # ...and hostile answers that quote it where a parser complains, skips or reads it.
+        quoted = f"login as {CANARY} refused"
+        for body in (
+            {"runs": {CANARY: CANARY}},
+            [{"agentRunHistoryId": [CANARY]}, CANARY,
+             {"agentRunHistoryId": "r1", "status": FAILED, "statusMessage": quoted,
+              "logPath": CANARY}],
+        ):  # fmt: skip
+            acc.inject(history, kind="http", status=200, body=json.dumps(body))
+        for body in (
+            {CANARY: [CANARY]},
+            {"items": [{"id": {CANARY: 1}}, CANARY,
+                       {"id": "a1", "automationId": "sync", "status": "failed",
+                        "error": {"message": quoted}}], "total": 3},
+        ):  # fmt: skip
+            auto.inject(API, kind="http", status=200, body=json.dumps(body))
+        steps = {"steps": [{"key": CANARY, "name": CANARY, "status": "failed", "error": quoted}]}
+        auto.inject(f"{API}/a1/steps", kind="http", status=200, body=json.dumps(steps))
+        for _ in range(6):
+            clock.advance(15)
+            errors.extend(r.error_line or "" for r in await app.once())
+        acc.set_status(acc_run.agentRunHistoryId, FAILED)
+        auto.set_status(auto_run.id, "failed")
+        clock.advance(15)
+        assert all(r.ok for r in await app.once())
+    text = captured_logs.getvalue()
+    assert "HTTP 500" in text and "record skipped" in text
+    said = "\n".join(errors)  # each answer reached the error lines, the credential masked
+    for seen in ("HTTP 401 Unauthorized: bad ***", "expected JSON, got HTML",
+                 "history: expected a list, got dict", "got dict with keys ['***']"):  # fmt: skip
+        assert seen in said, seen
+    assert sum(e.endswith("bad ***") for e in errors) == 4  # a 500 and a 401 from each
+    events = (tmp_path / "events.jsonl").read_text()
+    assert events.count("login as *** refused") >= 2  # the runs that quoted it, masked
+    _assert_nowhere(CANARY, tmp_path, text, errors)
 
 
 def test_settings_repr_hides_the_key(cloud_url="http://127.0.0.1:1") -> None:
