@@ -38,6 +38,7 @@ import aiohttp
 import requests
 from aiohttp import web
 
+from watcher import logs
 from watcher.app import App
 from watcher.settings import Settings, SourceConfig, SubscriptionConfig, WatcherSection
 from watcher.sim import World, serve
@@ -321,6 +322,7 @@ async def bench_latency(agents: int, seconds: float, interval: float) -> list[st
 
 
 def main() -> None:
+    logs.configure("json", "error", sys.stderr)  # stdout is for the table rows
     if sys.argv[1:2] == ["_phase"]:  # a cycle phase in a child process (see run_phase)
         state, url, key, cycles, concurrency = sys.argv[2:7]
         m = asyncio.run(cycle_phase(Path(state), url, key, int(cycles), int(concurrency)))
