@@ -223,7 +223,8 @@ class SourcePoller:
         baselined.extend(quiet.agents)  # the rest of a quiet baseline goes with the poll
         changes.extend(quiet.changes)
 
-        if first_baseline and (baselined or quiet.written_agents):
+        new_agents = len(baselined) + quiet.written_agents
+        if first_baseline and new_agents:
             new_ids = {a.id for a in baselined}
             events.insert(
                 0,
@@ -232,11 +233,8 @@ class SourcePoller:
                     source=self.name,
                     source_kind=kind,
                     ts=now,
-                    message=(
-                        f"watching {len(baselined) + quiet.written_agents} agent(s); "
-                        "existing history recorded"
-                    ),
-                    agents=len(baselined) + quiet.written_agents,
+                    message=f"watching {new_agents} agent(s); existing history recorded",
+                    agents=new_agents,
                     runs=quiet.written_runs
                     + sum(1 for c in changes if c.snapshot.agent_id in new_ids),
                 ),
@@ -293,9 +291,7 @@ class SourcePoller:
             return False
         self._apply(quiet.changes, quiet.agents, ids, now.timestamp(), None)
         self.source.fingerprints.confirm(ids)
-        for change in quiet.changes:  # oldest first: an agent's latest finish is its outcome
-            if change.snapshot.outcome is not None:
-                self.last_outcome[change.snapshot.agent_id] = change.snapshot.outcome.value
+        _baseline_outcomes(self.last_outcome, quiet.changes)
         quiet.written()
         return True
 
@@ -313,10 +309,7 @@ class SourcePoller:
         platform can tell about it (diagnostics). Returns the events and the outcomes after."""
         outcomes = dict(self.last_outcome)
         new_ids = {a.id for a in baselined}
-        for change in changes:  # a baseline's latest finish is the agent's last outcome
-            snap = change.snapshot
-            if snap.agent_id in new_ids and snap.outcome is not None:
-                outcomes[snap.agent_id] = snap.outcome.value
+        _baseline_outcomes(outcomes, (c for c in changes if c.snapshot.agent_id in new_ids))
         annotated = []
         for event in events:
             if event.type == EventType.RUN_FINISHED and event.agent_id and event.outcome:
@@ -433,3 +426,12 @@ class SourcePoller:
         ]
         wait = max([self.source.config.poll_interval_active, *waits])
         self._not_before = ts + wait - self.source.config.poll_interval_active / 2
+
+
+def _baseline_outcomes(outcomes: dict[str, str], changes: Iterable[Change]) -> None:
+    """Record each baselined agent's last outcome: its latest finish (changes run oldest first),
+    the outcome a "recovered" alert compares against."""
+    for change in changes:
+        snap = change.snapshot
+        if snap.outcome is not None:
+            outcomes[snap.agent_id] = snap.outcome.value

@@ -96,10 +96,7 @@ def cloud_status(raw: object) -> StatusInfo:
         return _CLOUD_INFO[raw]
     code = _as_int(raw)
     if code is not None:
-        if code in CLOUD_CODES:
-            name, phase, outcome = CLOUD_CODES[code]
-            return StatusInfo(name, code, phase, outcome)
-        return StatusInfo(str(code), code, U)
+        return _CLOUD_INFO.get(code) or StatusInfo(str(code), code, U)
     if isinstance(raw, str) and raw.strip():
         name = raw.strip()
         hit = CLOUD_NAMES.get(_squash(name))
