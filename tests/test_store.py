@@ -19,7 +19,8 @@ import pytest
 from watcher.diff import diff_agent
 from watcher.models import Agent, EventType, source_event
 from watcher.sinks.eventlog import EventLog
-from watcher.store import SourceHealth, Store
+from watcher.statefile import StateFileError
+from watcher.store import SCHEMA_VERSION, SourceHealth, Store
 
 from .test_diff import snap
 
@@ -48,14 +49,14 @@ def commit_listing(store: Store, listing, *, now=T0, route=lambda e: ["eventlog"
 
 
 def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "state.db"
+    path = tmp_path / "state.db"
     store = Store.open(path)
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store._db.execute(
             "SELECT value FROM meta WHERE key = 'schema_version'"
-        ).fetchone() == ("1",)
+        ).fetchone() == (str(SCHEMA_VERSION),)
     finally:
         store.close()
 
@@ -149,7 +150,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(RuntimeError, match="newer than this watcher"):
+    with pytest.raises(StateFileError, match="written by a newer watcher"):
         Store.open(tmp_path / "s.db")
 
 

@@ -17,7 +17,6 @@ the daemon calls them from its event loop.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,10 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from watcher import statefile
 from watcher.diff import Change
 from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first release. 2: `sources.last_success`, the moment runs of a newly seen agent are
+news from (`since`), kept across restarts."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -64,10 +66,11 @@ CREATE TABLE IF NOT EXISTS listings (
     PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sources (
-    source     TEXT PRIMARY KEY,
-    failing    INTEGER NOT NULL,
-    since      TEXT,
-    last_error TEXT
+    source       TEXT PRIMARY KEY,
+    failing      INTEGER NOT NULL,
+    since        TEXT,
+    last_error   TEXT,
+    last_success TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     seq  INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,6 +91,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
 """
 
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE sources ADD COLUMN last_success TEXT",),
+}
+"""The statements that bring a file of the version before up to each version."""
+
 Route = Callable[[Event], Iterable[str]]
 
 
@@ -100,6 +108,17 @@ class Pending:
     event: Event
     attempts: int
     first_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxTarget:
+    """The undelivered rows of one target: how many, since when, how often tried, why not."""
+
+    target: str
+    depth: int
+    oldest: float
+    attempts: int
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,25 +140,39 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
+        self.identity: statefile.FileIdentity | None = None
+        self._own_files: list[statefile.FileIdentity] = []
         self._transactions = 0
         self._rows = 0
 
     @classmethod
-    def open(cls, path: Path | str) -> Store:
-        """Open (creating, mode 0600) the state file and bring its schema up to date."""
+    def open(cls, path: Path | str, *, readonly: bool = False) -> Store:
+        """Open the state file (creating it, mode 0600) and bring its schema up to date; with
+        `readonly`, only read an existing one. Raises `StateFileError` — one line naming the
+        path — for a file that is damaged, newer, unreadable or in a missing directory; a
+        failed open never modifies the file."""
         path = Path(path)
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(path, 0o600)
-        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        store = cls(conn, path)
-        store._migrate()
+        if str(path) == ":memory:":
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn, path)
+        else:
+            conn = statefile.connect(path, schema_version=SCHEMA_VERSION, readonly=readonly)
+            store = cls(conn, path)
+        if not readonly:
+            try:
+                store._migrate()
+            except sqlite3.DatabaseError as err:
+                conn.close()
+                raise statefile.damaged(path, err) from None
+            store._remember_files()
         return store
+
+    def _remember_files(self) -> None:
+        """Which files on disk are this connection's (after a write: the -wal and -shm exist)."""
+        if str(self.path) != ":memory:":
+            self.identity = statefile.FileIdentity.of(self.path)
+            self._own_files = statefile.side_files(self.path)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close. A checkpoint that cannot be made
@@ -151,21 +184,34 @@ class Store:
         finally:
             self._db.close()
 
+    def replaced(self) -> bool:
+        """Is the file at the state path no longer the one open (removed, or another file)?"""
+        return self.identity is not None and not self.identity.still_there()
+
+    def write_back(self, now: datetime) -> Path | None:
+        """Write the open database to the state path again and continue on that file (after
+        `replaced()`). Returns where a different file found at the path was moved, if any.
+        On failure the store is unusable: the caller stops."""
+        aside = statefile.write_back(self._db, self.path, own=self._own_files, now=now)
+        self._db = statefile.connect(self.path, schema_version=SCHEMA_VERSION)
+        self._migrate()
+        self._remember_files()
+        return aside
+
     def _migrate(self) -> None:
         with self._tx():
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path}: state file has schema {row[0]}, newer than this watcher "
-                    f"({SCHEMA_VERSION}); upgrade watcher"
-                )
+            found = int(row[0]) if row is not None else SCHEMA_VERSION
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS.get(version, ()):
+                    self._db.execute(statement)
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -223,6 +269,14 @@ class Store:
         rows = self._db.execute("SELECT agent_id FROM agents WHERE source = ?", (source,))
         return {r[0] for r in rows}
 
+    def last_success(self, source: str) -> datetime | None:
+        """When the source last polled successfully: runs of an agent seen for the first time
+        are news if they finished after it (see `diff_agent`'s `since`)."""
+        row = self._db.execute(
+            "SELECT last_success FROM sources WHERE source = ?", (source,)
+        ).fetchone()
+        return parse_iso(row[0]) if row else None
+
     def source_health(self, source: str) -> SourceHealth:
         row = self._db.execute(
             "SELECT failing, since, last_error FROM sources WHERE source = ?", (source,)
@@ -240,6 +294,7 @@ class Store:
         events: Sequence[Event] = (),
         health: SourceHealth | None = None,
         listings: Mapping[str, bytes] | None = None,
+        last_success: datetime | None = None,
         route: Route | None = None,
         now: datetime,
         now_ts: float,
@@ -248,9 +303,11 @@ class Store:
 
         `route(event)` names the targets that must receive each event; one outbox row is
         written per target. `listings` (the hashes of the listing bodies the changes came from)
-        ride along with a write but never cause one. Nothing to write → the file is not touched.
+        ride along with a write but never cause one; so may `last_success` (the moment of a
+        successful poll), which the caller passes when it wants it written. Nothing to write →
+        the file is not touched.
         """
-        if not (changes or new_agents or events or health is not None):
+        if not (changes or new_agents or events or health is not None or last_success):
             return []
         stamp = iso(now)
         fresh: list[Event] = []
@@ -292,6 +349,14 @@ class Store:
                     "ON CONFLICT(source) DO UPDATE SET failing=excluded.failing, "
                     "since=excluded.since, last_error=excluded.last_error",
                     (source, int(health.failing), iso(health.since), health.last_error),
+                )
+                rows += 1
+            if last_success is not None:
+                assert source is not None
+                db.execute(
+                    "INSERT INTO sources(source, failing, last_success) VALUES (?, 0, ?) "
+                    "ON CONFLICT(source) DO UPDATE SET last_success=excluded.last_success",
+                    (source, iso(last_success)),
                 )
                 rows += 1
             for event in events:
@@ -373,6 +438,29 @@ class Store:
 
     def give_up(self, items: Sequence[Pending]) -> None:
         self.delivered(items)
+
+    def orphans(self, served: Iterable[str]) -> list[Pending]:
+        """Undelivered rows of targets not in `served` (sinks removed from the config)."""
+        names = list(served)
+        marks = ",".join("?" * len(names))
+        sql = (
+            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body FROM outbox o "
+            f"JOIN events e ON e.seq = o.event_seq WHERE o.target NOT IN ({marks}) "
+            "ORDER BY o.event_seq"
+        )
+        return [
+            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at)
+            for seq, target, attempts, first_at, body in self._db.execute(sql, names)
+        ]
+
+    def outbox_by_target(self) -> list[OutboxTarget]:
+        """What waits in the outbox, per target (for `watcher status`)."""
+        rows = self._db.execute(
+            "SELECT target, COUNT(*), MIN(first_at), MAX(attempts), "
+            "(SELECT last_error FROM outbox i WHERE i.target = o.target AND last_error IS NOT NULL "
+            "ORDER BY next_at DESC LIMIT 1) FROM outbox o GROUP BY target ORDER BY target"
+        )
+        return [OutboxTarget(*row) for row in rows]
 
     def outbox_depth(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
