@@ -426,6 +426,9 @@ class SourceConfig(BaseModel):
     """Seconds one HTTP request may take."""
     retries: int = Field(default=3, ge=0, le=10)
     """Retries of a temporary failure within one poll."""
+    max_response_bytes: int = Field(default=32 << 20, ge=1024)
+    """The largest JSON answer read; a longer one is a protocol error (a proxy streaming
+    garbage without end costs this much memory, never more)."""
     dashboard_url: str | None = None
     """Template of a run's link, with {agent_id}, {run_id}, {agent_name} and {source}."""
     enabled: bool = True

@@ -245,6 +245,7 @@ class Source(ABC):
                 policy=self.policy,
                 agent_id=agent_id,
                 unchanged=unchanged,
+                max_bytes=self.config.max_response_bytes,
             )
 
     async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:

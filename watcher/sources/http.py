@@ -38,6 +38,8 @@ from watcher.errors import (
 from watcher.redact import redact
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RESPONSE_BYTES = 32 << 20
+"""What a JSON answer may weigh, unless the source says otherwise (`max_response_bytes`)."""
 USER_AGENT = f"watcher/{__version__}"
 DOWNLOAD_CHUNK = 64 * 1024
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer to a download: enough for its message
@@ -113,18 +115,20 @@ class HttpClient:
         policy: RetryPolicy,
         agent_id: str | None = None,
         unchanged: Callable[[bytes], bool] | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> Any:
         """GET `url` and return its JSON body, retrying temporary failures per `policy`.
 
         With `unchanged`, a body for which it returns True is not parsed: `UNCHANGED` is
         returned instead (most listings of a healthy fleet are identical poll after poll).
+        A body longer than `max_bytes` is a protocol error, found without reading it whole.
         """
         what = f"GET {url.path}"
         attempt = 0
         while True:
             try:
                 return await self._get_once(
-                    url, what, source, headers, timeout, agent_id, unchanged
+                    url, what, source, headers, timeout, agent_id, unchanged, max_bytes
                 )
             except SourceUnavailable as err:
                 retryable = err.http_status is None or err.http_status in RETRY_STATUSES
@@ -147,14 +151,18 @@ class HttpClient:
         headers: Mapping[str, str],
         timeout: float,
         agent_id: str | None,
-        unchanged: Callable[[bytes], bool] | None = None,
+        unchanged: Callable[[bytes], bool] | None,
+        max_bytes: int,
     ) -> Any:
         self.requests += 1
         try:
             async with self.session.get(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
-                body = await resp.read()
+                ok = 200 <= resp.status < 300
+                body = await _read_bounded(
+                    resp, max_bytes if ok else ERROR_BODY_BYTES, what, source, agent_id, ok
+                )
                 status, reason = resp.status, resp.reason or ""
                 content_type = resp.content_type
                 retry_after = _retry_after(resp.headers.get("Retry-After"), self._wall)
@@ -280,6 +288,34 @@ class HttpClient:
             self.bytes += size
         dest.flush()
         return Downloaded(size, digest.hexdigest())
+
+
+async def _read_bounded(
+    resp: aiohttp.ClientResponse,
+    limit: int,
+    what: str,
+    source: str,
+    agent_id: str | None,
+    strict: bool,
+) -> bytes:
+    """The body, read chunk by chunk up to `limit` bytes. Past it: a protocol error when
+    `strict` (a JSON answer), else the body cut at the limit (an error answer, kept only for
+    its message). A proxy streaming without end costs `limit` bytes of memory, not more."""
+    too_large = SourceProtocolError(
+        source,
+        f"{what}: answer larger than {limit} bytes (max_response_bytes); not read",
+        agent_id=agent_id,
+    )
+    if strict and (resp.content_length or 0) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            if strict:
+                raise too_large
+            return bytes(body[:limit])
+    return bytes(body)
 
 
 @dataclass(frozen=True, slots=True)

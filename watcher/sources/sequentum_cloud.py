@@ -96,8 +96,8 @@ class SequentumCloud(Source):
             self.warn_once("*", "agent entry is not an object")
             return None
         agent_id = _id(item.get("id"))
-        if agent_id is None:
-            self.warn_once("*", "agent without a usable id")
+        if agent_id is None or not _is_number(agent_id):  # it goes into URL paths
+            self.warn_once("*", "agent without a numeric id; skipped")
             return None
         return Agent(id=agent_id, name=_text(item.get("name")))
 
@@ -140,8 +140,8 @@ class SequentumCloud(Source):
             self.warn_once(agent.id, "run entry is not an object")
             return None
         run_id = _id(item.get("id"))
-        if run_id is None:
-            self.warn_once(agent.id, "run without a usable id")
+        if run_id is None or not _is_number(run_id):  # it goes into URL paths
+            self.warn_once(agent.id, "run without a numeric id; skipped")
             return None
         info = cloud_status(item.get("status"))
         started, ended = parse_iso(item.get("startTime")), parse_iso(item.get("endTime"))
