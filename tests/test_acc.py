@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.app import App
+from watcher.app import App, check_sources
 from watcher.settings import SourceConfig
 from watcher.sim import AccWorld, World, make_acc_app
 from watcher.sim.acc_world import (
@@ -365,9 +365,9 @@ async def test_a_wrong_token_is_an_auth_error(acc, acc_app, clock, tmp_path):
 async def test_check_resolves_every_agent(acc, acc_app):
     other = acc.add_agent("sequentum/Test2/slow")
     async with acc_app(agents=[PATH, other.agentId], watch_jobs=True) as app:
-        (ok,) = await app.check()
+        (ok,) = await check_sources(app.settings, app.http)
         acc.tokens = set()
-        (bad,) = await app.check()
+        (bad,) = await check_sources(app.settings, app.http)
     assert ok.ok
     assert [line.text for line in ok.lines] == [
         f"agent {PATH} → {GUID} (quick): 1 recent run(s) readable; job history readable",

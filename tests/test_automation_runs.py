@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from watcher.app import App
+from watcher.app import App, check_sources
 from watcher.settings import SourceConfig
 from watcher.sim import AutomationWorld, make_automation_app
 from watcher.sources.http import HttpClient
@@ -318,9 +318,9 @@ async def test_a_listing_of_the_wrong_shape_is_a_protocol_error(auto, auto_app):
 
 async def test_check(auto, auto_app):
     async with auto_app(agents=["sync", "prices"]) as app:
-        (ok,) = await app.check()
+        (ok,) = await check_sources(app.settings, app.http)
         auto.api_keys = set()
-        (bad,) = await app.check()
+        (bad,) = await check_sources(app.settings, app.http)
     assert [line.text for line in ok.lines] == [
         "authenticated; 2 run(s) in the listing",
         "watching automation(s) sync, prices",

@@ -322,7 +322,7 @@ async def test_notifications_sent_and_failed_by_channel(
 
 async def test_shutdown_ends_open_event_streams(settings, clock, http, client) -> None:
     app = App(settings, clock=clock, http=http)
-    app.open()
+    await app.open()
     host, port = await app.serve_http() or ("", 0)
     async with client.get(f"http://{host}:{port}/events") as response:
         assert await response.content.readline() == b"retry: 5000\n"

@@ -239,7 +239,14 @@ async def test_hostile_names_land_safely_inside_dir(
         assert (where / expected).read_bytes() == f"content {fid}".encode()
     assert sorted(p.name for p in where.iterdir()) == sorted([MANIFEST, *by_name])
     outside = {p.name for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "out")}
-    assert outside <= {"out", "events.jsonl", "state.db", "state.db-wal", "state.db-shm"}
+    assert outside <= {
+        "out",
+        "events.jsonl",
+        "state.db",
+        "state.db-wal",
+        "state.db-shm",
+        "state.db.lock",
+    }
     assert not (tmp_path.parent / "evil.csv").exists()
     assert json.loads((where / MANIFEST).read_text())["run_id"] == "109"  # not overwritten
 

@@ -1,11 +1,12 @@
-"""Config reload in-process: `App.reload()` with a rewritten file, against the simulator and a
+"""Config reload in-process: `Daemon.reload()` with a rewritten file, against the simulator and a
 local webhook receiver; state and undelivered events survive, a broken file changes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from watcher import logs
 from watcher.app import App
+from watcher.daemon import Daemon
 from watcher.reload import plan_reload
 from watcher.settings import Settings, load_settings
 from watcher.sim import World
@@ -98,8 +100,14 @@ def events(tmp_path: Path) -> list[dict]:
     return [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
 
 
-def build(config: ConfigFile, clock: FakeClock, http: HttpClient) -> App:
-    return App(load_settings(config.path, {}), clock=clock, http=http, loader=reload_loader)
+@contextlib.asynccontextmanager
+async def build(
+    config: ConfigFile, clock: FakeClock, http: HttpClient
+) -> AsyncIterator[tuple[App, Daemon]]:
+    """An App on the config file, and the daemon that reloads it (not running: the test
+    drives polls with `once()` and reloads with `daemon.reload()`)."""
+    async with App(load_settings(config.path, {}), clock=clock, http=http) as app:
+        yield app, Daemon(app, loader=reload_loader)
 
 
 def reload_loader(path: Path) -> Settings:
@@ -112,10 +120,10 @@ async def test_a_new_subscription_takes_effect(
 ) -> None:
     got, _, host = hook
     config.write()
-    async with build(config, clock, http) as app:
+    async with build(config, clock, http) as (app, daemon):
         await app.once()
         config.write(subs=subscription("ops", host))
-        assert await app.reload() is True
+        assert await daemon.reload() is True
         steam.add_run(AGENT, status=6, run_id=101)
         clock.advance(15)
         await app.once()
@@ -134,13 +142,13 @@ async def test_a_broken_file_is_rejected_and_the_old_config_keeps_working(
 ) -> None:
     got, _, host = hook
     config.write(subs=subscription("ops", host))
-    async with build(config, clock, http) as app:
+    async with build(config, clock, http) as (app, daemon):
         await app.once()
         config.path.write_text(
             config.path.read_text().replace(f'base_url = "{config.base_url}"', 'base_url = "x"')
             + 'poll_interval = "often"\n'  # lands in the last table: the subscription
         )
-        assert await app.reload() is False
+        assert await daemon.reload() is False
         steam.add_run(AGENT, status=6, run_id=101)
         clock.advance(15)
         await app.once()
@@ -159,10 +167,10 @@ async def test_sources_added_changed_and_removed_keep_their_state(
     steam, config, clock: FakeClock, http, tmp_path
 ) -> None:
     config.write()
-    async with build(config, clock, http) as app:
+    async with build(config, clock, http) as (app, daemon):
         await app.once()
         cloud = app.pollers[0]
-        assert await app.reload(config.write(sources=("cloud", "second"))) is True
+        assert await daemon.reload(config.write(sources=("cloud", "second"))) is True
         assert [p.name for p in app.pollers] == ["cloud", "second"]
         assert app.pollers[0] is cloud  # unchanged: the same poller goes on
         clock.advance(15)
@@ -172,7 +180,7 @@ async def test_sources_added_changed_and_removed_keep_their_state(
         # A changed source restarts its poller from the stored state: nothing is news.
         changed = config.path.read_text().replace("poll_interval = 60", "poll_interval = 90", 1)
         config.path.write_text(changed)
-        assert await app.reload() is True
+        assert await daemon.reload() is True
         assert app.pollers[0] is not cloud
         assert app.pollers[0].source.config.poll_interval == 90
         assert app.pollers[0].runs == cloud.runs
@@ -181,7 +189,7 @@ async def test_sources_added_changed_and_removed_keep_their_state(
         clock.advance(15)
         await app.once()
 
-        assert await app.reload(config.write(sources=("second",))) is True
+        assert await daemon.reload(config.write(sources=("second",))) is True
         assert [p.name for p in app.pollers] == ["second"]
         clock.advance(15)
         await app.once()
@@ -189,12 +197,12 @@ async def test_sources_added_changed_and_removed_keep_their_state(
     assert finished == [("cloud", "101"), ("second", "101")]
 
 
-async def test_a_removed_channel_keeps_its_undelivered_events_until_it_returns(
+async def test_a_removed_subscription_gives_its_undelivered_alerts_up_at_once(
     steam, config, hook, clock: FakeClock, http
 ) -> None:
     got, set_down, host = hook
     config.write(subs=subscription("ops", host))
-    async with build(config, clock, http) as app:
+    async with build(config, clock, http) as (app, daemon):
         assert app.store is not None and app.dispatcher is not None
         await app.once()
         set_down(True)
@@ -202,28 +210,66 @@ async def test_a_removed_channel_keeps_its_undelivered_events_until_it_returns(
         clock.advance(15)
         await app.once()  # the alert fails and waits for a retry
         assert app.store.outbox_depth() == 1
-        assert await app.reload(config.write()) is True  # subscription removed
+        assert await daemon.reload(config.write()) is True  # subscription removed
         assert not [n for n in app.dispatcher.sinks if n.startswith("notify:")]
+        await app.settle()
+        assert app.store.outbox_depth() == 0  # nobody will ever send it: it leaves the outbox
+    set_down(False)
+    failed = [e for e in events(config.tmp_path) if e["type"] == "notification.failed"]
+    assert [(e["run_id"], e["reason"], e["subscription"]) for e in failed] == [
+        ("101", "channel removed", "ops")
+    ]
+    assert got == []
+
+
+async def test_a_removed_channel_waits_max_age_for_its_return_then_is_given_up(
+    steam, config, hook, clock: FakeClock, http
+) -> None:
+    got, set_down, host = hook
+    two = f'\n[[subscriptions]]\nname = "ops"\nurls = ["json://{host}/a", "json://{host}/b"]\n'
+    one = f'\n[[subscriptions]]\nname = "ops"\nurls = ["json://{host}/b"]\n'
+    config.write(subs=two)
+    async with build(config, clock, http) as (app, daemon):
+        assert app.store is not None and app.dispatcher is not None
+        await app.once()
+        set_down(True)
+        steam.add_run(AGENT, status=6, run_id=101)
+        clock.advance(15)
+        await app.once()  # both channels fail
+        assert await daemon.reload(config.write(subs=one)) is True  # channel /a removed
         set_down(False)
         clock.advance(3600)
-        await app.dispatcher.drain()
-        assert app.store.outbox_depth() == 1 and got == []  # waits, not lost, not sent
+        await app.settle()
+        assert [p for p, _ in got] == ["/b"]  # the remaining channel delivers
+        assert app.store.outbox_depth() == 1  # /a's row waits for the channel to return
         assert app.store.next_due(targets=list(app.dispatcher.sinks)) is None  # no busy loop
-        assert await app.reload(config.write(subs=subscription("ops", host))) is True
-        await app.dispatcher.drain()  # the alert goes out
-        await app.dispatcher.drain()  # and its notification.sent reaches the events file
+        assert await daemon.reload(config.write(subs=two)) is True  # it returns in time
+        await app.settle()
+        assert [p for p, _ in got] == ["/b", "/a"] and app.store.outbox_depth() == 0
+
+        steam.add_run(AGENT, status=6, run_id=102)
+        set_down(True)
+        clock.advance(15)
+        await app.once()
+        assert await daemon.reload(config.write(subs=one)) is True
+        clock.advance(24 * 3600)  # the subscription's max_age
+        await app.housekeeping()
+        set_down(False)
+        await app.settle()
         assert app.store.outbox_depth() == 0
-    assert [path for path, _ in got] == ["/ops"]
+    failed = [e for e in events(config.tmp_path) if e["type"] == "notification.failed"]
+    assert [(e["run_id"], e["reason"]) for e in failed] == [("102", "channel removed")]
+
 
 
 async def test_restart_only_keys_are_kept_and_named(
     steam, config, clock: FakeClock, http, tmp_path, captured_logs
 ) -> None:
     config.write()
-    async with build(config, clock, http) as app:
+    async with build(config, clock, http) as (app, daemon):
         moved = config.path.read_text().replace("state.db", "elsewhere.db")
         config.path.write_text(moved + '\n[http]\nlisten = "127.0.0.1:0"\n')
-        assert await app.reload() is True
+        assert await daemon.reload() is True
         assert app.settings.watcher.state_path == tmp_path / "state.db"
         assert app.settings.http.listen is None
     warning = next(

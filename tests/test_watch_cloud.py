@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from watcher.app import App
+from watcher.app import App, check_sources
+from watcher.daemon import Daemon
 from watcher.sim import World
 
 from .conftest import API_KEY, FakeClock
@@ -378,9 +379,9 @@ async def test_unreachable_host(tmp_path, clock, http):
 
 async def test_check_reports_each_source(steam, app_factory):
     async with app_factory(agents=[AGENT]) as app:
-        (ok,) = await app.check()
+        (ok,) = await check_sources(app.settings, app.http)
         steam.api_keys = set()
-        (bad,) = await app.check()
+        (bad,) = await check_sources(app.settings, app.http)
     assert ok.ok and "steam" in ok.lines[0].text
     assert not bad.ok and "HTTP 401" in bad.lines[0].text
 
@@ -390,14 +391,15 @@ async def test_daemon_schedules_one_job_per_source_and_stops(steam, app_factory,
 
     stop = asyncio.Event()
     async with app_factory(poll_interval_active=15, jitter=3) as app:
-        daemon = asyncio.create_task(app.run(stop))
+        runner = Daemon(app)
+        daemon = asyncio.create_task(runner.run(stop))
         for _ in range(200):  # the first poll runs at once; wait for its commit (< 1 s)
             await asyncio.sleep(0.005)
             if app.store is not None and app.store.known_agents("cloud"):
                 break
-        assert app.scheduler is not None
-        jobs = {job.id: job for job in app.scheduler.get_jobs()}
-        assert jobs.keys() == {"poll:cloud", "housekeeping"}
+        assert runner.scheduler is not None
+        jobs = {job.id: job for job in runner.scheduler.get_jobs()}
+        assert jobs.keys() == {"poll:cloud", "housekeeping", "state"}
         job = jobs["poll:cloud"]
         assert job.max_instances == 1 and job.coalesce
         assert job.trigger.interval.total_seconds() == 15 and job.trigger.jitter == 3

@@ -1,39 +1,39 @@
 """The composition root: the only place that builds things.
 
-`App` owns the HTTP session, the state store, the sources and their pollers, the sinks and the
-dispatcher. Everything else receives what it needs as arguments, so tests build an `App` with an
-injected clock against the simulator and drive it with `once()` — the same code path as the
-`watcher once` command — while `run()` adds the scheduler and signal handling of the daemon.
+`App` owns the lease on the state file, the state store, the HTTP session, the sources and their
+pollers, the sinks and the dispatcher. Everything else receives what it needs as arguments, so
+tests build an `App` with an injected clock against the simulator and drive it with `once()` —
+the same code path as the `watcher once` command. `watcher.daemon.Daemon` runs an App on a
+schedule.
+
+Opening is all or nothing: the lease is taken and the state file checked before anything else
+is built, and whatever was built is closed again when a later step fails, so a start that fails
+says one line and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import structlog
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from watcher import logs
+from watcher import statefile
 from watcher.dispatch import Dispatcher
 from watcher.endpoint import Endpoint, EventStream, Readiness, assess
-from watcher.errors import ConfigError, SourceError
+from watcher.errors import ConfigError, SourceError, WatcherError
+from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
 from watcher.metrics import Metrics, OutboxState, source_states
-from watcher.models import Event
+from watcher.models import Event, source_event
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
-from watcher.reload import ReloadPlan, plan_reload
-from watcher.sdnotify import Notifier
-from watcher.settings import Settings, SourceConfig, load_settings
+from watcher.settings import Settings, SourceConfig
 from watcher.sinks.base import Sink
 from watcher.sinks.eventlog import EventLog
 from watcher.sinks.fetcher import Fetcher
@@ -44,6 +44,7 @@ from watcher.sources.base import CheckResult, Source
 from watcher.sources.http import HttpClient, make_session
 from watcher.sources.sequentum_acc import SequentumAcc
 from watcher.sources.sequentum_cloud import SequentumCloud
+from watcher.statefile import StateFileError
 from watcher.store import Store
 
 log = structlog.get_logger("watcher")
@@ -55,8 +56,9 @@ SOURCE_KINDS: dict[str, type[Source]] = {
 }
 
 Clock = Callable[[], datetime]
-Loader = Callable[[Path], Settings]
-"""Reads the config file again on SIGHUP; raises `ConfigError` (the CLI adds its overrides)."""
+
+ORPHAN_MAX_AGE = 24 * 3600.0
+"""Seconds the rows of a removed sink other than a channel wait for it to come back."""
 
 
 def utcnow() -> datetime:
@@ -81,6 +83,34 @@ def build_source(config: SourceConfig, http: HttpClient) -> Source:
     return cls(config, http)
 
 
+def build_channels(
+    settings: Settings, *, record: Callable[[list[Event]], None], clock: Clock
+) -> list[Channel]:
+    """One alert channel per (subscription, URL) of `settings`."""
+    return [
+        Channel(Subscription(sub), url, record=record, clock=clock)
+        for sub in settings.subscriptions
+        for url in sub.url_values()
+    ]
+
+
+async def check_sources(settings: Settings, http: HttpClient) -> list[SourceCheck]:
+    """Connectivity and auth of every enabled source (`watcher check`). Touches no state."""
+    results = []
+    for config in settings.sources:
+        if not config.enabled:
+            continue
+        source = build_source(config, http)
+        try:
+            lines = await source.check()
+            results.append(SourceCheck(source.name, source.kind, True, lines))
+        except SourceError as err:
+            results.append(
+                SourceCheck(source.name, source.kind, False, [CheckResult(False, err.detail)])
+            )
+    return results
+
+
 class App:
     """watcher, assembled. Use as `async with App(settings) as app:`."""
 
@@ -92,8 +122,7 @@ class App:
         session: aiohttp.ClientSession | None = None,
         http: HttpClient | None = None,
         extra_sinks: list[Sink] | None = None,
-        loader: Loader = load_settings,
-        notifier: Notifier | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -101,35 +130,45 @@ class App:
         self._session = session
         self._http = http
         self._extra_sinks = extra_sinks or []
-        self._loader = loader
+        self.lease: Lease = lease or FileLease(settings.watcher.state_path)
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.pollers: list[SourcePoller] = []
-        self.scheduler: AsyncIOScheduler | None = None
-        self.notifier = notifier or Notifier()
         self.metrics = Metrics(sources=lambda: source_states(self.pollers), outbox=self._outbox)
         self.stream = EventStream()
         self.endpoint: Endpoint | None = None
+        self.failure: WatcherError | None = None
+        """Set when the App cannot go on (the state file lost): the daemon stops, exit 1."""
+        self.halted = asyncio.Event()
+        self.abandoned = False
+        """Set when a delivery was abandoned at a deadline: its send may still run in one of
+        apprise's threads, which the process must not wait for (see `cli`)."""
         self._ready = False  # readiness last seen, to log its changes once
-        self._reloading: asyncio.Task[bool] | None = None
-        self._reload_again = False
-        self._delivering: asyncio.Task[None] | None = None
-        self._retiring: set[SourcePoller] = set()  # pollers a reload is letting finish
 
     async def __aenter__(self) -> App:
-        self.open()
+        await self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def open(self) -> None:
+    async def open(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            await self.close()
+            raise
+
+    def _open(self) -> None:
         cfg = self.settings
+        path = cfg.watcher.state_path
+        statefile.check_directory(path)
+        self.lease.acquire()
+        self.store = store = Store.open(path)
         if self._http is None:
             if self._session is None:
                 self._session = make_session()
             self._http = HttpClient(self._session)
-        self.store = Store.open(cfg.watcher.state_path)
         sinks: list[Sink] = []
         if cfg.watcher.events_path:
             sinks.append(EventLog(cfg.watcher.events_path))
@@ -137,12 +176,15 @@ class App:
         if cfg.outputs.enabled:
             sinks.append(OutputsSink(self.fetcher(), record=self.record, clock=self.clock))
         sinks.extend(self._extra_sinks)
-        self.dispatcher = Dispatcher(self.store, sinks, clock=self.clock)
-        self.pollers = [
-            self._poller(build_source(sc, self._http)) for sc in cfg.sources if sc.enabled
-        ]
+        self.dispatcher = Dispatcher(store, sinks, clock=self.clock, record=self.record)
+        try:
+            self.pollers = [
+                self.poller(build_source(sc, self._http)) for sc in cfg.sources if sc.enabled
+            ]
+        except sqlite3.DatabaseError as err:  # a page the start-up check could not see
+            raise statefile.damaged(path, err) from None
 
-    def _poller(self, source: Source) -> SourcePoller:
+    def poller(self, source: Source) -> SourcePoller:
         """A poller for `source`; it loads the source's state from the store."""
         assert self.store is not None and self.dispatcher is not None
         return SourcePoller(
@@ -159,19 +201,23 @@ class App:
             self.endpoint = None
         if self.dispatcher is not None:
             await self.dispatcher.close()
+            self.dispatcher = None
         if self.store is not None:
+            for poller in self.pollers:
+                try:
+                    poller.save_success()
+                except (sqlite3.Error, OSError) as err:
+                    log.warning("last poll time not saved", source=poller.name, error=str(err))
             self.store.close()
             self.store = None
+        self.lease.release()
         if self._own_session and self._session is not None:
             await self._session.close()
+            self._session = None
 
     def channels(self, settings: Settings | None = None) -> list[Channel]:
         """One alert channel per (subscription, URL) of `settings` (default: the running ones)."""
-        return [
-            Channel(Subscription(sub), url, record=self.record, clock=self.clock)
-            for sub in (settings or self.settings).subscriptions
-            for url in sub.url_values()
-        ]
+        return build_channels(settings or self.settings, record=self.record, clock=self.clock)
 
     def fetcher(self, *, concurrency: int | None = None) -> Fetcher:
         """What fetches run outputs to disk: for the outputs sink and `watcher fetch`."""
@@ -189,6 +235,11 @@ class App:
         if config is None or self._http is None:
             return None
         return build_source(config, self._http)
+
+    @property
+    def http(self) -> HttpClient:
+        assert self._http is not None, "the App is not open"
+        return self._http
 
     def record(self, events: list[Event]) -> None:
         """Record events that sinks produce (notification.sent, …) like any other event."""
@@ -208,15 +259,64 @@ class App:
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
-    async def _poll(self, poller: SourcePoller, force: bool = False) -> PollReport:
-        """One poll, timed and counted (the scheduler's job, and `once()`)."""
+    async def poll(self, poller: SourcePoller, force: bool = False) -> PollReport:
+        """One poll, timed and counted (the daemon's job, and `once()`)."""
         if poller not in self.pollers:  # retired by a reload after this job was queued
+            return PollReport(poller.name, skipped=True)
+        if not self.watch_state():
             return PollReport(poller.name, skipped=True)
         started = time.perf_counter()
         report = await poller.poll(force=force)
         self.metrics.observe_poll(report, time.perf_counter() - started)
         self.readiness()
         return report
+
+    # --- the state file ---------------------------------------------------------------------
+
+    def watch_state(self) -> bool:
+        """Is the state file still ours? If it was removed or replaced while open, write it
+        back from the open database and say so (`state.restored`); if that is impossible, or
+        another process now holds the lease, fail the App (the daemon exits 1). True while
+        the App can go on."""
+        if self.failure is not None or self.store is None:
+            return self.failure is None
+        path = self.settings.watcher.state_path
+        try:
+            if not self.lease.held():
+                raise StateFileError(path, "another watcher took over the state file's lock")
+            if not self.store.replaced():
+                return True
+            log.error("state file removed or replaced while running; writing it back",
+                      path=str(path))  # fmt: skip
+            aside = self.store.write_back(self.clock())
+        except WatcherError as err:
+            return self._fail(err)
+        except (OSError, sqlite3.Error) as err:
+            reason = redact(f"{type(err).__name__}: {err}")
+            return self._fail(StateFileError(path, f"cannot be written back ({reason})"))
+        now = self.clock()
+        self.record(
+            [
+                source_event(
+                    "state.restored",
+                    source="watcher",
+                    source_kind="watcher",
+                    ts=now,
+                    message=f"state file written back to {path}"
+                    + (f"; the file found there was moved to {aside}" if aside else ""),
+                    id_parts=(now.isoformat(),),
+                    path=str(path),
+                    moved_aside=str(aside) if aside else None,
+                )
+            ]
+        )
+        return True
+
+    def _fail(self, err: WatcherError) -> bool:
+        self.failure = err
+        log.error("cannot go on", error=str(err))
+        self.halted.set()
+        return False
 
     # --- health ----------------------------------------------------------------------------
 
@@ -252,275 +352,45 @@ class App:
     # --- one pass (`watcher once`, tests) ----------------------------------------------------
 
     async def once(self) -> list[PollReport]:
-        """Poll every source once (all agents), then deliver what that caused."""
-        reports = await asyncio.gather(*(self._poll(p, force=True) for p in self.pollers))
-        assert self.dispatcher is not None
-        await self.dispatcher.drain()
+        """Poll every source once (all agents), then deliver what that caused — and what the
+        deliveries record in turn — within `shutdown_timeout`."""
+        reports = await asyncio.gather(*(self.poll(p, force=True) for p in self.pollers))
+        await self.settle()
         return list(reports)
 
-    async def check(self) -> list[SourceCheck]:
-        """Connectivity and auth of every configured source."""
-        results = []
-        for poller in self.pollers:
-            source = poller.source
-            try:
-                lines = await source.check()
-                results.append(SourceCheck(source.name, source.kind, True, lines))
-            except SourceError as err:
-                results.append(
-                    SourceCheck(source.name, source.kind, False, [CheckResult(False, err.detail)])
-                )
-        return results
+    async def settle(self, timeout: float | None = None) -> bool:
+        """Deliver what is due, and what that delivery causes, within `timeout` (default
+        `shutdown_timeout`); what is still in flight then stays in the outbox."""
+        assert self.dispatcher is not None
+        settled = await self.dispatcher.settle(
+            self.settings.watcher.shutdown_timeout if timeout is None else timeout
+        )
+        self.abandoned = self.abandoned or not settled
+        return settled
 
     async def housekeeping(self) -> None:
         """Keep the state file small: forget delivered events older than
-        `event_retention_days`, and runs that can no longer appear in any listing.
-        (A coroutine so that APScheduler runs it on the loop, not in a thread.)"""
-        assert self.store is not None
+        `event_retention_days`, runs that can no longer appear in any listing, and the
+        undelivered rows of channels removed from the config."""
+        assert self.store is not None and self.dispatcher is not None
         days = self.settings.watcher.event_retention_days
         events = self.store.prune_events(self.clock() - timedelta(days=days))
         runs = 0
         for poller in self.pollers:
             async with poller.paused():
                 runs += poller.prune()
-        if events or runs:
-            log.info("state pruned", events=events, runs=runs, older_than_days=days)
+        orphans = await self.dispatcher.expire_orphans(self.orphan_max_age)
+        if events or runs or orphans:
+            log.info("state pruned", events=events, runs=runs, orphans=orphans,
+                     older_than_days=days)  # fmt: skip
 
-    # --- the daemon ---------------------------------------------------------------------------
-
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Poll on schedule and deliver until SIGTERM/SIGINT (or `stop`), then shut down cleanly.
-
-        SIGHUP reloads the config file (`request_reload`). Under systemd (`$NOTIFY_SOCKET`) the
-        daemon says READY=1 once the store is open, the endpoint listens and the scheduler
-        runs; a scheduler job on the event loop sends WATCHDOG=1, so a hung loop stops the
-        pings and gets restarted; STOPPING=1 opens the shutdown.
-        """
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        assert self.dispatcher is not None
-        http = await self.serve_http()
-        handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set}
-        handlers[signal.SIGHUP] = self.request_reload
-        for sig, handler in handlers.items():
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, handler)
-        self.scheduler = scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
-        for poller in self.pollers:
-            self._schedule(poller)
-        scheduler.add_job(
-            self.housekeeping,
-            "interval",
-            hours=1,
-            next_run_time=datetime.now(UTC),
-            id="housekeeping",
-            max_instances=1,
-            coalesce=True,
-        )
-        ping = self.notifier.watchdog_interval
-        if ping is not None:
-            scheduler.add_job(
-                self._watchdog,
-                "interval",
-                seconds=ping,
-                id="watchdog",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(ping)),
-            )
-        log.info(
-            "watcher started",
-            sources=[p.name for p in self.pollers],
-            state_path=str(self.settings.watcher.state_path),
-            http=f"{http[0]}:{http[1]}" if http else None,
-        )
-        scheduler.start()
-        self._delivering = delivering = asyncio.create_task(
-            self.dispatcher.run(stop), name="dispatcher"
-        )
-        self.notifier.ready(f"watching {len(self.pollers)} source(s)")
-        try:
-            await stop.wait()
-        finally:
-            log.info("watcher stopping")
-            self.notifier.stopping()
-            scheduler.shutdown(wait=False)
-            await self._cancel_reload()
-            await self._finish(delivering)
-            if self.endpoint is not None:
-                await self.endpoint.stop()
-                self.endpoint = None
-            for sig in handlers:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
-            log.info("watcher stopped")
-
-    def _schedule(self, poller: SourcePoller) -> None:
-        """The poll job of `poller`: every `poll_interval_active`, the first one now."""
-        if self.scheduler is None:
-            return
-        cfg = poller.source.config
-        self.scheduler.add_job(
-            self._poll,
-            "interval",
-            args=[poller],
-            seconds=cfg.poll_interval_active,
-            jitter=cfg.jitter or None,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=int(cfg.poll_interval_active) or 1,
-            next_run_time=datetime.now(UTC),
-            id=f"poll:{poller.name}",
-            name=f"poll {poller.name}",
-            replace_existing=True,
-        )
-
-    def _unschedule(self, name: str) -> None:
-        if self.scheduler is not None:
-            with contextlib.suppress(JobLookupError):
-                self.scheduler.remove_job(f"poll:{name}")
-
-    async def _watchdog(self) -> None:
-        """WATCHDOG=1, from a scheduler job on the event loop. Withheld when the dispatcher task
-        has died, so that systemd restarts a daemon that would no longer deliver."""
-        if self._delivering is not None and self._delivering.done():
-            log.error("the dispatcher stopped; withholding the watchdog ping")
-            return
-        self.notifier.watchdog()
-
-    # --- reload (SIGHUP) ----------------------------------------------------------------------
-
-    def request_reload(self) -> None:
-        """SIGHUP: reload in a task. A SIGHUP that arrives during a reload queues one more."""
-        if self._reloading is not None and not self._reloading.done():
-            self._reload_again = True
-            return
-        self._reloading = asyncio.get_running_loop().create_task(
-            self._reload_queued(), name="reload"
-        )
-
-    async def _reload_queued(self) -> bool:
-        applied = await self.reload()
-        while self._reload_again:
-            self._reload_again = False
-            applied = await self.reload()
-        return applied
-
-    async def _cancel_reload(self) -> None:
-        if self._reloading is not None and not self._reloading.done():
-            self._reloading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloading
-
-    async def reload(self, path: Path | None = None) -> bool:
-        """Read the config file (`path`, else the one started from) again and apply it.
-
-        Sources and subscriptions added, removed or changed take effect; run state and
-        undelivered events are kept (a removed channel's rows wait in the outbox). An invalid
-        file is rejected with one error line per problem, and the running config stays.
-        Returns whether the new config was applied.
-        """
-        path = path or self.settings.config_path
-        if path is None:
-            log.error("config reload impossible: watcher was not started from a config file")
-            return False
-        self.notifier.reloading()
-        try:
-            return await self._reload(path)
-        except Exception as err:  # a bug must not take the daemon down with it
-            log.error("config reload failed", config=str(path), exc_info=err)
-            self.metrics.reloads.labels("rejected").inc()
-            return False
-        finally:
-            self.notifier.ready()
-
-    async def _reload(self, path: Path) -> bool:
-        assert self.dispatcher is not None and self._http is not None
-        try:
-            loaded = self._loader(path)
-            plan = plan_reload(self.settings, loaded)
-            # Build what is new before touching what runs, so a failure changes nothing.
-            sources = [build_source(sc, self._http) for sc in [*plan.added, *plan.changed]]
-            channels = self.channels(plan.settings)
-        except (ConfigError, ValueError) as err:
-            problems = err.problems if isinstance(err, ConfigError) else [redact(str(err))]
-            for problem in problems:
-                log.error("config reload rejected", config=str(path), problem=problem)
-            self.metrics.reloads.labels("rejected").inc()
-            return False
-        await self._apply(plan, sources, channels)
-        self.metrics.reloads.labels("applied").inc()
-        changes = plan.summary()
-        log.info("config reloaded", config=str(path), changed=bool(changes), **changes)
-        if plan.needs_restart:
-            log.warning("config change takes effect at the next start", keys=plan.needs_restart)
-        return True
-
-    async def _apply(
-        self, plan: ReloadPlan, sources: list[Source], channels: list[Channel]
-    ) -> None:
-        """Swap pollers, scheduler jobs and alert channels to match `plan`."""
-        assert self.dispatcher is not None
-        old = {p.name: p for p in self.pollers}
-        leaving = [old[name] for name in [*plan.removed, *(s.name for s in plan.changed)]]
-        # Out of the list first: a poll job that starts from now on sees it retired.
-        self.pollers = [p for p in self.pollers if p not in leaving]
-        for poller in leaving:
-            self._unschedule(poller.name)
-        self._retiring.update(leaving)  # a shutdown meanwhile waits for them too
-        for poller in leaving:
-            await poller.idle()  # a poll in flight commits; its successor loads that state
-        self._retiring.difference_update(leaving)
-        fresh = {source.name: source for source in sources}
-        pollers: list[SourcePoller] = []
-        for sc in plan.settings.sources:
-            if sc.name in fresh:
-                poller = self._poller(fresh[sc.name])
-                if sc.name in old:  # a restarted source stays as fresh as it was
-                    poller.last_success = old[sc.name].last_success
-                self._schedule(poller)
-                pollers.append(poller)
-            elif sc.enabled and sc.name in old:
-                pollers.append(old[sc.name])
-        self.pollers = pollers
-
-        running = {n: s for n, s in self.dispatcher.sinks.items() if isinstance(s, Channel)}
-        wanted = {c.name: c for c in channels}
-        for name, sink in running.items():
-            if name not in wanted:
-                self.dispatcher.remove_sink(name)
-                await sink.close()
-        for name, channel in wanted.items():
-            current = running.get(name)
-            if current is None or current.subscription.config != channel.subscription.config:
-                self.dispatcher.add_sink(channel)
-
-        before, after = self.settings.watcher, plan.settings.watcher
-        if (before.log_format, before.log_level) != (after.log_format, after.log_level):
-            logs.configure(after.log_format, after.log_level)
-        self.settings = plan.settings
-
-    async def _finish(self, delivering: asyncio.Task[None]) -> None:
-        """Let a poll in flight finish, then flush deliveries, within `shutdown_timeout`.
-
-        A poll cut short loses nothing: its commit is one synchronous transaction, so it either
-        happened or the next start diffs the same listing again.
-        """
-        budget = self.settings.watcher.shutdown_timeout
-        pollers = [*self.pollers, *self._retiring]
-        try:
-            async with asyncio.timeout(budget / 2):
-                for poller in pollers:
-                    await poller.idle()
-        except TimeoutError:
-            log.warning("a poll still waiting on its platform was abandoned")
-            for poller in pollers:
-                poller.cancel()
-        assert self.dispatcher is not None
-        try:
-            await asyncio.wait_for(self.dispatcher.drain(), timeout=budget / 3)
-        except TimeoutError:
-            log.warning("undelivered events stay in the outbox for the next start")
-        delivering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await delivering
+    def orphan_max_age(self, target: str) -> float:
+        """How long undelivered rows of a target nobody serves may wait for it: a channel of
+        a subscription that still exists, its `max_age`; of one that is gone, not at all."""
+        if target.startswith("notify:"):
+            name = target.split(":")[1]
+            sub = next((s for s in self.settings.subscriptions if s.name == name), None)
+            return sub.max_age if sub is not None else 0.0
+        if target == "outputs":
+            return self.settings.outputs.max_age
+        return ORPHAN_MAX_AGE

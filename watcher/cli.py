@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from watcher import __version__, logs
-from watcher.app import App, Loader
+from watcher.app import App, build_channels, check_sources, utcnow
+from watcher.daemon import Daemon, Loader
 from watcher.errors import ConfigError, WatcherError
+from watcher.messages import duration_of
 from watcher.models import iso
 from watcher.settings import Settings, WatcherSection, find_config, load_settings
+from watcher.sources.http import HttpClient, make_session
 from watcher.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -155,9 +161,11 @@ def _settings(args: argparse.Namespace, path: Path | None = None) -> Settings:
 
 
 async def _run(settings: Settings, loader: Loader = load_settings) -> int:
-    async with App(settings, loader=loader) as app:
-        await app.run()
-    return EXIT_OK
+    async with App(settings) as app:
+        code = await Daemon(app, loader=loader).run()
+    if app.failure is not None:
+        print(f"watcher: {_one_line(app.failure)}", file=sys.stderr)
+    return _leave(app, code)
 
 
 async def _once(settings: Settings) -> int:
@@ -169,15 +177,30 @@ async def _once(settings: Settings) -> int:
             f"watcher: {report.error_line or report.source + ': state write failed'}",
             file=sys.stderr,
         )
-    return EXIT_FAILED if failed else EXIT_OK
+    if app.failure is not None:
+        print(f"watcher: {_one_line(app.failure)}", file=sys.stderr)
+    return _leave(app, EXIT_FAILED if failed or app.failure else EXIT_OK)
+
+
+def _leave(app: App, code: int) -> int:
+    """The exit code — or, when a delivery was abandoned at its deadline, exit right here:
+    its send may still be running in one of apprise's threads, which the interpreter would
+    otherwise wait for at exit (a minute for a slow channel), and which would then deliver an
+    alert that the outbox still holds for the next start. The state file is closed by now."""
+    if app.abandoned:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 async def _check(settings: Settings, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     width = max([8, *(len(source.name) for source in settings.sources)])
     print(f"{'config':<{width}} ok  {len(settings.sources)} source(s)", file=out)
-    async with App(settings) as app:
-        results = await app.check()
+    async with make_session() as session:
+        results = await check_sources(settings, HttpClient(session))
     for result in results:
         for line in result.lines:
             mark = "ok  " if line.ok else "FAIL"
@@ -192,9 +215,12 @@ async def _notify_test(settings: Settings, only: str | None, out: TextIO | None 
         raise ConfigError([f"--subscription: no subscription named {only!r} (have: {names})"])
     if not names:
         raise ConfigError(["subscriptions: none configured (add a [[subscriptions]] table)"])
-    async with App(settings) as app:
-        channels = [c for c in app.channels() if only in (None, c.subscription.name)]
-        results = await asyncio.gather(*(c.send_test() for c in channels))
+    channels = [
+        c
+        for c in build_channels(settings, record=lambda events: None, clock=utcnow)
+        if only in (None, c.subscription.name)
+    ]
+    results = await asyncio.gather(*(c.send_test() for c in channels))
     for channel, (ok, why) in zip(channels, results, strict=True):
         mark = "ok  " if ok else "FAIL"
         detail = f"  {why}" if why else ""
@@ -203,15 +229,17 @@ async def _notify_test(settings: Settings, only: str | None, out: TextIO | None 
 
 
 def _status(settings: Settings, source: str | None, out: TextIO) -> int:
+    """The watched agents and their latest runs, and what waits in the outbox, read from the
+    state file without taking its lease or writing to it (the daemon may be running)."""
     path = settings.watcher.state_path
     if not path.exists():
         print(f"no state yet at {path}: run `watcher once` or start the daemon", file=out)
         return EXIT_OK
-    store = Store.open(path)
+    store = Store.open(path, readonly=True)
     try:
         latest = {(s.source, s.agent_id): s for s in store.latest_runs(source)}
         agents = [a for a in store.agents() if source is None or a[0] == source]
-        depth = store.outbox_depth()
+        outbox = store.outbox_by_target()
     finally:
         store.close()
     rows = [("SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME", "ENDED")]
@@ -232,13 +260,42 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
                 iso(snap.ended_at) or "",
             )
         )
+    _table(rows, out)
+    depth = sum(t.depth for t in outbox)
+    print(f"\n{len(agents)} agent(s); {depth} delivery(ies) waiting in the outbox", file=out)
+    if outbox:
+        print(file=out)
+        names = _target_names(settings)
+        now = time.time()
+        table = [("CHANNEL", "WAITING", "OLDEST", "ATTEMPTS", "LAST ERROR")]
+        for t in outbox:
+            table.append(
+                (
+                    names.get(t.target, f"{t.target} (no longer configured)"),
+                    str(t.depth),
+                    duration_of(max(0.0, now - t.oldest)),
+                    str(t.attempts),
+                    (t.last_error or "")[:80],
+                )
+            )
+        _table(table, out)
+    return EXIT_OK
+
+
+def _target_names(settings: Settings) -> dict[str, str]:
+    """Outbox target → what a person recognises: the subscription and its masked URL."""
+    names = {"eventlog": "events file", "outputs": "outputs"}
+    for channel in build_channels(settings, record=lambda events: None, clock=utcnow):
+        names[channel.name] = f"{channel.subscription.name}: {channel.masked}"
+    return names
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
             "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out
         )
-    print(f"\n{len(agents)} agent(s); {depth} delivery(ies) waiting in the outbox", file=out)
-    return EXIT_OK
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -264,7 +321,7 @@ async def _demo(args: argparse.Namespace) -> int:
             if args.duration:
                 asyncio.get_running_loop().call_later(args.duration, stop.set)
             async with App(settings) as app:
-                await app.run(stop)
+                await Daemon(app).run(stop)
     finally:
         await platforms.close()
     return EXIT_OK

@@ -4,6 +4,11 @@ Every event was written to the outbox with one row per sink that accepts it (`ro
 dispatcher delivers due rows sink by sink, concurrently — a slow or dead sink delays only
 itself — and deletes a row only after its sink succeeded. A failed delivery is retried with
 exponential backoff until `max_age`; then it is given up with an error line.
+
+`settle(timeout)` delivers what is due and what those deliveries cause in turn (the events the
+sinks record), within a deadline: `watcher once` ends with it, and so does a shutdown. What is
+still in flight at the deadline is abandoned — its rows stay in the outbox and go out on the
+next start. Rows of a sink that is no longer configured are given up by `expire_orphans`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import datetime
 
 import structlog
 
-from watcher.models import Event
+from watcher.models import Event, follow_up
 from watcher.redact import redact
 from watcher.sinks.base import DeliveryError, Sink
 from watcher.store import Pending, Store
@@ -48,8 +53,10 @@ class Dispatcher:
         backoff: Backoff = Backoff(),
         max_age: float = 24 * 3600,
         batch: int = 500,
+        record: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.store = store
+        self.record = record
         self.sinks = {s.name: s for s in sinks}
         self.clock = clock
         self.backoff = backoff
@@ -57,6 +64,7 @@ class Dispatcher:
         self.batch = batch
         self._wakeup = asyncio.Event()
         self._busy: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[int]] = {}
 
     def route(self, event: Event) -> list[str]:
         """The sinks that must receive `event` (one outbox row each)."""
@@ -148,36 +156,86 @@ class Dispatcher:
         """Deliver until `stop` is set: on every wake-up, and when the next retry falls due.
 
         Each sink drains in its own task, so a channel stuck on a slow send holds up nothing
-        but itself; on the next wake-up the other sinks go ahead.
+        but itself; on the next wake-up the other sinks go ahead. Deliveries in flight when
+        `stop` is set are left running for `settle` to finish or abandon.
         """
-        tasks: dict[str, asyncio.Task[int]] = {}
+        while not stop.is_set():
+            self._wakeup.clear()
+            self._start_passes()
+            timeout = 60.0
+            try:
+                next_due = self.store.next_due(targets=list(self.sinks))
+            except Exception as err:  # the state file failing: say so, keep trying
+                log.error("outbox unreadable", error=redact(f"{type(err).__name__}: {err}"))
+                next_due = self.clock().timestamp() + 5
+            if next_due is not None:
+                timeout = min(timeout, max(0.05, next_due - self.clock().timestamp()))
+            waiter = asyncio.ensure_future(self._wakeup.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait(
+                    {waiter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                waiter.cancel()
+                stopper.cancel()
+
+    def _start_passes(self) -> None:
+        """A delivery pass for every sink that has none running."""
+        for name, sink in self.sinks.items():
+            task = self._tasks.get(name)
+            if task is None or task.done():
+                self._tasks[name] = asyncio.create_task(self._drain_guarded(sink))
+
+    async def settle(self, timeout: float) -> bool:
+        """Deliver everything that is due, and what that delivery records in turn, until a
+        pass finds nothing more — or `timeout` seconds pass: then the deliveries in flight are
+        abandoned (their rows stay in the outbox). True when everything due went out."""
         try:
-            while not stop.is_set():
-                self._wakeup.clear()
-                for name, sink in self.sinks.items():
-                    if name not in tasks or tasks[name].done():
-                        tasks[name] = asyncio.create_task(self._drain_guarded(sink))
-                timeout = 60.0
-                try:
-                    next_due = self.store.next_due(targets=list(self.sinks))
-                except Exception as err:  # the state file failing: say so, keep trying
-                    log.error("outbox unreadable", error=redact(f"{type(err).__name__}: {err}"))
-                    next_due = self.clock().timestamp() + 5
-                if next_due is not None:
-                    timeout = min(timeout, max(0.05, next_due - self.clock().timestamp()))
-                waiter = asyncio.ensure_future(self._wakeup.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                try:
-                    await asyncio.wait(
-                        {waiter, stopper}, timeout=timeout, return_when="FIRST_COMPLETED"
-                    )
-                finally:
-                    waiter.cancel()
-                    stopper.cancel()
-        finally:
-            for task in tasks.values():
-                task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            async with asyncio.timeout(timeout):
+                while True:
+                    running = [t for t in self._tasks.values() if not t.done()]
+                    if running:
+                        await asyncio.wait(running)
+                    self._start_passes()
+                    if sum(await asyncio.gather(*self._tasks.values())) == 0:
+                        return True
+        except TimeoutError:
+            busy = sorted(name for name, task in self._tasks.items() if not task.done())
+            log.warning("deliveries abandoned at the deadline; they stay in the outbox",
+                        sinks=busy, timeout_s=timeout)  # fmt: skip
+            await self.abandon()
+            return False
+
+    async def abandon(self) -> None:
+        """Cancel every delivery in flight; its rows stay undelivered for the next start. (A
+        send that apprise runs in a thread cannot be stopped: the process exits without it.)"""
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+
+    async def expire_orphans(self, max_age: Callable[[str], float]) -> int:
+        """Give up the rows of targets that no sink serves any more (a channel or a whole
+        subscription removed from the config) once they are `max_age(target)` seconds old —
+        0 gives them up at once. Each becomes a `notification.failed` ("channel removed") when
+        `record` is set. Returns how many rows left the outbox."""
+        now = self.clock().timestamp()
+        stale = [
+            p
+            for p in self.store.orphans(served=list(self.sinks))
+            if now - p.first_at >= max_age(p.target)
+        ]
+        if not stale:
+            return 0
+        for target in sorted({p.target for p in stale}):
+            log.error("undelivered events of a removed channel given up", target=target,
+                      events=sum(1 for p in stale if p.target == target))  # fmt: skip
+        if self.record is not None:
+            ts = self.clock()
+            self.record([orphaned(p, ts) for p in stale])
+        self.store.give_up(stale)
+        return len(stale)
 
     async def _drain_guarded(self, sink: Sink) -> int:
         try:
@@ -189,8 +247,24 @@ class Dispatcher:
             return 0
 
     async def close(self) -> None:
+        await self.abandon()
         for sink in self.sinks.values():
             try:
                 await sink.close()
             except Exception as err:
                 log.warning("sink close failed", sink=sink.name, error=redact(str(err)))
+
+
+def orphaned(item: Pending, ts: datetime) -> Event:
+    """`notification.failed` for a row whose channel was removed from the config."""
+    subscription = item.target.split(":")[1] if item.target.startswith("notify:") else None
+    return follow_up(
+        item.event,
+        "notification.failed",
+        by=item.target,
+        ts=ts,
+        message="channel removed",
+        reason="channel removed",
+        subscription=subscription,
+        channel=item.target,
+    )

@@ -61,6 +61,9 @@ class PollReport:
         return str(self.errors[0]) if self.errors else None
 
 
+SINCE_REFRESH = 60.0
+"""Seconds a successful poll that writes nothing else may leave the saved `since` behind."""
+
 BASELINE_CHUNK = 5000
 """Runs of a quiet baseline written per transaction, ahead of the poll's own commit."""
 
@@ -108,7 +111,8 @@ class SourcePoller:
         self._not_before = float("-inf")
         self._lock = asyncio.Lock()
         self._current: asyncio.Task[object] | None = None
-        self.last_success: datetime | None = None
+        self.last_success: datetime | None = store.last_success(source.name)
+        self._saved_success = self.last_success  # what the state file holds
         source.attach_memory(lambda: self.runs)
         source.fingerprints.restore(store.listings(source.name))
 
@@ -188,8 +192,9 @@ class SourcePoller:
         quiet = _QuietBaseline()
         ok_agents: list[str] = []
         first_baseline = not self.runs
-        # An agent that appears after the first baseline: what happened since the last good
-        # poll is news. (Agents added to the config are baselined quietly: their history is old.)
+        # An agent that appears after the first baseline — in this process or before a restart —
+        # is news for what finished after the last good poll. (Agents added to the config are
+        # baselined quietly: their history is old.)
         since = self.last_success if self.source.config.agents == ["*"] else None
         kind = self.source.kind
         wildcard_ok = _WILDCARD in {a.id for a in due}
@@ -241,6 +246,10 @@ class SourcePoller:
             )
         events, last_outcome = await self._annotate(events, changes, baselined)
         health = self._health_change(report.errors, now, events)
+        writes = bool(changes or baselined or events or health)
+        success = None if report.errors else now
+        if success and not writes and not self._since_due(now):
+            success = None  # a quiet poll writes nothing; `since` is saved at least once a minute
 
         try:
             fresh = self.store.commit(
@@ -250,6 +259,7 @@ class SourcePoller:
                 events=events,
                 health=health,
                 listings=self.source.fingerprints.pending(ok_agents),
+                last_success=success,
                 route=self.route,
                 now=now,
                 now_ts=ts,
@@ -262,6 +272,8 @@ class SourcePoller:
         self._apply(changes, baselined, ok_agents, ts, health)
         self.source.fingerprints.confirm(ok_agents)
         self.last_outcome = last_outcome
+        if success is not None:
+            self._saved_success = success
         if report.errors:
             report.ok = False
             self._defer(ts, report.errors)
@@ -271,6 +283,19 @@ class SourcePoller:
         if fresh and self.on_events:
             self.on_events(fresh)
         return report
+
+    def _since_due(self, now: datetime) -> bool:
+        saved = self._saved_success
+        return saved is None or (now - saved).total_seconds() >= SINCE_REFRESH
+
+    def save_success(self) -> None:
+        """Write the last successful poll to the state file, if it has moved (at shutdown)."""
+        last = self.last_success
+        if last is None or last == self._saved_success:
+            return
+        now = self.clock()
+        self.store.commit(source=self.name, last_success=last, now=now, now_ts=now.timestamp())
+        self._saved_success = last
 
     def _write(self, quiet: _QuietBaseline, now: datetime) -> bool:
         """Write the agents of a quiet baseline collected so far, ahead of the poll's commit:

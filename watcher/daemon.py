@@ -1,0 +1,330 @@
+"""`watcher run`: an `App` on a schedule, until SIGTERM/SIGINT.
+
+- The scheduler (APScheduler, on the event loop) starts each source's poll every
+  `poll_interval_active`, housekeeping every hour, the state-file watch every few seconds and,
+  under systemd, the watchdog ping. A poll runs in a task of its own that the scheduler's job
+  only waits on, so stopping the scheduler never cuts a poll short by accident.
+- SIGHUP reloads the config file: sources and channels added, removed or changed take effect,
+  state and undelivered events are kept.
+- Shutdown is bounded by `shutdown_timeout`: polling stops; a poll still waiting on its platform
+  gets a short grace, then is abandoned (it has not committed: its commit is one synchronous
+  transaction); deliveries in flight get what is left of the timeout, then are abandoned —
+  their rows stay in the outbox and go out once on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from watcher import logs
+from watcher.app import App, build_source
+from watcher.errors import ConfigError
+from watcher.poller import SourcePoller
+from watcher.redact import redact
+from watcher.reload import ReloadPlan, plan_reload
+from watcher.sdnotify import Notifier
+from watcher.settings import Settings, load_settings
+from watcher.sinks.notify import Channel
+from watcher.sources.base import Source
+
+log = structlog.get_logger("watcher")
+
+Loader = Callable[[Path], Settings]
+"""Reads the config file again on SIGHUP; raises `ConfigError` (the CLI adds its overrides)."""
+
+STATE_CHECK_INTERVAL = 2.0
+"""Seconds between two looks at whether the state file is still the one open."""
+POLL_GRACE = 2.0
+"""Seconds, at most, that shutdown lets a poll waiting on its platform go on."""
+
+
+class Daemon:
+    """Runs `app` until stopped. `run()` returns the exit code: 0, or 1 when the App failed."""
+
+    def __init__(
+        self, app: App, *, loader: Loader = load_settings, notifier: Notifier | None = None
+    ) -> None:
+        self.app = app
+        self.loader = loader
+        self.notifier = notifier or Notifier()
+        self.scheduler: AsyncIOScheduler | None = None
+        self._polls: dict[str, asyncio.Task[object]] = {}
+        self._stopping = False
+        self._reloading: asyncio.Task[bool] | None = None
+        self._reload_again = False
+        self._delivering: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Poll on schedule and deliver until SIGTERM/SIGINT (or `stop`), then shut down.
+
+        Under systemd (`$NOTIFY_SOCKET`) the daemon says READY=1 once the store is open, the
+        endpoint listens and the scheduler runs; a scheduler job on the event loop sends
+        WATCHDOG=1, so a hung loop stops the pings and gets restarted; STOPPING=1 opens the
+        shutdown.
+        """
+        app = self.app
+        assert app.dispatcher is not None
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        http = await app.serve_http()
+        handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set}
+        handlers[signal.SIGHUP] = self.request_reload
+        for sig, handler in handlers.items():
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, handler)
+        self.scheduler = scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
+        for poller in app.pollers:
+            self._schedule(poller)
+        self._every(app.housekeeping, "housekeeping", 3600, now=True)
+        self._every(self._watch_state, "state", STATE_CHECK_INTERVAL)
+        if self.notifier.watchdog_interval is not None:
+            self._every(self._watchdog, "watchdog", self.notifier.watchdog_interval)
+        log.info(
+            "watcher started",
+            sources=[p.name for p in app.pollers],
+            state_path=str(self.settings.watcher.state_path),
+            http=f"{http[0]}:{http[1]}" if http else None,
+        )
+        scheduler.start()
+        self._delivering = asyncio.create_task(app.dispatcher.run(stop), name="dispatcher")
+        self.notifier.ready(f"watching {len(app.pollers)} source(s)")
+        halted = asyncio.ensure_future(app.halted.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({halted, stopped}, return_when="FIRST_COMPLETED")
+        finally:
+            halted.cancel()
+            stopped.cancel()
+            stop.set()
+            await self._shutdown()
+            for sig in handlers:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            log.info("watcher stopped")
+        return 1 if app.failure is not None else 0
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    def _every(
+        self, job: Callable[[], object], name: str, seconds: float, now: bool = False
+    ) -> None:
+        assert self.scheduler is not None
+        first = {"next_run_time": datetime.now(UTC)} if now else {}  # None would mean paused
+        self.scheduler.add_job(
+            job,
+            "interval",
+            seconds=seconds,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(seconds)),
+            **first,
+        )
+
+    def _schedule(self, poller: SourcePoller) -> None:
+        """The poll job of `poller`: every `poll_interval_active`, the first one now."""
+        if self.scheduler is None:
+            return
+        cfg = poller.source.config
+        self.scheduler.add_job(
+            self._poll,
+            "interval",
+            args=[poller],
+            seconds=cfg.poll_interval_active,
+            jitter=cfg.jitter or None,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=int(cfg.poll_interval_active) or 1,
+            next_run_time=datetime.now(UTC),
+            id=f"poll:{poller.name}",
+            name=f"poll {poller.name}",
+            replace_existing=True,
+        )
+
+    def _unschedule(self, name: str) -> None:
+        if self.scheduler is not None:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(f"poll:{name}")
+
+    async def _poll(self, poller: SourcePoller) -> None:
+        """The scheduler's poll job. The poll runs in its own task, which the job waits on
+        shielded: when the scheduler stops (and cancels its jobs), the poll goes on and the
+        shutdown decides how long it may take."""
+        task = self._polls.get(poller.name)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self.app.poll(poller))
+            self._polls[poller.name] = task
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+
+    async def _watch_state(self) -> None:
+        self.app.watch_state()
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1, from a scheduler job on the event loop. Withheld when the dispatcher task
+        has died, so that systemd restarts a daemon that would no longer deliver."""
+        if self._delivering is not None and self._delivering.done():
+            log.error("the dispatcher stopped; withholding the watchdog ping")
+            return
+        self.notifier.watchdog()
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Stop polling, let polls and deliveries finish within `shutdown_timeout`, abandon
+        what is left (it stays in the outbox), close the endpoint."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.watcher.shutdown_timeout
+        log.info("watcher stopping")
+        self.notifier.stopping()
+        self._stopping = True
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        await self._cancel_reload()
+        polls = [t for t in self._polls.values() if not t.done()]
+        if polls:
+            grace = min(POLL_GRACE, self.settings.watcher.shutdown_timeout / 4)
+            _, pending = await asyncio.wait(polls, timeout=grace)
+            if pending:
+                log.info("a poll still waiting on its platform was abandoned; nothing of it "
+                         "was written", polls=len(pending))  # fmt: skip
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._delivering is not None:
+            await asyncio.gather(self._delivering, return_exceptions=True)
+        if self.app.failure is None and self.app.dispatcher is not None:
+            await self.app.settle(max(0.0, deadline - loop.time()))
+        if self.app.endpoint is not None:
+            await self.app.endpoint.stop()
+            self.app.endpoint = None
+
+    # --- reload (SIGHUP) ----------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in a task. A SIGHUP that arrives during a reload queues one more."""
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(
+            self._reload_queued(), name="reload"
+        )
+
+    async def _reload_queued(self) -> bool:
+        applied = await self.reload()
+        while self._reload_again:
+            self._reload_again = False
+            applied = await self.reload()
+        return applied
+
+    async def _cancel_reload(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            self._reloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloading
+
+    async def reload(self, path: Path | None = None) -> bool:
+        """Read the config file (`path`, else the one started from) again and apply it.
+
+        Sources and subscriptions added, removed or changed take effect; run state and
+        undelivered events are kept (the rows of a removed channel are given up after its
+        subscription's `max_age`, at once when the subscription itself is gone). An invalid
+        file is rejected with one error line per problem, and the running config stays.
+        Returns whether the new config was applied.
+        """
+        path = path or self.settings.config_path
+        if path is None:
+            log.error("config reload impossible: watcher was not started from a config file")
+            return False
+        self.notifier.reloading()
+        try:
+            return await self._reload(path)
+        except Exception as err:  # a bug must not take the daemon down with it
+            log.error("config reload failed", config=str(path), exc_info=err)
+            self.app.metrics.reloads.labels("rejected").inc()
+            return False
+        finally:
+            self.notifier.ready()
+
+    async def _reload(self, path: Path) -> bool:
+        app = self.app
+        try:
+            loaded = self.loader(path)
+            plan = plan_reload(self.settings, loaded)
+            # Build what is new before touching what runs, so a failure changes nothing.
+            sources = [build_source(sc, app.http) for sc in [*plan.added, *plan.changed]]
+            channels = app.channels(plan.settings)
+        except (ConfigError, ValueError) as err:
+            problems = err.problems if isinstance(err, ConfigError) else [redact(str(err))]
+            for problem in problems:
+                log.error("config reload rejected", config=str(path), problem=problem)
+            app.metrics.reloads.labels("rejected").inc()
+            return False
+        await self._apply(plan, sources, channels)
+        app.metrics.reloads.labels("applied").inc()
+        changes = plan.summary()
+        log.info("config reloaded", config=str(path), changed=bool(changes), **changes)
+        if plan.needs_restart:
+            log.warning("config change takes effect at the next start", keys=plan.needs_restart)
+        assert app.dispatcher is not None
+        await app.dispatcher.expire_orphans(app.orphan_max_age)
+        return True
+
+    async def _apply(
+        self, plan: ReloadPlan, sources: list[Source], channels: list[Channel]
+    ) -> None:
+        """Swap pollers, scheduler jobs and alert channels to match `plan`."""
+        app = self.app
+        assert app.dispatcher is not None
+        old = {p.name: p for p in app.pollers}
+        leaving = [old[name] for name in [*plan.removed, *(s.name for s in plan.changed)]]
+        # Out of the list first: a poll job that starts from now on sees it retired.
+        app.pollers = [p for p in app.pollers if p not in leaving]
+        for poller in leaving:
+            self._unschedule(poller.name)
+        for poller in leaving:
+            await poller.idle()  # a poll in flight commits; its successor loads that state
+        fresh = {source.name: source for source in sources}
+        pollers: list[SourcePoller] = []
+        for sc in plan.settings.sources:
+            if sc.name in fresh:
+                poller = app.poller(fresh[sc.name])
+                if sc.name in old:  # a restarted source stays as fresh as it was
+                    poller.last_success = old[sc.name].last_success
+                self._schedule(poller)
+                pollers.append(poller)
+            elif sc.enabled and sc.name in old:
+                pollers.append(old[sc.name])
+        app.pollers = pollers
+
+        running = {n: s for n, s in app.dispatcher.sinks.items() if isinstance(s, Channel)}
+        wanted = {c.name: c for c in channels}
+        for name, sink in running.items():
+            if name not in wanted:
+                app.dispatcher.remove_sink(name)
+                await sink.close()
+        for name, channel in wanted.items():
+            current = running.get(name)
+            if current is None or current.subscription.config != channel.subscription.config:
+                app.dispatcher.add_sink(channel)
+
+        before, after = self.settings.watcher, plan.settings.watcher
+        if (before.log_format, before.log_level) != (after.log_format, after.log_level):
+            logs.configure(after.log_format, after.log_level)
+        app.settings = plan.settings
