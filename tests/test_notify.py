@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from watcher import logs
 from watcher.app import App
 from watcher.settings import Settings, SubscriptionConfig
+from watcher.sim import AutomationWorld, make_automation_app
 
 from .conftest import FakeClock, make_settings, source_config
 
@@ -177,6 +178,36 @@ async def test_failure_reaches_email_webhook_and_slack_once(
     sent = events_of(tmp_path, "notification.sent")
     assert len(sent) == 3 and {e["event_type"] for e in sent} == {"run.finished"}
     assert all(SLACK_TOKENS[2] not in e["channel"] for e in sent)
+
+
+@pytest.fixture
+async def automation(aiohttp_server, clock: FakeClock) -> tuple[AutomationWorld, str]:
+    world = AutomationWorld(now=clock, api_keys={"automation-key-0123456789"})
+    world.add_automation("prices", "Price monitor")
+    world.add_run("prices", "succeeded")  # history, baselined quietly
+    server = await aiohttp_server(make_automation_app(world), host="127.0.0.1")
+    return world, str(server.make_url("")).rstrip("/")
+
+
+async def test_an_automation_failure_names_its_failed_steps_in_every_channel(
+    automation, smtp, receiver, clock: FakeClock, http, tmp_path: Path
+) -> None:
+    world, url = automation
+    box, mail_url = smtp
+    rec, base = receiver
+    source = source_config(url, name="automation", kind="automation_runs",
+                           api_key="automation-key-0123456789")  # fmt: skip
+    sub = subscription("ops", mail_url, f"json://{base.removeprefix('http://')}/hook")
+    async with App(with_subs(make_settings(tmp_path, source), sub), clock=clock, http=http) as app:
+        await app.once()
+        world.add_run("prices", "failed", failed_step="parse", error="HTTP 500 from upstream")
+        clock.advance(15)
+        await app.once()
+    steps = "Failed steps:\n- parse (Parse listing): HTTP 500 from upstream\n"
+    (mail,) = box.texts()
+    assert steps in mail.replace("\r\n", "\n")
+    (hook,) = rec.bodies("/hook")
+    assert steps in hook["message"]
 
 
 async def test_filters_by_outcome_and_agent_glob(steam, build, receiver, clock: FakeClock) -> None:

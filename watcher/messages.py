@@ -8,16 +8,17 @@ render time, the default is used and nothing is lost.
 
 The context of a template is `event` (the event's JSON fields, plus `counts` and type-specific
 fields), and these helpers: `agent` ("steam (2537)"), `title_outcome` ("failed"), `duration`
-("2m 41s"), `subscription` (its name).
+("2m 41s"), `subscription` (its name). `event.failed_steps` is a list of steps with `key`,
+`name` and `error`; `{{ step }}` reads "fetch (Fetch page): HTTP 500".
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
@@ -77,8 +78,7 @@ Status: {{ event.status }}{% if event.status_code is not none %} ({{ event.statu
 {% if counts %}{{ counts }}
 {% endif %}
 {% if event.failed_steps %}Failed steps:
-{% for step in event.failed_steps %}- {{ step.name or step.key }}{% if step.error %}: {{ step.error }}{% endif %}
-
+{% for step in event.failed_steps %}- {{ step }}
 {% endfor %}{% endif %}
 {% if event.diagnostics %}
 {% if event.diagnostics.possibleCauses %}Possible causes:
@@ -114,6 +114,19 @@ DIGEST_BODY = """\
 {% endfor %}
 {% if more %}… and {{ more }} more
 {% endif %}"""
+
+
+class Step(NamedTuple):
+    """A failed step, whatever shape the event carries it in: `step.key`, `step[0]` and
+    `{% for key, name, error in … %}` all work in a template."""
+
+    key: str
+    name: str | None
+    error: str | None
+
+    def __str__(self) -> str:
+        text = self.key + (f" ({self.name})" if self.name and self.name != self.key else "")
+        return text + (f": {self.error}" if self.error else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +192,8 @@ def check_template(text: str) -> str | None:
 
 def context_of(event: Event, subscription: str) -> dict[str, Any]:
     data = event.to_dict()
+    if "failed_steps" in data:
+        data["failed_steps"] = steps_of(data["failed_steps"])
     label = event.agent_name or event.agent_id or ""
     if event.agent_name and event.agent_id and event.agent_name != event.agent_id:
         label = f"{event.agent_name} ({event.agent_id})"
@@ -194,6 +209,24 @@ def context_of(event: Event, subscription: str) -> dict[str, Any]:
         "counts": _counts_line(data.get("counts")),
         "subscription": subscription,
     }
+
+
+def steps_of(value: Any) -> list[Step]:
+    """Failed steps as `Step`s, from `(key, name, error)` tuples, their JSON lists, or
+    `{key, name, error}` objects; anything else is left out."""
+    if not isinstance(value, list | tuple):
+        return []
+    steps = []
+    for item in value:
+        if isinstance(item, Mapping):
+            fields = [item.get("key"), item.get("name"), item.get("error")]
+        elif isinstance(item, list | tuple):
+            fields = [*item[:3], None, None, None][:3]
+        else:
+            continue
+        key, name, error = (None if f is None else _one_line(str(f)) for f in fields)
+        steps.append(Step(key or "?", name or None, error or None))
+    return steps
 
 
 def duration_of(seconds: float | None) -> str:
@@ -276,6 +309,17 @@ def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
 SAMPLES = (
     _sample("run.finished", Outcome.FAILURE, diagnostics={"possibleCauses": ["x"]}),
     _sample("run.finished", Outcome.SUCCESS),
+    replace(
+        _sample(
+            "run.finished",
+            Outcome.FAILURE,
+            failed_steps=[["fetch", "Fetch page", "HTTP 500"], ["parse", None, None]],
+        ),
+        source="automation",
+        source_kind="automation_runs",
+        agent_name=None,
+        status="failed",
+    ),
     _sample("run.reopened"),
     _sample("source.failed", error="auth", http_status=401),
     _sample("source.recovered", down_s=60.0),
