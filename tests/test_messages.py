@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from watcher.messages import Templates
+from watcher.messages import DIGEST_LINES, Templates, render_digests
 from watcher.models import Event, Outcome
 
 STEPS = "Failed steps:\n- fetch (Fetch page): HTTP 500\n- parse: Timeout\n- store\n"
@@ -58,3 +59,18 @@ def test_user_templates_read_steps_by_name_index_or_unpacking() -> None:
     )
     body = templates.render(failure(failed_steps=[["fetch", "Fetch page", "HTTP 500"]])).body
     assert body == "fetch=HTTP 500;Fetch page|HTTP 500"
+
+
+def test_a_digest_lists_every_event_in_parts_of_at_most_digest_lines() -> None:
+    runs = [replace(failure(), id=f"e{i}", run_id=f"r{i}", message="x " * 100) for i in range(81)]
+    down = Event(id="s", type="source.failed", ts=runs[0].ts, source="cloud",
+                 source_kind="sequentum_cloud", message="HTTP 401")  # fmt: skip
+    digests = render_digests([*runs, down], "ops")
+    assert [len(events) for events, _ in digests] == [DIGEST_LINES, DIGEST_LINES, 2]
+    assert [m.title[-8:] for _, m in digests] == ["part 1/3", "part 2/3", "part 3/3"]
+    lines = [line for _, m in digests for line in m.body.splitlines()]
+    assert len(lines) == 82 and lines[0].startswith("- ❌ prices failed: run r0 — x x")
+    assert len(lines[0]) < 160 and lines[0].endswith("…")
+    assert lines[-1] == "- 🔌 cloud source.failed — HTTP 401"
+    ((_, single),) = render_digests(runs[:2], "ops")
+    assert single.title == "watcher: 2 events for ops (2 failures)"

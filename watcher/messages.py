@@ -26,6 +26,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from watcher.models import Event, Outcome
 
 DIGEST_LINES = 40
+"""Events listed in one digest message; a larger burst is sent in parts."""
+DIGEST_MESSAGE = 120
+"""Characters of the platform's message shown in a digest line."""
 
 _env = SandboxedEnvironment(
     autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=Undefined
@@ -108,13 +111,6 @@ Source: {{ event.source }} ({{ event.source_kind }})
 {% endif %}
 Since: {{ event.ts }}"""
 
-DIGEST_TITLE = "watcher: {{ events | length }} events for {{ subscription }} ({{ summary }})"
-DIGEST_BODY = """\
-{% for line in lines %}- {{ line }}
-{% endfor %}
-{% if more %}… and {{ more }} more
-{% endif %}"""
-
 
 class Step(NamedTuple):
     """A failed step, whatever shape the event carries it in: `step.key`, `step[0]` and
@@ -158,22 +154,21 @@ class Templates:
         )
 
 
-def render_digest(events: Sequence[Event], subscription: str) -> Message:
-    """One message for a burst of events: a line each, counted by outcome in the title."""
+def render_digests(
+    events: Sequence[Event], subscription: str
+) -> list[tuple[Sequence[Event], Message]]:
+    """A burst of events as digests of at most `DIGEST_LINES` lines, one line per event: one
+    message, or several titled "part 1/2", "part 2/2", each with the events it lists."""
     tally = Counter(e.outcome.value if e.outcome else e.type for e in events)
     summary = ", ".join(f"{n} {_plural(k, n)}" for k, n in tally.most_common())
-    lines = [_digest_line(e) for e in events[:DIGEST_LINES]]
-    context = {
-        "events": events,
-        "subscription": subscription,
-        "summary": summary,
-        "lines": lines,
-        "more": max(0, len(events) - DIGEST_LINES),
-    }
-    return Message(
-        title=_one_line(_env.from_string(DIGEST_TITLE).render(context)),
-        body=_env.from_string(DIGEST_BODY).render(context).strip(),
-    )
+    title = f"watcher: {len(events)} events for {subscription} ({summary})"
+    chunks = [events[i : i + DIGEST_LINES] for i in range(0, len(events), DIGEST_LINES)]
+    digests = []
+    for n, chunk in enumerate(chunks, 1):
+        part = f", part {n}/{len(chunks)}" if len(chunks) > 1 else ""
+        body = "\n".join(f"- {_digest_line(e)}" for e in chunk)
+        digests.append((chunk, Message(title=_one_line(title + part), body=body)))
+    return digests
 
 
 def check_template(text: str) -> str | None:
@@ -260,13 +255,16 @@ def _compiled(text: str) -> Any:
 
 
 def _digest_line(event: Event) -> str:
+    """ "❌ steam (2537) failed: run 22552 — Timeout waiting for page to load · LINK": the
+    outcome of a finished run, else the event type."""
     context = context_of(event, "")
-    if event.type == "run.finished":
-        line = (
-            f"{context['icon']} {context['agent']} {context['title_outcome']}: run {event.run_id}"
-        )
-        return line + (f" — {_one_line(event.message)[:120]}" if event.message else "")
-    return _one_line(_default_title(event).render(context))
+    what = context["title_outcome"] if event.type == "run.finished" else event.type
+    line = f"{context['icon']} {context['agent'] or event.source} {what}"
+    if event.run_id:
+        line += f": run {event.run_id}"
+    if event.message:
+        line += f" — {_shorten(event.message, DIGEST_MESSAGE)}"
+    return line + (f" · {event.url}" if event.url else "")
 
 
 def _counts_line(counts: Mapping[str, Any] | None) -> str:
@@ -285,6 +283,11 @@ def _plural(key: str, n: int) -> str:
 
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = _one_line(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
