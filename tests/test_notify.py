@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from watcher import logs
 from watcher.app import App
 from watcher.settings import Settings, SubscriptionConfig
+from watcher.sim import AutomationWorld, make_automation_app
 
 from .conftest import FakeClock, make_settings, source_config
 
@@ -179,6 +180,36 @@ async def test_failure_reaches_email_webhook_and_slack_once(
     assert all(SLACK_TOKENS[2] not in e["channel"] for e in sent)
 
 
+@pytest.fixture
+async def automation(aiohttp_server, clock: FakeClock) -> tuple[AutomationWorld, str]:
+    world = AutomationWorld(now=clock, api_keys={"automation-key-0123456789"})
+    world.add_automation("prices", "Price monitor")
+    world.add_run("prices", "succeeded")  # history, baselined quietly
+    server = await aiohttp_server(make_automation_app(world), host="127.0.0.1")
+    return world, str(server.make_url("")).rstrip("/")
+
+
+async def test_an_automation_failure_names_its_failed_steps_in_every_channel(
+    automation, smtp, receiver, clock: FakeClock, http, tmp_path: Path
+) -> None:
+    world, url = automation
+    box, mail_url = smtp
+    rec, base = receiver
+    source = source_config(url, name="automation", kind="automation_runs",
+                           api_key="automation-key-0123456789")  # fmt: skip
+    sub = subscription("ops", mail_url, f"json://{base.removeprefix('http://')}/hook")
+    async with App(with_subs(make_settings(tmp_path, source), sub), clock=clock, http=http) as app:
+        await app.once()
+        world.add_run("prices", "failed", failed_step="parse", error="HTTP 500 from upstream")
+        clock.advance(15)
+        await app.once()
+    steps = "Failed steps:\n- parse (Parse listing): HTTP 500 from upstream\n"
+    (mail,) = box.texts()
+    assert steps in mail.replace("\r\n", "\n")
+    (hook,) = rec.bodies("/hook")
+    assert steps in hook["message"]
+
+
 async def test_filters_by_outcome_and_agent_glob(steam, build, receiver, clock: FakeClock) -> None:
     rec, base = receiver
     host = base.removeprefix("http://")
@@ -216,24 +247,87 @@ async def test_recovered_is_the_first_success_after_failures(
     assert [b["title"] for b in rec.bodies("/r")] == ["✅ steam (2537) recovered (run 104)"]
 
 
-async def test_fifty_failures_in_one_poll_make_one_digest(
-    world, build, smtp, receiver, clock: FakeClock
+LINK = "https://dashboard.sequentum.com/agents/{0}/runs/{1}"
+
+
+def add_fifty_agents(world) -> list[int]:
+    """Fifty agents; the ids of the runs `add_fifty_runs` gives them."""
+    for agent in range(1, 51):
+        world.add_agent(id=agent, name=f"agent-{agent}")
+    return list(range(1001, 1051))
+
+
+def add_fifty_runs(world) -> None:
+    for agent in range(1, 51):
+        world.add_run(agent, status=6, run_id=1000 + agent, message=f"Timeout on page {agent}")
+
+
+def listed_runs(messages: list[str]) -> list[str]:
+    """The "run N · LINK" of every digest line, in the order they were sent."""
+    return [
+        line.split(": run ")[1]
+        for text in messages
+        for line in text.splitlines()
+        if line.startswith("- ") and ": run " in line
+    ]
+
+
+async def test_fifty_failures_in_one_poll_make_a_digest_in_two_parts(
+    world, build, smtp, receiver, clock: FakeClock, tmp_path: Path
 ) -> None:
     box, mail_url = smtp
     rec, base = receiver
-    for agent in range(1, 51):
-        world.add_agent(id=agent, name=f"agent-{agent}")
+    run_ids = add_fifty_agents(world)
     sub = subscription("ops", mail_url, f"json://{base.removeprefix('http://')}/hook")
     async with build(sub) as app:
         await app.once()
-        for agent in range(1, 51):
-            world.add_run(agent, status=6, run_id=1000 + agent)
+        add_fifty_runs(world)
         clock.advance(15)
         await app.once()
-    (digest,) = rec.bodies("/hook")
-    assert digest["title"] == "watcher: 50 events for ops (50 failures)"
-    assert digest["message"].count("failed: run") == 40 and "… and 10 more" in digest["message"]
-    assert len(box.messages) == 1
+        assert app.dispatcher is not None
+        await app.dispatcher.drain()  # the notification.sent events, to the events file
+    first, second = rec.bodies("/hook")
+    assert first["title"] == "watcher: 50 events for ops (50 failures), part 1/2"
+    assert second["title"] == "watcher: 50 events for ops (50 failures), part 2/2"
+    assert first["message"].count("\n- ") == 39 and second["message"].count("\n- ") == 9
+    both = first["message"] + "\n" + second["message"]
+    assert "more" not in both
+    assert f"- ❌ agent-7 (7) failed: run 1007 — Timeout on page 7 · {LINK.format(7, 1007)}" in both
+    expected = [f"{r} — Timeout on page {r - 1000} · {LINK.format(r - 1000, r)}" for r in run_ids]
+    assert sorted(listed_runs([first["message"], second["message"]])) == sorted(expected)
+    subjects = sorted(m["subject"] for m in box.messages)
+    assert [s.rsplit(", ", 1)[1] for s in subjects] == ["part 1/2", "part 2/2"]
+    assert sorted(listed_runs(box.texts())) == sorted(expected)
+    sent = [e for e in events_of(tmp_path, "notification.sent") if "/hook" in e["channel"]]
+    assert len(sent) == 50 and all(e["digest"] and e["parts"] == 2 for e in sent)
+    assert sorted(e["part"] for e in sent) == [1] * 40 + [2] * 10
+
+
+async def test_a_digest_that_fails_at_part_two_resends_only_part_two(
+    world, build, receiver, clock: FakeClock, tmp_path: Path
+) -> None:
+    rec, base = receiver
+    run_ids = add_fifty_agents(world)
+    sub = subscription("ops", f"json://{base.removeprefix('http://')}/hook")
+    async with build(sub) as app:
+        await app.once()
+        add_fifty_runs(world)
+        rec.accept = 1  # part 1 goes out, part 2 fails
+        clock.advance(15)
+        await app.once()
+        assert [b["title"][-8:] for b in rec.bodies("/hook")] == ["part 1/2"]
+        rec.accept, rec.down = None, False
+        clock.advance(3600)
+        assert app.dispatcher is not None
+        await app.dispatcher.drain()
+        await app.dispatcher.drain()  # the notification.sent events, to the events file
+    first, retry = rec.bodies("/hook")
+    assert retry["title"] == "watcher: 10 events for ops (10 failures)"
+    listed = [x.split(" ", 1)[0] for x in listed_runs([first["message"], retry["message"]])]
+    assert sorted(listed) == sorted(str(r) for r in run_ids)  # each exactly once
+    sent = events_of(tmp_path, "notification.sent")
+    assert len({e["event_id"] for e in sent}) == 50
+    assert sorted((e["part"], e["parts"]) for e in sent) == [(1, 1)] * 10 + [(1, 2)] * 40
 
 
 async def test_a_channel_down_for_five_minutes_gets_everything_once(

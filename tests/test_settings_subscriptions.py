@@ -104,3 +104,12 @@ def test_the_sandbox_refuses_unsafe_templates(tmp_path: Path) -> None:
         "title = \"{{ ''.__class__.__mro__[1].__subclasses__() }}\"\n",
     )
     assert len(lines) == 1 and "template error" in lines[0]
+
+
+def test_a_template_that_fails_on_failed_steps_is_refused(tmp_path: Path) -> None:
+    lines = problems(
+        tmp_path,
+        f'[[subscriptions]]\nname = "ops"\nurls = ["{SLACK}"]\n'
+        'body = "{% for step in event.failed_steps %}{{ step.error.nope() }}{% endfor %}"\n',
+    )
+    assert len(lines) == 1 and lines[0].startswith("subscriptions[0].body: template error")

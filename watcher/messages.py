@@ -8,16 +8,17 @@ render time, the default is used and nothing is lost.
 
 The context of a template is `event` (the event's JSON fields, plus `counts` and type-specific
 fields), and these helpers: `agent` ("steam (2537)"), `title_outcome` ("failed"), `duration`
-("2m 41s"), `subscription` (its name).
+("2m 41s"), `subscription` (its name). `event.failed_steps` is a list of steps with `key`,
+`name` and `error`; `{{ step }}` reads "fetch (Fetch page): HTTP 500".
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
@@ -25,6 +26,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from watcher.models import Event, Outcome
 
 DIGEST_LINES = 40
+"""Events listed in one digest message; a larger burst is sent in parts."""
+DIGEST_MESSAGE = 120
+"""Characters of the platform's message shown in a digest line."""
 
 _env = SandboxedEnvironment(
     autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=Undefined
@@ -77,8 +81,7 @@ Status: {{ event.status }}{% if event.status_code is not none %} ({{ event.statu
 {% if counts %}{{ counts }}
 {% endif %}
 {% if event.failed_steps %}Failed steps:
-{% for step in event.failed_steps %}- {{ step.name or step.key }}{% if step.error %}: {{ step.error }}{% endif %}
-
+{% for step in event.failed_steps %}- {{ step }}
 {% endfor %}{% endif %}
 {% if event.diagnostics %}
 {% if event.diagnostics.possibleCauses %}Possible causes:
@@ -108,12 +111,18 @@ Source: {{ event.source }} ({{ event.source_kind }})
 {% endif %}
 Since: {{ event.ts }}"""
 
-DIGEST_TITLE = "watcher: {{ events | length }} events for {{ subscription }} ({{ summary }})"
-DIGEST_BODY = """\
-{% for line in lines %}- {{ line }}
-{% endfor %}
-{% if more %}… and {{ more }} more
-{% endif %}"""
+
+class Step(NamedTuple):
+    """A failed step, whatever shape the event carries it in: `step.key`, `step[0]` and
+    `{% for key, name, error in … %}` all work in a template."""
+
+    key: str
+    name: str | None
+    error: str | None
+
+    def __str__(self) -> str:
+        text = self.key + (f" ({self.name})" if self.name and self.name != self.key else "")
+        return text + (f": {self.error}" if self.error else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,22 +154,21 @@ class Templates:
         )
 
 
-def render_digest(events: Sequence[Event], subscription: str) -> Message:
-    """One message for a burst of events: a line each, counted by outcome in the title."""
+def render_digests(
+    events: Sequence[Event], subscription: str
+) -> list[tuple[Sequence[Event], Message]]:
+    """A burst of events as digests of at most `DIGEST_LINES` lines, one line per event: one
+    message, or several titled "part 1/2", "part 2/2", each with the events it lists."""
     tally = Counter(e.outcome.value if e.outcome else e.type for e in events)
     summary = ", ".join(f"{n} {_plural(k, n)}" for k, n in tally.most_common())
-    lines = [_digest_line(e) for e in events[:DIGEST_LINES]]
-    context = {
-        "events": events,
-        "subscription": subscription,
-        "summary": summary,
-        "lines": lines,
-        "more": max(0, len(events) - DIGEST_LINES),
-    }
-    return Message(
-        title=_one_line(_env.from_string(DIGEST_TITLE).render(context)),
-        body=_env.from_string(DIGEST_BODY).render(context).strip(),
-    )
+    title = f"watcher: {len(events)} events for {subscription} ({summary})"
+    chunks = [events[i : i + DIGEST_LINES] for i in range(0, len(events), DIGEST_LINES)]
+    digests = []
+    for n, chunk in enumerate(chunks, 1):
+        part = f", part {n}/{len(chunks)}" if len(chunks) > 1 else ""
+        body = "\n".join(f"- {_digest_line(e)}" for e in chunk)
+        digests.append((chunk, Message(title=_one_line(title + part), body=body)))
+    return digests
 
 
 def check_template(text: str) -> str | None:
@@ -179,6 +187,8 @@ def check_template(text: str) -> str | None:
 
 def context_of(event: Event, subscription: str) -> dict[str, Any]:
     data = event.to_dict()
+    if "failed_steps" in data:
+        data["failed_steps"] = steps_of(data["failed_steps"])
     label = event.agent_name or event.agent_id or ""
     if event.agent_name and event.agent_id and event.agent_name != event.agent_id:
         label = f"{event.agent_name} ({event.agent_id})"
@@ -194,6 +204,24 @@ def context_of(event: Event, subscription: str) -> dict[str, Any]:
         "counts": _counts_line(data.get("counts")),
         "subscription": subscription,
     }
+
+
+def steps_of(value: Any) -> list[Step]:
+    """Failed steps as `Step`s, from `(key, name, error)` tuples, their JSON lists, or
+    `{key, name, error}` objects; anything else is left out."""
+    if not isinstance(value, list | tuple):
+        return []
+    steps = []
+    for item in value:
+        if isinstance(item, Mapping):
+            fields = [item.get("key"), item.get("name"), item.get("error")]
+        elif isinstance(item, list | tuple):
+            fields = [*item[:3], None, None, None][:3]
+        else:
+            continue
+        key, name, error = (None if f is None else _one_line(str(f)) for f in fields)
+        steps.append(Step(key or "?", name or None, error or None))
+    return steps
 
 
 def duration_of(seconds: float | None) -> str:
@@ -227,13 +255,16 @@ def _compiled(text: str) -> Any:
 
 
 def _digest_line(event: Event) -> str:
+    """ "❌ steam (2537) failed: run 22552 — Timeout waiting for page to load · LINK": the
+    outcome of a finished run, else the event type."""
     context = context_of(event, "")
-    if event.type == "run.finished":
-        line = (
-            f"{context['icon']} {context['agent']} {context['title_outcome']}: run {event.run_id}"
-        )
-        return line + (f" — {_one_line(event.message)[:120]}" if event.message else "")
-    return _one_line(_default_title(event).render(context))
+    what = context["title_outcome"] if event.type == "run.finished" else event.type
+    line = f"{context['icon']} {context['agent'] or event.source} {what}"
+    if event.run_id:
+        line += f": run {event.run_id}"
+    if event.message:
+        line += f" — {_shorten(event.message, DIGEST_MESSAGE)}"
+    return line + (f" · {event.url}" if event.url else "")
 
 
 def _counts_line(counts: Mapping[str, Any] | None) -> str:
@@ -252,6 +283,11 @@ def _plural(key: str, n: int) -> str:
 
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = _one_line(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
@@ -276,6 +312,17 @@ def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
 SAMPLES = (
     _sample("run.finished", Outcome.FAILURE, diagnostics={"possibleCauses": ["x"]}),
     _sample("run.finished", Outcome.SUCCESS),
+    replace(
+        _sample(
+            "run.finished",
+            Outcome.FAILURE,
+            failed_steps=[["fetch", "Fetch page", "HTTP 500"], ["parse", None, None]],
+        ),
+        source="automation",
+        source_kind="automation_runs",
+        agent_name=None,
+        status="failed",
+    ),
     _sample("run.reopened"),
     _sample("source.failed", error="auth", http_status=401),
     _sample("source.recovered", down_s=60.0),

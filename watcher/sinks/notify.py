@@ -8,7 +8,8 @@ policy stays with the dispatcher (backoff until the subscription's `max_age`, th
 
 Noise control, in the manner of Alertmanager: when more than `group_threshold` events for a
 channel arrive within `group_wait` — fifty failures in one poll, or the catch-up after a
-downtime — they go out as one digest that lists them, instead of one message each.
+downtime — they go out as a digest that lists them, one line each, instead of one message
+each; a digest longer than `DIGEST_LINES` lines is sent in parts ("part 1/2", "part 2/2").
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import apprise
 import structlog
 
 from watcher import redact
-from watcher.messages import Message, Templates, render_digest
+from watcher.messages import Message, Templates, render_digests
 from watcher.models import Event, Outcome, follow_up
 from watcher.settings import SubscriptionConfig
 from watcher.sinks.base import DeliveryError, Done, Sink
@@ -114,10 +115,12 @@ class Channel(Sink):
         while self._recent and now - self._recent[0] > cfg.group_wait:
             self._recent.popleft()
         burst = len(events) > 1 and len(self._recent) + len(events) > cfg.group_threshold
-        if burst:
-            await self._send(render_digest(events, self.subscription.name), _worst(events))
-            done([e.id for e in events])
-            self._sent(events, digest=True)
+        if burst:  # each part marked the moment it went out: a crash repeats one part at most
+            parts = render_digests(events, self.subscription.name)
+            for n, (part, message) in enumerate(parts, 1):
+                await self._send(message, _worst(part))
+                done([e.id for e in part])
+                self._sent(part, digest=True, part=n, parts=len(parts))
             return
         for event in events:  # each marked the moment it went out: a crash repeats one at most
             message = self.subscription.templates.render(event, self.subscription.name)
@@ -153,10 +156,10 @@ class Channel(Sink):
         if not result:
             raise DeliveryError(f"{self.masked}: {_reason(result)}")
 
-    def _sent(self, events: Sequence[Event], *, digest: bool) -> None:
+    def _sent(self, events: Sequence[Event], **data: object) -> None:
         now = self._monotonic()
         self._recent.extend(now for _ in events)
-        self._record([self._about(e, "notification.sent", digest=digest) for e in events])
+        self._record([self._about(e, "notification.sent", **data) for e in events])
 
     def _about(self, event: Event, type: str, **data: object) -> Event:
         return follow_up(

@@ -1,0 +1,76 @@
+"""What alerts say, rendered from events as they arrive: in memory or read back from JSON."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from watcher.messages import DIGEST_LINES, Templates, render_digests
+from watcher.models import Event, Outcome
+
+STEPS = "Failed steps:\n- fetch (Fetch page): HTTP 500\n- parse: Timeout\n- store\n"
+
+
+def failure(**data: Any) -> Event:
+    return Event(
+        id="e1",
+        type="run.finished",
+        ts=datetime(2026, 1, 1, tzinfo=UTC),
+        source="automation",
+        source_kind="automation_runs",
+        agent_id="prices",
+        run_id="r1",
+        status="failed",
+        outcome=Outcome.FAILURE,
+        data=tuple(data.items()),
+    )
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        (("fetch", "Fetch page", "HTTP 500"), ("parse", "parse", "Timeout"), ("store", None, None)),
+        [["fetch", "Fetch page", "HTTP 500"], ["parse", "parse", "Timeout"], ["store", None, None]],
+        [
+            {"key": "fetch", "name": "Fetch page", "error": "HTTP 500"},
+            {"key": "parse", "name": "parse", "error": "Timeout"},
+            {"key": "store"},
+        ],
+    ],
+    ids=["tuples", "json-lists", "objects"],
+)
+def test_failed_steps_are_listed_whatever_their_shape(steps: Any) -> None:
+    body = Templates().render(failure(failed_steps=steps)).body
+    assert STEPS in body + "\n"
+
+
+def test_malformed_steps_are_left_out_not_fatal() -> None:
+    body = Templates().render(failure(failed_steps=["fetch", None, [], [7, "", ""]])).body
+    assert "Failed steps:\n- ?\n- 7\n" in body
+
+
+def test_user_templates_read_steps_by_name_index_or_unpacking() -> None:
+    templates = Templates(
+        body="{% for key, name, error in event.failed_steps %}{{ key }}={{ error }};{% endfor %}"
+        "{{ event.failed_steps[0].name }}|{{ event.failed_steps[0][2] }}"
+    )
+    body = templates.render(failure(failed_steps=[["fetch", "Fetch page", "HTTP 500"]])).body
+    assert body == "fetch=HTTP 500;Fetch page|HTTP 500"
+
+
+def test_a_digest_lists_every_event_in_parts_of_at_most_digest_lines() -> None:
+    runs = [replace(failure(), id=f"e{i}", run_id=f"r{i}", message="x " * 100) for i in range(81)]
+    down = Event(id="s", type="source.failed", ts=runs[0].ts, source="cloud",
+                 source_kind="sequentum_cloud", message="HTTP 401")  # fmt: skip
+    digests = render_digests([*runs, down], "ops")
+    assert [len(events) for events, _ in digests] == [DIGEST_LINES, DIGEST_LINES, 2]
+    assert [m.title[-8:] for _, m in digests] == ["part 1/3", "part 2/3", "part 3/3"]
+    lines = [line for _, m in digests for line in m.body.splitlines()]
+    assert len(lines) == 82 and lines[0].startswith("- ❌ prices failed: run r0 — x x")
+    assert len(lines[0]) < 160 and lines[0].endswith("…")
+    assert lines[-1] == "- 🔌 cloud source.failed — HTTP 401"
+    ((_, single),) = render_digests(runs[:2], "ops")
+    assert single.title == "watcher: 2 events for ops (2 failures)"
