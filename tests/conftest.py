@@ -62,13 +62,17 @@ class FakeClock:
 
 
 class NoSleep:
-    """Replaces asyncio.sleep in the HTTP layer: records the delays, waits for none."""
+    """Replaces asyncio.sleep in the HTTP layer: records the delays and waits for none — it
+    moves the fake clock instead, which the request budget reads as its wall time."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
         self.delays: list[float] = []
+        self.clock = clock
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
+        if self.clock is not None:
+            self.clock.advance(delay)
 
 
 @pytest.fixture
@@ -90,14 +94,14 @@ async def cloud_url(aiohttp_server, world: World) -> str:
 
 
 @pytest.fixture
-def no_sleep() -> NoSleep:
-    return NoSleep()
+def no_sleep(clock: FakeClock) -> NoSleep:
+    return NoSleep(clock)
 
 
 @pytest.fixture
-async def http(no_sleep: NoSleep) -> AsyncIterator[HttpClient]:
+async def http(no_sleep: NoSleep, clock: FakeClock) -> AsyncIterator[HttpClient]:
     async with aiohttp.ClientSession() as session:
-        yield HttpClient(session, sleep=no_sleep)
+        yield HttpClient(session, sleep=no_sleep, wall=lambda: clock().timestamp())
 
 
 def source_config(base_url: str, **overrides: object) -> SourceConfig:

@@ -138,6 +138,7 @@ poll_interval = 1
 poll_interval_active = 1
 jitter = 0
 retries = 0
+requests_per_minute = 0  # its simulated platform sets no limit: this test is about crashes
 concurrency = 16
 
 [[subscriptions]]

@@ -109,7 +109,7 @@ async def test_metrics_count_what_happened(steam, served, client, clock: FakeClo
     assert got[("watcher_polls_total", (("result", "failed"), *cloud))] == 1
     assert got[("watcher_poll_duration_seconds_count", cloud)] == 4
     errors = (("kind", "unavailable"), *cloud, ("status", "503"))
-    assert got[("watcher_api_errors_total", errors)] == 1
+    assert got[("watcher_api_errors_total", errors)] == 2  # the agent listing, the runs
     by_type = {
         labels[0][1]: value
         for (name, labels), value in got.items()

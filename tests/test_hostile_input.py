@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -16,10 +17,11 @@ from yarl import URL
 
 from watcher.diff import diff_agent
 from watcher.errors import SourceProtocolError, SourceUnavailable
-from watcher.models import Agent, RunSnapshot
+from watcher.models import Agent, Event, RunSnapshot
 from watcher.sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
 from watcher.sim.acc_world import FAILED, JOB_WITH_FAILURE, SUCCEEDED
 from watcher.sources.automation_runs import WILDCARD, AutomationRuns
+from watcher.sources.base import Source
 from watcher.sources.http import HttpClient
 from watcher.sources.sequentum_acc import SequentumAcc
 from watcher.sources.sequentum_cloud import SequentumCloud
@@ -62,22 +64,32 @@ runs = st.fixed_dictionaries({}, optional={f: values for f in FIELDS})
 listings = st.one_of(values, st.lists(st.one_of(runs, values), max_size=6))
 
 
-def _survives(snaps: list[RunSnapshot], source: str, kind: str) -> None:
-    """Whatever was accepted can be serialised, fingerprinted, diffed and stored."""
+def _survives(
+    snaps: list[RunSnapshot], source: str, kind: str, events: list[Event] | None = None
+) -> None:
+    """Whatever was accepted can be serialised, fingerprinted, diffed and stored (with the
+    `events` the source enriched, when given)."""
     for snap in snaps:
         data = json.loads(json.dumps(snap.to_dict()))
         back = RunSnapshot.from_dict(data)
-        # JSON has no tuples: a sequence in `extra` (failed steps) comes back as a list.
+        # JSON has no tuples: a sequence in `extra` comes back as a list.
         assert back == replace(snap, extra=tuple(sorted(data["extra"].items())))
         assert back.to_dict() == data
         snap.digest()
     result = diff_agent({}, snaps, now=NOW, source_kind=kind)
     store = Store.open(":memory:")
     try:
-        store.commit(source=source, changes=result.changes, events=result.events,
+        store.commit(source=source, changes=result.changes, events=events or result.events,
                      route=lambda e: ["eventlog"], now=NOW, now_ts=0)  # fmt: skip
     finally:
         store.close()
+
+
+async def _enriched(src: Source, snaps: list[RunSnapshot]) -> list[Event]:
+    """The events of `snaps` as news (every finish new), each finish enriched by `src` as the
+    poller would: details, failed steps. Enrichment never raises."""
+    events = diff_agent({}, snaps, now=NOW, source_kind=src.kind).events
+    return [await src.enrich(e) if e.type == "run.finished" else e for e in events]
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +263,10 @@ class Answers:
     def __init__(self, answer: Callable[[URL], Any]) -> None:
         self.answer = answer
         self.asked: list[str] = []
+        self.wall = time.time
+
+    async def sleep(self, delay: float) -> None:
+        pass
 
     async def get_json(self, url: URL, *, source: str, agent_id: str | None = None, **_: Any):
         self.asked.append(url.path)
@@ -285,17 +301,17 @@ def test_any_acc_payload_parses_or_is_a_protocol_error(
     config = acc_config("http://127.0.0.1:1", agents=[agent_id], watch_jobs=True)
     client = Answers(answer)
     src = SequentumAcc(config, client)  # type: ignore[arg-type]
-    src.attach_memory(lambda: {agent_id: {}})  # every finish is news: its details are asked for
     try:
         snaps = asyncio.run(src.runs(Agent(agent_id)))
     except SourceProtocolError as err:
         assert "\n" not in str(err)
         event("refused")
         return
+    events = asyncio.run(_enriched(src, snaps))  # every finish is news: details are asked for
     event(f"accepted {min(len(snaps), 3)}+ runs")
     event(f"run details asked: {any(p.startswith('/api/run/') for p in client.asked)}")
     event(f"job runs: {any(s.run_id.startswith('job-') for s in snaps)}")
-    _survives(snaps, "acc", "sequentum_acc")
+    _survives(snaps, "acc", "sequentum_acc", events)
 
 
 AUTOMATION_STATUSES = ["failed", "FAILED", "timed-out", "error", "succeeded", "running",
@@ -357,17 +373,17 @@ def test_any_automation_payload_parses_or_is_a_protocol_error(
     config = auto_config("http://127.0.0.1:1", agents=agents, max_records=4, max_pages=3)
     client = Answers(answer)
     src = AutomationRuns(config, client)  # type: ignore[arg-type]
-    src.attach_memory(lambda: {"sync": {}})  # every failure is news: its steps are asked for
     try:
         snaps = asyncio.run(src.runs(Agent(agents[0])))
     except SourceProtocolError as err:
         assert "\n" not in str(err)
         event("refused")
         return
+    events = asyncio.run(_enriched(src, snaps))  # every failure is news: steps are asked for
     event(f"accepted {min(len(snaps), 3)}+ runs")
     event(f"pages read: {sum(p == API for p in client.asked)}")
-    event(f"failed steps: {any(s.extra for s in snaps)}")
-    _survives(snaps, "automation", "automation_runs")
+    event(f"failed steps: {any(e.get('failed_steps') for e in events)}")
+    _survives(snaps, "automation", "automation_runs", events)
 
 
 R3 = "0b0e5b5e-0000-4000-8000-000000000003"
@@ -378,7 +394,6 @@ async def test_hostile_acc_answers_over_http(aiohttp_server, clock, http) -> Non
     acc.add_agent(PATH, agent_id=GUID)
     server = await aiohttp_server(make_acc_app(acc), host="127.0.0.1")
     src = SequentumAcc(acc_config(str(server.make_url("")).rstrip("/"), watch_jobs=True), http)
-    src.attach_memory(lambda: {PATH: {}})  # every finish is news: its details are asked for
     # Lone surrogates (\udXXX escapes), a TimeSpan of 5,000 digits, NaN, counts beyond 64 bits.
     history = json.dumps([
         {"agentRunHistoryId": True}, {"agentRunHistoryId": " "}, "nonsense",
@@ -406,9 +421,10 @@ async def test_hostile_acc_answers_over_http(aiohttp_server, clock, http) -> Non
         ("r1", "Succeeded", "finished", pytest.approx(9.354812), None, "bad ? byte"),
         ("job-j1", "In Progress With Failure", "running", None, None, "In Progress With Failure"),
     ]  # fmt: skip
+    events = await _enriched(src, snaps)  # every finish is news: its details are asked for
     assert ("GET", f"/api/run/{R3}") in acc.requests  # the details were asked for, not used
     assert [p for _, p in acc.requests if "job/x" in p] == []
-    _survives(snaps, "acc", "sequentum_acc")
+    _survives(snaps, "acc", "sequentum_acc", events)
     # Answers of the wrong shape: one line that names the request. An agentId that is not a
     # GUID is refused before it can steer the next request elsewhere (it goes into URL paths).
     acc.inject(f"/api/agent/{GUID}/history", kind="http", status=200, body='{"runs": 5}')
@@ -424,7 +440,6 @@ async def test_hostile_automation_answers_over_http(aiohttp_server, clock, http)
     auto.add_automation("sync")
     server = await aiohttp_server(make_automation_app(auto), host="127.0.0.1")
     src = AutomationRuns(auto_config(str(server.make_url("")).rstrip("/")), http)
-    src.attach_memory(lambda: {"sync": {}})  # every failure is news: its steps are asked for
     listing = json.dumps({"items": [
         1, {"automationId": "sync"}, {"id": "a0", "automationId": ["sync"]},
         {"id": "a1", "automationId": "sync", "status": "\ud800", "durationSeconds": 1e308,
@@ -442,21 +457,21 @@ async def test_hostile_automation_answers_over_http(aiohttp_server, clock, http)
     auto.inject(API, kind="http", status=200, body=listing)
     auto.inject(f"{API}/a2/steps", kind="http", status=200, body=steps)
     snaps = await src.runs(Agent(WILDCARD))
-    failed = (("fetch", "Fetch ?", "HTTP 500 ?"), ("?", None, None))
-    assert [(s.run_id, s.status, s.phase.value, s.duration_s, s.message, s.extra)
-            for s in snaps] == [
-        ("../../x?", "failed", "finished", None, None, ()),
-        ("a1", "?", "unknown", None, None, ()),
-        ("a2", "failed", "finished", None,
-         '{"detail":[{}]} — failed step fetch (Fetch ?): HTTP 500 ?; failed step ?',
-         (("failed_steps", failed),)),
-    ]  # fmt: skip
+    assert [(s.run_id, s.status, s.phase.value, s.duration_s, s.message) for s in snaps] == [
+        ("../../x?", "failed", "finished", None, None),
+        ("a1", "?", "unknown", None, None),
+        ("a2", "failed", "finished", None, '{"detail":[{}]}'),
+    ]
+    events = await _enriched(src, snaps)  # every failure is news: its steps are asked for
+    a2 = next(e for e in events if e.run_id == "a2" and e.type == "run.finished")
+    assert a2.message == '{"detail":[{}]} — failed step fetch (Fetch ?): HTTP 500 ?; failed step ?'
+    assert a2.get("failed_steps") == (("fetch", "Fetch ?", "HTTP 500 ?"), ("?", None, None))
     assert [p for _, p in auto.requests if p.startswith(API + "?")] == [
         f"{API}?limit=50&offset=0",
         f"{API}?limit=50&offset=6",
     ]
     assert [p for _, p in auto.requests if "x?" in p or p.endswith("/x/steps")] == []
-    _survives(snaps, "automation", "automation_runs")
+    _survives(snaps, "automation", "automation_runs", events)
     auto.inject(API, kind="http", status=200, body='{"items": {"a": 1}, "total": 1}')
     with pytest.raises(SourceProtocolError, match=r"expected \{items, total\}, got dict"):
         await src.runs(Agent(WILDCARD))

@@ -77,7 +77,8 @@ def test_source_defaults_and_normalisation(tmp_path: Path) -> None:
     assert source.agents == ["*"]
     assert (source.poll_interval, source.poll_interval_active) == (60.0, 15.0)
     assert (source.jitter, source.timeout) == (2.0, 30.0)
-    assert (source.max_records, source.concurrency, source.retries) == (50, 8, 3)
+    assert (source.max_records, source.max_concurrency, source.retries) == (50, 64, 3)
+    assert (source.requests_per_minute, source.sweep_interval, source.use_hints) == (90, 900, True)
     assert source.dashboard_url is None
     assert source.enabled is True
 
@@ -297,7 +298,9 @@ def test_several_sources(tmp_path: Path) -> None:
         (VALID + "max_records = 1001\n", "sources[0].max_records: must be <= 1000"),
         (VALID + "max_records = 2.5\n", "sources[0].max_records: must be an integer"),
         (VALID + 'max_records = "many"\n', "sources[0].max_records: must be an integer"),
-        (VALID + "concurrency = 101\n", "sources[0].concurrency: must be <= 100"),
+        (VALID + "concurrency = 257\n", "sources[0].concurrency: must be <= 256"),
+        (VALID + "max_concurrency = 0\n", "sources[0].max_concurrency: must be >= 1"),
+        (VALID + "requests_per_minute = -1\n", "sources[0].requests_per_minute: must be >= 0"),
         (VALID + "timeout = 0\n", "sources[0].timeout: must be > 0"),
         (VALID + "retries = 11\n", "sources[0].retries: must be <= 10"),
         (VALID + 'enabled = "maybe"\n', "sources[0].enabled: must be true or false"),

@@ -17,7 +17,7 @@ import pytest
 from watcher.lock import FileLease, StateInUse, lock_path
 from watcher.models import EventType, source_event
 from watcher.statefile import StateFileError
-from watcher.store import SCHEMA_VERSION, Store
+from watcher.store import SCHEMA_VERSION, SourceMarks, Store
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -145,7 +145,7 @@ def test_a_first_version_file_is_migrated_and_keeps_its_state(tmp_path: Path) ->
     try:
         assert store.source_health("cloud").failing
         assert store.last_success("cloud") is None
-        store.commit(source="cloud", last_success=NOW, now=NOW, now_ts=NOW.timestamp())
+        store.commit(source="cloud", marks=SourceMarks(NOW), now=NOW, now_ts=NOW.timestamp())
         assert store.last_success("cloud") == NOW
         assert store.source_health("cloud").failing  # the health row is untouched
     finally:
@@ -173,15 +173,15 @@ def test_a_removed_file_is_written_back_with_everything_committed(tmp_path: Path
     path = tmp_path / "state.db"
     store = Store.open(path)
     try:
-        store.commit(source="cloud", last_success=NOW, now=NOW, now_ts=NOW.timestamp())
+        store.commit(source="cloud", marks=SourceMarks(NOW), now=NOW, now_ts=NOW.timestamp())
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
         assert store.replaced()
         later = NOW.replace(hour=13)
-        store.commit(source="cloud", last_success=later, now=later, now_ts=later.timestamp())
+        store.commit(source="cloud", marks=SourceMarks(later), now=later, now_ts=later.timestamp())
         assert store.write_back(NOW) is None
         assert not store.replaced()
-        store.commit(source="other", last_success=NOW, now=NOW, now_ts=NOW.timestamp())
+        store.commit(source="other", marks=SourceMarks(NOW), now=NOW, now_ts=NOW.timestamp())
     finally:
         store.close()
     reopened = Store.open(path)
@@ -194,7 +194,7 @@ def test_a_replaced_file_is_moved_aside_not_lost(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = Store.open(path)
     try:
-        store.commit(source="cloud", last_success=NOW, now=NOW, now_ts=NOW.timestamp())
+        store.commit(source="cloud", marks=SourceMarks(NOW), now=NOW, now_ts=NOW.timestamp())
         other = tmp_path / "restored-from-backup.db"
         a_state_file(other, events=1)
         os.replace(other, path)

@@ -20,7 +20,7 @@ from watcher.diff import diff_agent
 from watcher.models import Agent, EventType, source_event
 from watcher.sinks.eventlog import EventLog
 from watcher.statefile import StateFileError
-from watcher.store import SCHEMA_VERSION, SourceHealth, Store
+from watcher.store import SCHEMA_VERSION, AgentRecord, SourceHealth, Store
 
 from .test_diff import snap
 
@@ -40,7 +40,7 @@ def commit_listing(store: Store, listing, *, now=T0, route=lambda e: ["eventlog"
     return store.commit(
         source="cloud",
         changes=result.changes,
-        new_agents=[Agent("2537", "steam")] if previous is None else [],
+        agents=[AgentRecord("2537", "steam")] if previous is None else [],
         events=result.events,
         route=route,
         now=now,
@@ -199,7 +199,7 @@ WRITER = textwrap.dedent(
         prev = store.load_runs("cloud").get("2537")
         res = diff_agent(prev, listing, now=now, source_kind="k")
         store.commit(source="cloud", changes=res.changes, events=res.events,
-                     new_agents=[Agent("2537")] if prev is None else [],
+                     agents=[AgentRecord("2537")] if prev is None else [],
                      route=lambda e: ["eventlog"], now=now, now_ts=now.timestamp())
     """
 )

@@ -202,8 +202,8 @@ async def test_all_agents_are_paged(world, app_factory, tmp_path, page_base):
     baselined = read_events(tmp_path)[0]
     assert baselined["agents"] == 1202
     listing = [p for m, p in world.requests if p.startswith("/api/v1/agent/all")]
-    assert all("recordsPerPage=500" in p for p in listing)
-    assert len(listing) == (3 if page_base == 1 else 4)  # 0-based: pages 1, 2, 3 (empty), 0
+    assert all("recordsPerPage=100" in p for p in listing)  # the most the platform serves
+    assert len(listing) == (13 if page_base == 1 else 14)  # 0-based: 1…12, 13 (empty), 0
 
 
 async def test_explicit_agent_ids(world, app_factory, clock, tmp_path):
@@ -227,12 +227,13 @@ async def test_bearer_auth(world, app_factory, tmp_path):
     assert reports[0].ok
 
 
-async def test_adaptive_polling(world, app_factory, clock):
+@pytest.mark.parametrize("hints", [True, False])
+async def test_adaptive_polling(world, app_factory, clock, hints):
     world.add_agent(id=1, name="busy")
     world.add_agent(id=2, name="idle")
     world.add_run(1, status=1, run_id=10)
     world.add_run(2, status=9, run_id=20)
-    async with app_factory() as app:
+    async with app_factory(use_hints=hints) as app:
         poller = app.pollers[0]
         for _ in range(8):  # two minutes of 15 s ticks
             await poller.poll()
@@ -242,7 +243,9 @@ async def test_adaptive_polling(world, app_factory, clock):
         return sum(1 for _, p in world.requests if p.startswith(f"/api/v1/agent/{agent}/runs"))
 
     assert polls(1) == 8  # an active run: every poll_interval_active
-    assert polls(2) == 2  # nothing active: every poll_interval
+    # Nothing active: where hints tell what changed, swept every sweep_interval (15 min);
+    # without them, every poll_interval.
+    assert polls(2) == (1 if hints else 2)
 
 
 # --- failures: one clear line, no state change, failed once and recovered once -----------------
@@ -332,15 +335,16 @@ async def test_retry_after_seconds_and_http_date_are_honoured(steam, app_factory
     async with app_factory(retries=3) as app:
         (report,) = await app.once()
     assert report.ok
-    assert no_sleep.delays == [7.0, 0.0]  # a date in the past means "now"
+    # The request budget sits out each 429's Retry-After before its next request: 7 s, then
+    # none (a date in the past means "now").
+    assert no_sleep.delays == [7.0]
+    assert app.pollers[0].source.budget.throttled == 2
 
 
 async def test_long_retry_after_defers_the_next_poll(steam, app_factory, clock, no_sleep):
     async with app_factory() as app:
         await app.once()
-        steam.inject(
-            "/api/v1/agent/*/runs", kind="http", status=503, headers={"Retry-After": "300"}
-        )
+        steam.inject("/api/v1/agent/all*", kind="http", status=503, headers={"Retry-After": "300"})
         poller = app.pollers[0]
         clock.advance(60)
         report = await poller.poll()

@@ -205,9 +205,9 @@ class App:
         if self.store is not None:
             for poller in self.pollers:
                 try:
-                    poller.save_success()
+                    poller.save_marks()
                 except (sqlite3.Error, OSError) as err:
-                    log.warning("last poll time not saved", source=poller.name, error=str(err))
+                    log.warning("source marks not saved", source=poller.name, error=str(err))
             self.store.close()
             self.store = None
         self.lease.release()

@@ -160,7 +160,7 @@ def _known_run(
 
 def _happened_since(snap: RunSnapshot, since: datetime) -> bool:
     moment = snap.ended_at or snap.started_at
-    return moment is not None and moment >= since
+    return moment is not None and moment > since
 
 
 def _replace_digest(prev: RunState, digest: str) -> RunState:

@@ -53,9 +53,28 @@ class SourceUnavailable(SourceError):
         retry_after: float | None = None,
         agent_id: str | None = None,
         http_status: int | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(source, message, agent_id=agent_id, http_status=http_status)
         self.retry_after = retry_after
+        self.timed_out = timed_out
+
+
+class SourceThrottled(SourceUnavailable):
+    """The platform answered 429 and its wait could not be sat out within the request: its
+    request budget, not an outage. The poll goes on without this answer; never a failure."""
+
+    kind = "throttled"
+
+    @classmethod
+    def of(cls, err: SourceUnavailable) -> SourceThrottled:
+        return cls(
+            err.source,
+            err.detail,
+            retry_after=err.retry_after,
+            agent_id=err.agent_id,
+            http_status=err.http_status,
+        )
 
 
 class SourceAuthError(SourceError):

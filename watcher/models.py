@@ -85,6 +85,18 @@ class Agent:
 
 
 @dataclass(frozen=True, slots=True)
+class Hint:
+    """What a platform's agent listing tells of an agent's runs without listing them (Sequentum
+    Cloud: its last run's status and when any of its runs last changed). Only compared: when
+    it moves, the agent has news. `active` (the last run is pending or running) is not part
+    of the comparison."""
+
+    status: str | None
+    last_activity: datetime | None
+    active: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class RunSnapshot:
     """What a source saw of one run in one listing. Immutable; compared by value."""
 

@@ -1,22 +1,31 @@
-"""Polls one source: which agents are due, fetch, diff, commit — and the source's health.
+"""Polls one source: a cycle of small stages, each spending from the source's request budget.
 
-- Adaptive cadence: the scheduler ticks every `poll_interval_active`; an agent with a pending or
-  running run is due on every tick, the others once per `poll_interval`.
-- A poll's run changes and the events they cause commit in one transaction; the in-memory index
-  is updated only after that commit succeeded, so a failed write is simply diffed again.
-  Agents seen for the first time that emit nothing (a baseline) may be written ahead in chunks
-  of `BASELINE_CHUNK` runs, so a first start with 10,000 agents is not held in memory whole.
-- An agent whose listing failed changes nothing. When a source turns from healthy to failing it
-  emits `source.failed` once (and logs once); when it works again, `source.recovered` once.
-  The failing state is stored, so a restart during an outage does not alert again.
-- A failing source is tried again on the next tick, or later when the platform said Retry-After.
+    discover   the platform's change hints (Sequentum Cloud's agent listing, most recently
+               active first, read only as far as it changed) or, without hints, its agents
+    list       the runs of the agents the planner picks: changed, then active (`planner`)
+    enrich     diagnostics, failed steps, run details of the new finishes, as budget allows
+    sweep      the runs of the agents due for the safety-net sweep, with what is left
+    enrich     the same, for what the sweep found
+    commit     the run changes and the events they cause, in one transaction
+
+Each listing is diffed as it arrives and dropped: only what changed is kept. The in-memory
+state is updated only after the commit succeeded, so a failed write is simply diffed again.
+Agents seen for the first time that emit nothing (a baseline) may be written ahead in chunks
+of `BASELINE_CHUNK` runs, so a first start with 10,000 agents is not held in memory whole.
+
+An agent whose listing failed changes nothing. When a source turns from healthy to failing it
+emits `source.failed` once; when it works again, `source.recovered` once (the failing state is
+stored, so a restart during an outage does not alert again). A 429 is the platform's budget,
+not an outage: the agent waits for the next cycle and the source does not count as failing.
+A source that failed is tried again on the next tick, or later when it said Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,27 +33,27 @@ from typing import Any
 import structlog
 
 from watcher.diff import Change, diff_agent
-from watcher.errors import SourceError, SourceProtocolError, SourceUnavailable
-from watcher.models import (
-    Agent,
-    Event,
-    EventType,
-    Phase,
-    RunState,
-    iso,
-    source_event,
-    with_data,
-)
+from watcher.errors import SourceError, SourceProtocolError, SourceThrottled, SourceUnavailable
+from watcher.fleet import Fleet
+from watcher.models import Agent, Event, EventType, iso, source_event, with_data
+from watcher.planner import FIRST_ROUND, SECOND_ROUND, Cadence, Reason, plan
 from watcher.redact import redact
-from watcher.sources.base import Source
+from watcher.sources.base import Source, purpose
 from watcher.sources.http import UNCHANGED, Unchanged
-from watcher.store import Route, SourceHealth, Store
+from watcher.store import AgentRecord, Route, SourceHealth, SourceMarks, Store
 
 log = structlog.get_logger("watcher.poller")
 
 Clock = Callable[[], datetime]
-_WILDCARD = "*"
 OnEvents = Callable[[list[Event]], None]
+_WILDCARD = "*"
+
+MARKS_EVERY = 60.0
+"""Seconds a poll that writes nothing else may leave the saved marks (last success, sweep
+place, budget window) behind."""
+
+BASELINE_CHUNK = 5000
+"""Runs of a quiet baseline written per transaction, ahead of the poll's own commit."""
 
 
 @dataclass(slots=True)
@@ -55,17 +64,16 @@ class PollReport:
     agents: int = 0
     events: list[Event] = field(default_factory=list)
     errors: list[SourceError] = field(default_factory=list)
+    throttled: int = 0
+    """Requests the platform refused with 429 (the agents wait; not an error)."""
+    planned: dict[str, int] = field(default_factory=dict)
+    """Listings made, by why (changed, active, sweep)."""
+    deferred: dict[str, int] = field(default_factory=dict)
+    """Agents due but not listed, by why ("budget")."""
 
     @property
     def error_line(self) -> str | None:
         return str(self.errors[0]) if self.errors else None
-
-
-SINCE_REFRESH = 60.0
-"""Seconds a successful poll that writes nothing else may leave the saved `since` behind."""
-
-BASELINE_CHUNK = 5000
-"""Runs of a quiet baseline written per transaction, ahead of the poll's own commit."""
 
 
 @dataclass(slots=True)
@@ -87,6 +95,37 @@ class _QuietBaseline:
         self.agents, self.changes = [], []
 
 
+@dataclass(slots=True)
+class Cycle:
+    """One poll as it goes through the stages."""
+
+    now: datetime
+    force: bool
+    report: PollReport
+    first: bool
+    """The source's very first poll: what exists is its baseline."""
+    spent: int
+    """The source's request count when the cycle began."""
+    events: list[Event] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    records: dict[str, AgentRecord] = field(default_factory=dict)
+    listed: list[str] = field(default_factory=list)
+    baselined: list[Agent] = field(default_factory=list)
+    quiet: _QuietBaseline = field(default_factory=_QuietBaseline)
+    enriched: int = 0
+    """Events up to this index went through enrichment."""
+    new_agents: set[str] = field(default_factory=set)
+    """Agents recorded for the first time in this cycle."""
+    abandoned: bool = False
+
+    @property
+    def ts(self) -> float:
+        return self.now.timestamp()
+
+
+Stage = Callable[[Cycle], Awaitable[None]]
+
+
 class SourcePoller:
     def __init__(
         self,
@@ -102,19 +141,29 @@ class SourcePoller:
         self.clock = clock
         self.route = route
         self.on_events = on_events
-        self.runs: dict[str, dict[str, RunState]] = store.load_runs(source.name)
+        self.runs = store.load_runs(source.name)
         self.health = store.source_health(source.name)
         self.last_outcome: dict[str, str] = store.last_outcomes(source.name)
-        self._last_poll: dict[str, float] = {}
-        self._agents: list[Agent] = []
+        self.fleet = Fleet(store.load_agents(source.name), wildcard=source.config.agents == ["*"])
+        marks = store.marks(source.name)
+        self.last_success: datetime | None = marks.last_success
+        self.cursor: str | None = marks.cursor
+        self._saved = marks
+        source.budget.restore(marks.budget)
+        source.fingerprints.restore(store.listings(source.name))
+        self.hinted: bool | None = None
+        """Does the platform give usable change hints? (None: not asked yet.)"""
         self._agents_at = float("-inf")
         self._not_before = float("-inf")
         self._lock = asyncio.Lock()
         self._current: asyncio.Task[object] | None = None
-        self.last_success: datetime | None = store.last_success(source.name)
-        self._saved_success = self.last_success  # what the state file holds
-        source.attach_memory(lambda: self.runs)
-        source.fingerprints.restore(store.listings(source.name))
+        self._stages: tuple[Stage, ...] = (
+            self._discover,
+            self._first_round,
+            self._enrich,
+            self._sweep,
+            self._enrich,
+        )
 
     @property
     def name(self) -> str:
@@ -128,24 +177,17 @@ class SourcePoller:
             self.runs = self.store.load_runs(self.name)
         return removed
 
-    def is_active(self, agent_id: str) -> bool:
-        """Does the agent have a run that is not finished (pending, running or unknown)?
-        The wildcard agent `*` (one listing for all) is active when any agent is."""
-        if agent_id == "*":
-            return any(self.is_active(a) for a in self.runs if a != "*")
-        return any(st.phase is not Phase.FINISHED for st in self.runs.get(agent_id, {}).values())
-
-    def _is_due(self, agent_id: str, now: float) -> bool:
-        last = self._last_poll.get(agent_id)
-        if last is None:
-            return True
+    @property
+    def cadence(self) -> Cadence:
+        """How often agents are due: active ones every `poll_interval_active`; the others every
+        `sweep_interval` where hints say what changed, else every `poll_interval`."""
         cfg = self.source.config
-        slack = cfg.poll_interval_active / 2  # a tick that arrives a little early still counts
-        interval = cfg.poll_interval_active if self.is_active(agent_id) else cfg.poll_interval
-        return now - last >= interval - slack
+        idle = cfg.sweep_interval if self.hinted else cfg.poll_interval
+        slack = cfg.poll_interval_active / 2  # a tick a little early still counts
+        return Cadence(active=cfg.poll_interval_active, idle=idle, slack=slack)
 
     async def poll(self, *, force: bool = False) -> PollReport:
-        """One pass. `force` polls every agent now, whatever is due (`watcher once`)."""
+        """One cycle. `force` makes every agent due (`watcher once`), within the budget."""
         async with self._lock:
             self._current = asyncio.current_task()
             try:
@@ -172,151 +214,295 @@ class SourcePoller:
 
     async def _poll(self, force: bool) -> PollReport:
         now = self.clock()
-        ts = now.timestamp()
         report = PollReport(self.name)
-        if not force and ts < self._not_before:
+        if not force and now.timestamp() < self._not_before:
             report.skipped = True
             return report
+        cycle = Cycle(now, force, report, first=not self.fleet, spent=self._spent())
+        for stage in self._stages:
+            await stage(cycle)
+            if cycle.abandoned:
+                report.ok = False
+                return report
+        self._commit(cycle)
+        return report
 
+    # --- stages --------------------------------------------------------------------------------
+
+    async def _discover(self, cycle: Cycle) -> None:
+        """Which agents there are, and which have news: the platform's change hints, or its
+        agents (re-read every `poll_interval`) where it gives none."""
+        cfg = self.source.config
         try:
-            agents = await self._agent_list(ts, force)
+            with purpose("hints"):
+                if cfg.use_hints and self.hinted is not False:
+                    await self._read_hints(cycle)
+                elif cycle.force or cycle.ts - self._agents_at >= cfg.poll_interval - 1:
+                    agents = await self.source.agents()
+                    self._agents_at = cycle.ts
+                    if self.fleet.wildcard and self.hinted is not None:
+                        self.fleet.forget(a.id for a in agents)
+                    self._record(cycle, self.fleet.adopt(agents))
         except Exception as err:
-            report.errors.append(self._as_source_error(err))
-            agents = []
-        due = [a for a in agents if force or self._is_due(a.id, ts)]
-        report.agents = len(due)
+            self._failed(cycle, self._as_source_error(err))
 
-        events: list[Event] = []
-        changes: list[Change] = []
-        baselined: list[Agent] = []
-        quiet = _QuietBaseline()
-        ok_agents: list[str] = []
-        first_baseline = not self.runs
-        # An agent that appears after the first baseline — in this process or before a restart —
-        # is news for what finished after the last good poll. (Agents added to the config are
-        # baselined quietly: their history is old.)
-        since = self.last_success if self.source.config.agents == ["*"] else None
-        kind = self.source.kind
+    async def _read_hints(self, cycle: Cycle) -> None:
+        cfg = self.source.config
+        complete = (
+            not self.fleet
+            or self.fleet.complete_at is None
+            or (cycle.now - self.fleet.complete_at).total_seconds() >= cfg.sweep_interval
+        )
+        hints = await self.source.hints(self.fleet.watermark, complete=complete)
+        if hints is None:  # a platform without hints: its agents, then, from now on
+            self.hinted = False
+            self._record(cycle, self.fleet.adopt(await self.source.agents()))
+            self._agents_at = cycle.ts
+            return
+        since = self.fleet.complete_at or self.last_success
+        found = self.fleet.observe(hints.agents, now=cycle.now, since=since, first=cycle.first)
+        self._record(cycle, found)
+        if hints.complete:
+            self.fleet.complete_at = cycle.now
+            if self.fleet.wildcard:
+                for agent_id in self.fleet.forget(a.id for a, _ in hints.agents):
+                    log.info("agent no longer listed; no longer watched", source=self.name,
+                             agent_id=agent_id)  # fmt: skip
+            usable = any(hint.last_activity is not None for _, hint in hints.agents)
+            if usable != self.hinted and (self.hinted is not None or not usable):
+                if usable:
+                    log.info("change hints available again", source=self.name)
+                else:
+                    log.warning("the platform gives no change hints (no lastActivity); every "
+                                "agent is swept, as the request budget allows",
+                                source=self.name)  # fmt: skip
+            self.hinted = usable
+
+    async def _first_round(self, cycle: Cycle) -> None:
+        await self._list(cycle, FIRST_ROUND)
+
+    async def _sweep(self, cycle: Cycle) -> None:
+        await self._list(cycle, SECOND_ROUND)
+
+    async def _list(self, cycle: Cycle, reasons: tuple[Reason, ...]) -> None:
+        """List the runs of the agents the planner picks for `reasons`, and diff each."""
+        tracks = self.fleet.tracks(self.runs, after=self.cursor)
+        allowance = self._allowance(cycle)
+        chosen = plan(
+            tracks,
+            now=cycle.ts,
+            allowance=None if allowance is None else allowance // self.source.listing_cost,
+            cadence=self.cadence,
+            reasons=reasons,
+            force=cycle.force,
+        )
+        report = cycle.report
+        for _, reason in chosen.listings:
+            report.planned[reason] = report.planned.get(reason, 0) + 1
+        for why, count in chosen.skipped.items():
+            report.deferred[why] = report.deferred.get(why, 0) + count
+        if not chosen.listings:
+            return
+        report.agents += len(chosen.listings)
+        label = "sweep" if reasons == SECOND_ROUND else "runs"
+        with purpose(label):
+            await self._diff_listings(cycle, chosen.agents)
+        if reasons == SECOND_ROUND:
+            swept = [a.id for a, r in chosen.listings if r is Reason.SWEEP]
+            if swept:
+                self.cursor = swept[-1]
+
+    async def _diff_listings(self, cycle: Cycle, due: list[Agent]) -> None:
         wildcard_ok = _WILDCARD in {a.id for a in due}
-        # Each listing is diffed as it arrives and then dropped: only what changed is kept.
         async with contextlib.aclosing(self._answers(due)) as answers:
             async for agent, result in answers:
                 if isinstance(result, SourceError):
-                    report.errors.append(result)
+                    self._failed(cycle, result)
                     wildcard_ok = False
                     continue
-                ok_agents.append(agent.id)
+                cycle.listed.append(agent.id)
                 if result is UNCHANGED:
                     continue  # the same bytes as the listing last committed: nothing changed
-                previous = self.runs.get(agent.id)
-                diff = diff_agent(previous, result, now=now, source_kind=kind, since=since)
-                if previous is None:
-                    name = agent.name or next((s.agent_name for s in result if s.agent_name), None)
-                    if not diff.events:
-                        quiet.add(Agent(agent.id, name), diff.changes)
-                        if len(quiet.changes) >= BASELINE_CHUNK and not self._write(quiet, now):
-                            report.ok = False
-                            return report
-                        continue
-                    baselined.append(Agent(agent.id, name))
-                events.extend(diff.events)
-                changes.extend(diff.changes)
+                self._diff(cycle, agent, result)
+                if cycle.abandoned:
+                    return
         if wildcard_ok:
             # One listing answered for every agent (a source overriding `fetch`): the wildcard
             # unit was polled, whichever agents the answer named.
-            ok_agents.append(_WILDCARD)
-        baselined.extend(quiet.agents)  # the rest of a quiet baseline goes with the poll
-        changes.extend(quiet.changes)
+            cycle.listed.append(_WILDCARD)
 
-        new_agents = len(baselined) + quiet.written_agents
-        if first_baseline and new_agents:
-            new_ids = {a.id for a in baselined}
-            events.insert(
-                0,
-                source_event(
-                    EventType.SOURCE_BASELINED,
-                    source=self.name,
-                    source_kind=kind,
-                    ts=now,
-                    message=f"watching {new_agents} agent(s); existing history recorded",
-                    agents=new_agents,
-                    runs=quiet.written_runs
-                    + sum(1 for c in changes if c.snapshot.agent_id in new_ids),
-                ),
-            )
-        events, last_outcome = await self._annotate(events, changes, baselined)
-        health = self._health_change(report.errors, now, events)
-        writes = bool(changes or baselined or events or health)
-        success = None if report.errors else now
-        if success and not writes and not self._since_due(now):
-            success = None  # a quiet poll writes nothing; `since` is saved at least once a minute
+    def _diff(self, cycle: Cycle, agent: Agent, listing: list[Any]) -> None:
+        previous = self.runs.get(agent.id)
+        member = self.fleet.members.get(agent.id)
+        if member is not None and not member.listed:
+            since = member.since
+        elif self.fleet.wildcard and not cycle.first:
+            since = self.fleet.complete_at or self.last_success  # an agent it just found
+        else:
+            since = None
+        diff = diff_agent(
+            previous, listing, now=cycle.now, source_kind=self.source.kind, since=since
+        )
+        if previous is not None:
+            cycle.events.extend(diff.events)
+            cycle.changes.extend(diff.changes)
+            return
+        name = agent.name or next((s.agent_name for s in listing if s.agent_name), None)
+        if diff.events:
+            cycle.baselined.append(Agent(agent.id, name))
+            cycle.events.extend(diff.events)
+            cycle.changes.extend(diff.changes)
+            return
+        cycle.quiet.add(Agent(agent.id, name), diff.changes)
+        if len(cycle.quiet.changes) >= BASELINE_CHUNK and not self._write_ahead(cycle):
+            cycle.abandoned = True
 
+    async def _enrich(self, cycle: Cycle) -> None:
+        """Add what the platform can tell about each new finish (diagnostics, failed steps, a
+        run's message), newest first, as far as the budget allows; the rest go without."""
+        start, cycle.enriched = cycle.enriched, len(cycle.events)
+        todo = [
+            i for i in range(start, len(cycle.events))
+            if cycle.events[i].type == EventType.RUN_FINISHED
+        ]  # fmt: skip
+        allowance = self._allowance(cycle)
+        if allowance is not None:
+            todo = todo[::-1][:allowance]
+        if not todo:
+            return
+
+        async def one(index: int) -> None:
+            event = cycle.events[index]
+            try:
+                cycle.events[index] = await self.source.enrich(event)
+            except Exception as err:  # context is a bonus; the alert goes out without it
+                log.warning("run details unavailable", source=self.name,
+                            run_id=event.run_id, error=redact(str(err)))  # fmt: skip
+
+        with purpose("enrich"):
+            await asyncio.gather(*(one(i) for i in todo))
+
+    # --- the commit ----------------------------------------------------------------------------
+
+    def _commit(self, cycle: Cycle) -> None:
+        report = cycle.report
+        cycle.baselined.extend(cycle.quiet.agents)  # the rest of a quiet baseline goes now
+        cycle.changes.extend(cycle.quiet.changes)
+        self._listed(cycle)
+        if cycle.first:
+            self._announce_baseline(cycle)
+        last_outcome = self._annotate(cycle)
+        health = self._health_change(report.errors, cycle.now, cycle.events)
+        success = None if report.errors else cycle.now
+        writes = bool(cycle.changes or cycle.records or cycle.events or health)
+        marks = self._marks(success or self.last_success)
+        if not writes and not self._marks_due(cycle.now):
+            marks = None  # a quiet poll writes nothing; the marks go at least once a minute
         try:
             fresh = self.store.commit(
                 source=self.name,
-                changes=changes,
-                new_agents=baselined,
-                events=events,
+                changes=cycle.changes,
+                agents=list(cycle.records.values()),
+                events=cycle.events,
                 health=health,
-                listings=self.source.fingerprints.pending(ok_agents),
-                last_success=success,
+                listings=self.source.fingerprints.pending(cycle.listed),
+                marks=marks,
                 route=self.route,
-                now=now,
-                now_ts=ts,
+                now=cycle.now,
+                now_ts=cycle.ts,
             )
         except Exception as err:  # disk full, read-only file system, corrupt file
             self._write_failed(err)
             report.ok = False
-            return report
-
-        self._apply(changes, baselined, ok_agents, ts, health)
-        self.source.fingerprints.confirm(ok_agents)
+            return
+        self._apply(cycle.changes, cycle.listed, cycle.ts, health)
         self.last_outcome = last_outcome
-        if success is not None:
-            self._saved_success = success
+        if marks is not None:
+            self._saved = marks
         if report.errors:
             report.ok = False
-            self._defer(ts, report.errors)
+            self._defer(cycle.ts, report.errors)
         else:
-            self.last_success = now
+            self.last_success = cycle.now
         report.events = fresh
         if fresh and self.on_events:
             self.on_events(fresh)
-        return report
 
-    def _since_due(self, now: datetime) -> bool:
-        saved = self._saved_success
-        return saved is None or (now - saved).total_seconds() >= SINCE_REFRESH
+    def _listed(self, cycle: Cycle) -> None:
+        """Agents whose runs were listed now carry the hint they were listed under."""
+        for agent_id in cycle.listed:
+            record = self.fleet.listed(agent_id, cycle.ts)
+            if record is not None:
+                cycle.records[agent_id] = record
+        for agent in cycle.baselined:
+            if agent.id not in cycle.records and agent.id not in self.fleet.members:
+                cycle.records[agent.id] = AgentRecord(agent.id, agent.name)
 
-    def save_success(self) -> None:
-        """Write the last successful poll to the state file, if it has moved (at shutdown)."""
-        last = self.last_success
-        if last is None or last == self._saved_success:
+    def _announce_baseline(self, cycle: Cycle) -> None:
+        cycle.new_agents.update(a.id for a in cycle.baselined)
+        cycle.new_agents.update(self.fleet.members)
+        cycle.new_agents.discard(_WILDCARD)
+        agents = len(cycle.new_agents)
+        if not agents:
             return
-        now = self.clock()
-        self.store.commit(source=self.name, last_success=last, now=now, now_ts=now.timestamp())
-        self._saved_success = last
+        new_ids = {a.id for a in cycle.baselined}
+        runs = cycle.quiet.written_runs + sum(
+            1 for c in cycle.changes if c.snapshot.agent_id in new_ids
+        )
+        cycle.events.insert(
+            0,
+            source_event(
+                EventType.SOURCE_BASELINED,
+                source=self.name,
+                source_kind=self.source.kind,
+                ts=cycle.now,
+                message=f"watching {agents} agent(s); their history before now is recorded, "
+                "not alerted",
+                agents=agents,
+                runs=runs,
+            ),
+        )
 
-    def _write(self, quiet: _QuietBaseline, now: datetime) -> bool:
+    def _annotate(self, cycle: Cycle) -> dict[str, str]:
+        """Give each finish the agent's previous outcome (for "recovered" alerts); return the
+        outcomes after."""
+        outcomes = dict(self.last_outcome)
+        new_ids = {a.id for a in cycle.baselined}
+        _baseline_outcomes(outcomes, (c for c in cycle.changes if c.snapshot.agent_id in new_ids))
+        for index, event in enumerate(cycle.events):
+            if event.type == EventType.RUN_FINISHED and event.agent_id and event.outcome:
+                previous = outcomes.get(event.agent_id)
+                outcomes[event.agent_id] = event.outcome.value
+                cycle.events[index] = with_data(event, agent_previous_outcome=previous)
+        return outcomes
+
+    def _write_ahead(self, cycle: Cycle) -> bool:
         """Write the agents of a quiet baseline collected so far, ahead of the poll's commit:
         they emit nothing, so no event waits on them, and a baseline of 10,000 agents is not
         held in memory whole. False if the write failed (logged; the poll is abandoned)."""
-        ids = [a.id for a in quiet.agents]
+        quiet = cycle.quiet
+        ids = {a.id for a in quiet.agents}
+        records = [
+            self.fleet.listed(a.id, cycle.ts) or AgentRecord(a.id, a.name) for a in quiet.agents
+        ]
         try:
             self.store.commit(
                 source=self.name,
                 changes=quiet.changes,
-                new_agents=quiet.agents,
+                agents=records,
                 listings=self.source.fingerprints.pending(ids),
-                now=now,
-                now_ts=now.timestamp(),
+                now=cycle.now,
+                now_ts=cycle.ts,
             )
         except Exception as err:
             self._write_failed(err)
             return False
-        self._apply(quiet.changes, quiet.agents, ids, now.timestamp(), None)
-        self.source.fingerprints.confirm(ids)
+        self._apply(quiet.changes, ids, cycle.ts, None)
         _baseline_outcomes(self.last_outcome, quiet.changes)
+        cycle.listed = [a for a in cycle.listed if a not in ids]
+        for agent_id in ids:
+            cycle.records.pop(agent_id, None)  # written: the commit must not write it back
+        cycle.new_agents.update(ids)
         quiet.written()
         return True
 
@@ -327,41 +513,66 @@ class SourcePoller:
             error=redact(f"{type(err).__name__}: {err}"),
         )
 
-    async def _annotate(
-        self, events: list[Event], changes: list[Change], baselined: list[Agent]
-    ) -> tuple[list[Event], dict[str, str]]:
-        """Give each finish the agent's previous outcome (for "recovered" alerts) and what the
-        platform can tell about it (diagnostics). Returns the events and the outcomes after."""
-        outcomes = dict(self.last_outcome)
-        new_ids = {a.id for a in baselined}
-        _baseline_outcomes(outcomes, (c for c in changes if c.snapshot.agent_id in new_ids))
-        annotated = []
-        for event in events:
-            if event.type == EventType.RUN_FINISHED and event.agent_id and event.outcome:
-                extra: dict[str, object] = {"agent_previous_outcome": outcomes.get(event.agent_id)}
-                outcomes[event.agent_id] = event.outcome.value
-                try:
-                    details = await self.source.describe(event)
-                except Exception as err:  # context is a bonus; the alert goes out without it
-                    log.warning("run details unavailable", source=self.name,
-                                run_id=event.run_id, error=redact(str(err)))  # fmt: skip
-                    details = None
-                if details:
-                    extra.update(details)
-                event = with_data(event, **extra)
-            annotated.append(event)
-        return annotated, outcomes
+    def _apply(
+        self,
+        changes: Iterable[Change],
+        listed: Iterable[str],
+        ts: float,
+        health: SourceHealth | None,
+    ) -> None:
+        for agent_id in listed:
+            self.runs.setdefault(agent_id, {})
+        for change in changes:
+            snap = change.snapshot
+            self.runs.setdefault(snap.agent_id, {})[snap.run_id] = change.state
+        self.source.fingerprints.confirm(listed)
+        if health is not None:
+            self.health = health  # the source.failed / source.recovered event is its log line
 
-    async def _agent_list(self, ts: float, force: bool) -> list[Agent]:
-        if force or ts - self._agents_at >= self.source.config.poll_interval - 1:
-            self._agents = await self.source.agents()
-            self._agents_at = ts
-        return self._agents
+    # --- marks, budget, errors ------------------------------------------------------------------
 
-    async def _answers(self, due: list[Agent]) -> AsyncIterator[tuple[Agent, Any]]:
-        """The source's answers, each a list of runs, UNCHANGED or a SourceError."""
-        if not due:
+    def _marks(self, success: datetime | None) -> SourceMarks:
+        return SourceMarks(success, self.cursor, tuple(self.source.budget.window()))
+
+    def _marks_due(self, now: datetime) -> bool:
+        saved = self._saved.last_success
+        return saved is None or (now - saved).total_seconds() >= MARKS_EVERY
+
+    def save_marks(self) -> None:
+        """Write the last success, the sweep's place and the budget's window (at shutdown)."""
+        marks = self._marks(self.last_success)
+        if marks == self._saved:
             return
+        now = self.clock()
+        self.store.commit(source=self.name, marks=marks, now=now, now_ts=now.timestamp())
+        self._saved = marks
+
+    def _spent(self) -> int:
+        return sum(self.source.requests.values())
+
+    def _allowance(self, cycle: Cycle) -> int | None:
+        """Requests this cycle may still make: what the budget has free, and — but for
+        `watcher once` — no more than a cycle's share of the rate, so the hints of the
+        cycles to come are always affordable. None: unlimited."""
+        budget = self.source.budget
+        free = budget.available()
+        if free is None:
+            return None
+        if cycle.force:
+            return free
+        share = math.ceil(budget.rate() * self.source.config.poll_interval_active / 60)
+        return max(0, min(free, share - (self._spent() - cycle.spent)))
+
+    def _failed(self, cycle: Cycle, err: SourceError) -> None:
+        if isinstance(err, SourceThrottled):
+            cycle.report.throttled += 1
+            log.info("throttled by the platform (429); the agent waits for the next cycle",
+                     source=self.name, agent_id=err.agent_id)  # fmt: skip
+            return
+        cycle.report.errors.append(err)
+
+    async def _answers(self, due: Sequence[Agent]) -> AsyncIterator[tuple[Agent, Any]]:
+        """The source's answers, each a list of runs, UNCHANGED or a SourceError."""
         answered: set[str] = set()
         try:
             async for agent, result in self.source.fetch(due):
@@ -425,24 +636,6 @@ class SourcePoller:
             return SourceHealth(False)
         return None
 
-    def _apply(
-        self,
-        changes: Iterable[Change],
-        baselined: Iterable[Agent],
-        ok_agents: Iterable[str],
-        ts: float,
-        health: SourceHealth | None,
-    ) -> None:
-        for agent in baselined:
-            self.runs.setdefault(agent.id, {})
-        for change in changes:
-            snap = change.snapshot
-            self.runs.setdefault(snap.agent_id, {})[snap.run_id] = change.state
-        for agent_id in ok_agents:
-            self._last_poll[agent_id] = ts
-        if health is not None:
-            self.health = health  # the source.failed / source.recovered event is its log line
-
     def _defer(self, ts: float, errors: list[SourceError]) -> None:
         waits = [
             e.retry_after
@@ -451,6 +644,10 @@ class SourcePoller:
         ]
         wait = max([self.source.config.poll_interval_active, *waits])
         self._not_before = ts + wait - self.source.config.poll_interval_active / 2
+
+    def _record(self, cycle: Cycle, records: Iterable[AgentRecord]) -> None:
+        for record in records:
+            cycle.records[record.id] = record
 
 
 def _baseline_outcomes(outcomes: dict[str, str], changes: Iterable[Change]) -> None:

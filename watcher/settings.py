@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -324,8 +325,16 @@ _AUTH_SCHEMES: dict[str, tuple[str, ...]] = {
 }
 """Per source kind: the credential schemes its platform accepts; the first is the default."""
 
-_KIND_ONLY_KEYS: dict[str, str] = {"watch_jobs": "sequentum_acc", "max_pages": "automation_runs"}
+_KIND_ONLY_KEYS: dict[str, str] = {
+    "watch_jobs": "sequentum_acc",
+    "max_pages": "automation_runs",
+    "use_hints": "sequentum_cloud",
+}
 """Keys that mean something for one kind only, and that kind."""
+
+_DEFAULT_RATES: dict[str, int] = {"sequentum_cloud": 90, "sequentum_acc": 0, "automation_runs": 0}
+"""Per source kind: `requests_per_minute` when not set. Sequentum Cloud allows 100 requests
+per minute per API key; 90 leaves room for the user's own scripts on the same key."""
 
 
 def _normalise_base_url(value: str) -> str:
@@ -420,8 +429,20 @@ class SourceConfig(BaseModel):
     """Up to this many seconds of random delay added to each poll."""
     max_records: int = Field(default=50, ge=1, le=1000)
     """Runs fetched per agent per poll."""
-    concurrency: int = Field(default=8, ge=1, le=100)
-    """Concurrent requests to this source."""
+    max_concurrency: int = Field(
+        default=64, ge=1, le=256, validation_alias=AliasChoices("max_concurrency", "concurrency")
+    )
+    """The most requests in flight at once; the number in use adapts (starts low, grows while
+    latency holds, halves on a 429 or a timeout). `concurrency` is its former name."""
+    requests_per_minute: int = Field(default=0, ge=0)
+    """Requests this source may send in any 60 s (0: no limit). Default per kind (see
+    `_DEFAULT_RATES`): 90 for Sequentum Cloud, which allows 100 per key; others unlimited."""
+    sweep_interval: float = Field(default=900.0, ge=1)
+    """Where the platform gives change hints: every agent's runs are listed at least this
+    often anyway, the safety net for what the hints miss."""
+    use_hints: bool = True
+    """sequentum_cloud only: list the runs of agents whose change hint moved (false: sweep
+    every agent every poll_interval, as far as the budget allows)."""
     timeout: float = Field(default=30.0, gt=0)
     """Seconds one HTTP request may take."""
     retries: int = Field(default=3, ge=0, le=10)
@@ -477,7 +498,7 @@ class SourceConfig(BaseModel):
         parse, complaint = _AGENT_ID_PARSERS.get(
             info.data.get("kind", ""), (_any_id, "must be an agent id")
         )
-        agents: list[str] = []
+        agents: dict[str, None] = {}  # ordered, and a set: the check stays linear
         problems: list[InitErrorDetails] = []
         for index, item in enumerate(value):
             agent = parse(item)
@@ -486,10 +507,10 @@ class SourceConfig(BaseModel):
             elif agent in agents:
                 problems.append(_problem_detail((index,), "duplicate agent id"))
             else:
-                agents.append(agent)
+                agents[agent] = None
         if problems:
             raise ValidationError.from_exception_data(cls.__name__, problems)
-        return agents
+        return list(agents)
 
     @field_validator("poll_interval_active")
     @classmethod
@@ -534,6 +555,8 @@ class SourceConfig(BaseModel):
             source.poll_interval_active = min(_DEFAULT_POLL_INTERVAL_ACTIVE, source.poll_interval)
         if "auth" not in data:
             source.auth = _AUTH_SCHEMES[source.kind][0]  # type: ignore[assignment]
+        if "requests_per_minute" not in data:
+            source.requests_per_minute = _DEFAULT_RATES[source.kind]
         return source
 
 

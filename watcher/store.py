@@ -26,11 +26,15 @@ from pathlib import Path
 
 from watcher import statefile
 from watcher.diff import Change
-from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
+from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
+from watcher.outbox import OutboxQueries, OutboxTarget, Pending
+
+__all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
 
 SCHEMA_VERSION = 2
-"""1: the first release. 2: `sources.last_success`, the moment runs of a newly seen agent are
-news from (`since`), kept across restarts."""
+"""1: the first release. 2: per source the last successful poll (`since` for agents seen for
+the first time), the sweep's place and the request budget's last minute; per agent its change
+hint, whether its runs were ever listed, and from when they are news if not."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -42,6 +46,9 @@ CREATE TABLE IF NOT EXISTS agents (
     agent_id     TEXT NOT NULL,
     name         TEXT,
     baselined_at TEXT NOT NULL,
+    hint         TEXT,
+    listed       INTEGER NOT NULL DEFAULT 1,
+    since        TEXT,
     PRIMARY KEY (source, agent_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -70,7 +77,9 @@ CREATE TABLE IF NOT EXISTS sources (
     failing      INTEGER NOT NULL,
     since        TEXT,
     last_error   TEXT,
-    last_success TEXT
+    last_success TEXT,
+    cursor       TEXT,
+    budget       TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     seq  INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -91,34 +100,45 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
 """
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: ("ALTER TABLE sources ADD COLUMN last_success TEXT",),
+_COLUMNS_SINCE: dict[int, tuple[tuple[str, str, str], ...]] = {
+    2: (
+        ("sources", "last_success", "TEXT"),
+        ("sources", "cursor", "TEXT"),
+        ("sources", "budget", "TEXT"),
+        ("agents", "hint", "TEXT"),
+        ("agents", "listed", "INTEGER NOT NULL DEFAULT 1"),
+        ("agents", "since", "TEXT"),
+    ),
 }
-"""The statements that bring a file of the version before up to each version."""
+"""The columns each version added to tables an older file already has: (table, column, type)."""
 
 Route = Callable[[Event], Iterable[str]]
 
 
 @dataclass(frozen=True, slots=True)
-class Pending:
-    """One undelivered (event, target) pair from the outbox."""
+class AgentRecord:
+    """What the state file keeps of an agent besides its runs."""
 
-    seq: int
-    target: str
-    event: Event
-    attempts: int
-    first_at: float
+    id: str
+    name: str | None = None
+    hint: Hint | None = None
+    """Its change hint when its runs were last listed (or when it was first recorded)."""
+    listed: bool = True
+    """Its runs have been listed (and recorded) at least once."""
+    since: datetime | None = None
+    """Never listed: its runs that changed after this are news (None: none of its history)."""
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxTarget:
-    """The undelivered rows of one target: how many, since when, how often tried, why not."""
+class SourceMarks:
+    """Where a source stands, kept across restarts: written with other writes, at least once
+    a minute, and at shutdown (`SourcePoller.save_marks`)."""
 
-    target: str
-    depth: int
-    oldest: float
-    attempts: int
-    last_error: str | None
+    last_success: datetime | None = None
+    cursor: str | None = None
+    """The agent the sweep listed last: the next sweep goes on after it."""
+    budget: tuple[float, ...] = ()
+    """When the requests of the last minute were sent (`RequestBudget.window`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +156,7 @@ class Counters:
     rows: int
 
 
-class Store:
+class Store(OutboxQueries):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
@@ -205,8 +225,10 @@ class Store:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             found = int(row[0]) if row is not None else SCHEMA_VERSION
             for version in range(found + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS.get(version, ()):
-                    self._db.execute(statement)
+                for table, column, kind in _COLUMNS_SINCE.get(version, ()):
+                    have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -229,7 +251,7 @@ class Store:
     def load_runs(self, source: str) -> dict[str, dict[str, RunState]]:
         """Everything the diff engine needs for one source: agent → run → state."""
         out: dict[str, dict[str, RunState]] = {}
-        for agent_id in self.known_agents(source):
+        for agent_id in self.listed_agents(source):
             out[agent_id] = {}
         rows = self._db.execute(
             "SELECT agent_id, run_id, status, status_code, phase, outcome, attempt, digest "
@@ -269,13 +291,35 @@ class Store:
         rows = self._db.execute("SELECT agent_id FROM agents WHERE source = ?", (source,))
         return {r[0] for r in rows}
 
+    def listed_agents(self, source: str) -> set[str]:
+        rows = self._db.execute(
+            "SELECT agent_id FROM agents WHERE source = ? AND listed", (source,)
+        )
+        return {r[0] for r in rows}
+
+    def load_agents(self, source: str) -> dict[str, AgentRecord]:
+        """Every agent the source has recorded, listed or not."""
+        rows = self._db.execute(
+            "SELECT agent_id, name, hint, listed, since FROM agents WHERE source = ?", (source,)
+        )
+        return {
+            agent_id: AgentRecord(agent_id, name, _hint(hint), bool(listed), parse_iso(since))
+            for agent_id, name, hint, listed, since in rows
+        }
+
     def last_success(self, source: str) -> datetime | None:
         """When the source last polled successfully: runs of an agent seen for the first time
         are news if they finished after it (see `diff_agent`'s `since`)."""
+        return self.marks(source).last_success
+
+    def marks(self, source: str) -> SourceMarks:
         row = self._db.execute(
-            "SELECT last_success FROM sources WHERE source = ?", (source,)
+            "SELECT last_success, cursor, budget FROM sources WHERE source = ?", (source,)
         ).fetchone()
-        return parse_iso(row[0]) if row else None
+        if row is None:
+            return SourceMarks()
+        window = tuple(float(t) for t in json.loads(row[2])) if row[2] else ()
+        return SourceMarks(parse_iso(row[0]), row[1], window)
 
     def source_health(self, source: str) -> SourceHealth:
         row = self._db.execute(
@@ -290,11 +334,11 @@ class Store:
         *,
         source: str | None = None,
         changes: Sequence[Change] = (),
-        new_agents: Sequence[Agent] = (),
+        agents: Sequence[AgentRecord] = (),
         events: Sequence[Event] = (),
         health: SourceHealth | None = None,
         listings: Mapping[str, bytes] | None = None,
-        last_success: datetime | None = None,
+        marks: SourceMarks | None = None,
         route: Route | None = None,
         now: datetime,
         now_ts: float,
@@ -302,25 +346,27 @@ class Store:
         """Write a poll's outcome atomically; return the events that were new (not replays).
 
         `route(event)` names the targets that must receive each event; one outbox row is
-        written per target. `listings` (the hashes of the listing bodies the changes came from)
-        ride along with a write but never cause one; so may `last_success` (the moment of a
-        successful poll), which the caller passes when it wants it written. Nothing to write →
-        the file is not touched.
+        written per target. `agents` are written whole (new ones, or a changed hint). `listings`
+        (the hashes of the listing bodies the changes came from) ride along with a write but
+        never cause one; `marks` are written when given. Nothing to write → the file is not
+        touched.
         """
-        if not (changes or new_agents or events or health is not None or last_success):
+        if not (changes or agents or events or health is not None or marks is not None):
             return []
         stamp = iso(now)
         fresh: list[Event] = []
         with self._tx() as db:
             rows = 0
-            if new_agents:
+            if agents:
                 assert source is not None
                 db.executemany(
-                    "INSERT OR IGNORE INTO agents(source, agent_id, name, baselined_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(source, a.id, a.name, stamp) for a in new_agents],
+                    "INSERT INTO agents(source, agent_id, name, baselined_at, hint, listed, "
+                    "since) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source, agent_id) DO UPDATE "
+                    "SET name=coalesce(excluded.name, name), hint=excluded.hint, "
+                    "listed=excluded.listed, since=excluded.since",
+                    [_agent_row(source, a, stamp) for a in agents],
                 )
-                rows += len(new_agents)
+                rows += len(agents)
             if changes:
                 db.executemany(
                     "INSERT INTO runs(source, agent_id, run_id, status, status_code, phase, "
@@ -351,12 +397,19 @@ class Store:
                     (source, int(health.failing), iso(health.since), health.last_error),
                 )
                 rows += 1
-            if last_success is not None:
+            if marks is not None:
                 assert source is not None
                 db.execute(
-                    "INSERT INTO sources(source, failing, last_success) VALUES (?, 0, ?) "
-                    "ON CONFLICT(source) DO UPDATE SET last_success=excluded.last_success",
-                    (source, iso(last_success)),
+                    "INSERT INTO sources(source, failing, last_success, cursor, budget) "
+                    "VALUES (?, 0, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
+                    "last_success=excluded.last_success, cursor=excluded.cursor, "
+                    "budget=excluded.budget",
+                    (
+                        source,
+                        iso(marks.last_success),
+                        marks.cursor,
+                        json.dumps(marks.budget) if marks.budget else None,
+                    ),
                 )
                 rows += 1
             for event in events:
@@ -378,105 +431,6 @@ class Store:
                     rows += len(targets)
             self._rows += rows
         return fresh
-
-    # --- outbox ----------------------------------------------------------------------------
-
-    def due(
-        self, now_ts: float, *, limit: int = 500, targets: Iterable[str] | None = None
-    ) -> list[Pending]:
-        """Undelivered (event, target) pairs whose next attempt is due, oldest event first."""
-        sql = (
-            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body FROM outbox o "
-            "JOIN events e ON e.seq = o.event_seq WHERE o.next_at <= ?"
-        )
-        args: list[object] = [now_ts]
-        if targets is not None:
-            names = list(targets)
-            sql += f" AND o.target IN ({','.join('?' * len(names))})"
-            args.extend(names)
-        sql += " ORDER BY o.event_seq LIMIT ?"
-        args.append(limit)
-        return [
-            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at)
-            for seq, target, attempts, first_at, body in self._db.execute(sql, args)
-        ]
-
-    def next_due(self, targets: Iterable[str] | None = None) -> float | None:
-        """When the next delivery attempt falls due, among `targets` (None: every target).
-        Rows of a target that no sink serves any more (a channel removed from the config)
-        wait without counting, so they cannot keep the dispatcher awake."""
-        sql, args = "SELECT MIN(next_at) FROM outbox", []
-        if targets is not None:
-            args = list(targets)
-            sql += f" WHERE target IN ({','.join('?' * len(args))})"
-        row = self._db.execute(sql, args).fetchone()
-        return row[0] if row else None
-
-    def delivered(self, items: Sequence[Pending]) -> None:
-        """Remove delivered rows. Called only after the sink succeeded."""
-        if not items:
-            return
-        with self._tx() as db:
-            db.executemany(
-                "DELETE FROM outbox WHERE event_seq = ? AND target = ?",
-                [(p.seq, p.target) for p in items],
-            )
-            self._rows += len(items)
-
-    def retry_later(
-        self, items: Sequence[Pending], *, error: str, next_at: Callable[[Pending], float]
-    ) -> None:
-        if not items:
-            return
-        with self._tx() as db:
-            db.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? "
-                "WHERE event_seq = ? AND target = ?",
-                [(next_at(p), error, p.seq, p.target) for p in items],
-            )
-            self._rows += len(items)
-
-    def give_up(self, items: Sequence[Pending]) -> None:
-        self.delivered(items)
-
-    def orphans(self, served: Iterable[str]) -> list[Pending]:
-        """Undelivered rows of targets not in `served` (sinks removed from the config)."""
-        names = list(served)
-        marks = ",".join("?" * len(names))
-        sql = (
-            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body FROM outbox o "
-            f"JOIN events e ON e.seq = o.event_seq WHERE o.target NOT IN ({marks}) "
-            "ORDER BY o.event_seq"
-        )
-        return [
-            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at)
-            for seq, target, attempts, first_at, body in self._db.execute(sql, names)
-        ]
-
-    def outbox_by_target(self) -> list[OutboxTarget]:
-        """What waits in the outbox, per target (for `watcher status`)."""
-        rows = self._db.execute(
-            "SELECT target, COUNT(*), MIN(first_at), MAX(attempts), "
-            "(SELECT last_error FROM outbox i WHERE i.target = o.target AND last_error IS NOT NULL "
-            "ORDER BY next_at DESC LIMIT 1) FROM outbox o GROUP BY target ORDER BY target"
-        )
-        return [OutboxTarget(*row) for row in rows]
-
-    def outbox_depth(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-
-    def oldest_pending(self) -> float | None:
-        return self._db.execute("SELECT MIN(first_at) FROM outbox").fetchone()[0]
-
-    def prune_events(self, older_than: datetime) -> int:
-        """Forget delivered events older than `older_than` (their ids stop deduplicating)."""
-        with self._tx() as db:
-            cur = db.execute(
-                "DELETE FROM events WHERE ts < ? AND seq NOT IN (SELECT event_seq FROM outbox)",
-                (iso(older_than),),
-            )
-            self._rows += cur.rowcount
-        return cur.rowcount
 
     def prune_runs(self, source: str, keep: int) -> int:
         """Forget finished runs beyond the newest `keep` of each agent.
@@ -532,6 +486,18 @@ class Store:
     @property
     def counters(self) -> Counters:
         return Counters(self._transactions, self._rows)
+
+
+def _hint(text: str | None) -> Hint | None:
+    if not text:
+        return None
+    status, last_activity = json.loads(text)
+    return Hint(status, parse_iso(last_activity))
+
+
+def _agent_row(source: str, a: AgentRecord, stamp: str | None) -> tuple[object, ...]:
+    hint = None if a.hint is None else json.dumps([a.hint.status, iso(a.hint.last_activity)])
+    return (source, a.id, a.name, stamp, hint, int(a.listed), iso(a.since))
 
 
 def _run_row(change: Change, stamp: str | None) -> tuple[object, ...]:

@@ -10,36 +10,30 @@
   `*` and answers for every automation the listing names.
 - Statuses are strings, mapped case-insensitively by `watcher.status.automation_status`; an
   unknown one becomes phase `unknown` (one `run.unknown_status` event), never an error.
-- A run whose finish as a failure is news gets its steps from `GET …/{id}/steps`: the failed
-  ones, as `(key, name, error)`, go into the snapshot's `extra["failed_steps"]` and the message
-  names them, so the event (and the alert) says which step broke. Cached while the run is
-  listed; a steps failure is logged once and never fails the poll.
+- A run whose finish as a failure is news gets its steps from `GET …/{id}/steps` after the diff
+  (`enrich`): the failed ones, as `(key, name, error)`, go into the event's `failed_steps` and
+  its message names them, so the alert says which step broke. A steps failure is logged once
+  and never fails the poll.
 - Following a run through the event stream (`GET …/{id}/events`) is not implemented: active
   runs are polled every `poll_interval_active`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import Agent, Outcome, RunSnapshot, parse_iso
+from watcher.models import Agent, Event, Outcome, RunSnapshot, parse_iso, with_data
 from watcher.redact import redact
 from watcher.sources.base import Answer, CheckResult, Source
 from watcher.sources.fields import as_id, as_number, as_text, error_text, is_path_segment
 from watcher.status import automation_status
 
-if TYPE_CHECKING:
-    from watcher.settings import SourceConfig
-    from watcher.sources.http import HttpClient
-
 API = "/api/v1/automation-runs"
 WILDCARD = "*"
-STEPS_PER_POLL = 20
-"""At most this many steps requests per poll (newest failed runs first)."""
 SHOWN_STEPS = 3
 """Failed steps named in a run's message (all of them are in `failed_steps`)."""
 
@@ -51,10 +45,6 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 class AutomationRuns(Source):
     kind = "automation_runs"
 
-    def __init__(self, config: SourceConfig, http: HttpClient) -> None:
-        super().__init__(config, http)
-        self._steps: dict[str, tuple[FailedStep, ...]] = {}  # run id → its failed steps
-
     def auth_headers(self) -> dict[str, str]:
         if self.config.auth == "bearer":
             return {"Authorization": f"Bearer {self.config.secret()}"}
@@ -63,6 +53,10 @@ class AutomationRuns(Source):
     @property
     def history_depth(self) -> int:
         return self.config.max_records * self.config.max_pages
+
+    @property
+    def listing_cost(self) -> int:
+        return self.config.max_pages
 
     async def agents(self) -> list[Agent]:
         """The configured automation ids, or the one wildcard unit `*`."""
@@ -93,8 +87,7 @@ class AutomationRuns(Source):
     # --------------------------------------------------------------------- listing
 
     async def _grouped(self) -> dict[str, list[RunSnapshot]]:
-        """Every listed run of a watched automation, by automation id, oldest first, with the
-        failed steps of runs that newly failed."""
+        """Every listed run of a watched automation, by automation id, oldest first."""
         items = await self.list_runs()
         wanted = None if self.config.agents == [WILDCARD] else set(self.config.agents)
         raw: dict[str, list[dict[str, Any]]] = {}
@@ -105,14 +98,11 @@ class AutomationRuns(Source):
                 continue
             if wanted is None or automation in wanted:
                 raw.setdefault(automation, []).append(item)
-        await self._fetch_failed_steps(raw)
         grouped: dict[str, list[RunSnapshot]] = {}
         for automation, entries in raw.items():
             entries.sort(key=lambda e: (_created(e), as_id(e.get("id")) or ""))
             snaps = (self._snapshot(automation, e) for e in entries)
             grouped[automation] = [s for s in snaps if s is not None]
-        listed = {as_id(e.get("id")) for entries in raw.values() for e in entries}
-        self._steps = {r: steps for r, steps in self._steps.items() if r in listed}
         return grouped
 
     async def list_runs(self) -> list[dict[str, Any]]:
@@ -167,11 +157,6 @@ class AutomationRuns(Source):
         if duration is None and started and ended:
             duration = max(0.0, (ended - started).total_seconds())
         message = error_text(item.get("error"))
-        extra: tuple[tuple[str, Any], ...] = ()
-        steps = self._steps.get(run_id)
-        if steps:
-            extra = (("failed_steps", steps),)
-            message = _steps_message(steps, message)
         return RunSnapshot(
             source=self.name,
             agent_id=automation,
@@ -187,32 +172,20 @@ class AutomationRuns(Source):
             duration_s=duration,
             message=message,
             url=self.run_url(automation, run_id, None),
-            extra=extra,
         )
 
     # ---------------------------------------------------------------- failed steps
 
-    async def _fetch_failed_steps(self, raw: dict[str, list[dict[str, Any]]]) -> None:
-        """Read the steps of runs that newly finished as failures (cached, within a budget)."""
-        candidates: list[tuple[datetime, str, str]] = []
-        for automation, entries in raw.items():
-            for item in entries:
-                run_id = as_id(item.get("id"))
-                info = automation_status(item.get("status"))
-                if (
-                    run_id is not None
-                    and info.outcome is Outcome.FAILURE
-                    and run_id not in self._steps
-                    and self.is_news(automation, run_id, Outcome.FAILURE)
-                ):
-                    when = parse_iso(item.get("completedAt")) or _EPOCH
-                    candidates.append((when, automation, run_id))
-        candidates.sort(reverse=True)
-        chosen = candidates[:STEPS_PER_POLL]
-        found = await asyncio.gather(*(self.failed_steps(a, r) for _, a, r in chosen))
-        for (_, _, run_id), steps in zip(chosen, found, strict=True):
-            if steps is not None:
-                self._steps[run_id] = steps
+    async def enrich(self, event: Event) -> Event:
+        """A failed run: which of its steps failed, and why (the message names them)."""
+        if event.outcome is not Outcome.FAILURE or not event.agent_id or not event.run_id:
+            return event
+        steps = await self.failed_steps(event.agent_id, event.run_id)
+        if not steps:
+            return event
+        return replace(
+            with_data(event, failed_steps=steps), message=_steps_message(steps, event.message)
+        )
 
     async def failed_steps(self, automation: str, run_id: str) -> tuple[FailedStep, ...] | None:
         """The failed steps of a run as (key, name, error); None when they cannot be read."""

@@ -8,11 +8,15 @@ Records it cannot read are skipped with a warning (once per agent and problem), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import string
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import structlog
@@ -20,7 +24,8 @@ from yarl import URL
 
 from watcher import __version__, redact
 from watcher.errors import SourceProtocolError
-from watcher.models import Agent, Event, Outcome, Phase, RunSnapshot, RunState
+from watcher.models import Agent, Event, Hint, RunSnapshot
+from watcher.sources.budget import AdaptiveLimit, Gate, RequestBudget
 from watcher.sources.http import Downloaded, HttpClient, RetryPolicy, Unchanged
 
 if TYPE_CHECKING:
@@ -28,8 +33,18 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("watcher.source")
 
-Memory = Callable[[], Mapping[str, Mapping[str, RunState]]]
-"""What the poller remembers of a source's runs: agent id → run id → state."""
+_purpose: ContextVar[str] = ContextVar("purpose", default="runs")
+
+
+@contextlib.contextmanager
+def purpose(name: str) -> Iterator[None]:
+    """Count the requests made inside (and in tasks started inside) as `name` — `hints`,
+    `runs`, `sweep`, `enrich`, … — in the metrics."""
+    token = _purpose.set(name)
+    try:
+        yield
+    finally:
+        _purpose.reset(token)
 
 
 class Fingerprints:
@@ -74,6 +89,15 @@ Answer = tuple[Agent, list[RunSnapshot] | Unchanged | Exception]
 
 
 @dataclass(frozen=True, slots=True)
+class Hints:
+    """A platform's agent listing, most recently active first, read as far as it changed."""
+
+    agents: list[tuple[Agent, Hint]]
+    complete: bool
+    """The whole listing was read: an agent missing from it no longer exists."""
+
+
+@dataclass(frozen=True, slots=True)
 class CheckResult:
     """One line of `watcher check`: what was tried and whether it worked."""
 
@@ -114,18 +138,15 @@ class Source(ABC):
         self.http = http
         self.policy = RetryPolicy(retries=config.retries)
         self._base = config.base_url.rstrip("/")
-        self._limit = asyncio.Semaphore(config.concurrency)
+        self.budget = RequestBudget(config.requests_per_minute, wall=http.wall, sleep=http.sleep)
+        self.concurrency = AdaptiveLimit(config.max_concurrency)
+        self.requests: Counter[str] = Counter()
+        """Requests sent, by purpose (see `purpose`)."""
         self._warned: set[tuple[str, str]] = set()
         self.fingerprints = Fingerprints(
             f"{__version__}|{self.kind}|{self._base}|{config.dashboard_url or ''}"
         )
-        self._memory: Memory | None = None
         redact.register(config.secret())
-
-    def attach_memory(self, memory: Memory) -> None:
-        """Let the source read what its poller remembers (read-only), so that it spends extra
-        requests (run details, failed steps) only on runs whose finish is news."""
-        self._memory = memory
 
     @property
     def history_depth(self) -> int:
@@ -133,22 +154,14 @@ class Source(ABC):
         can never reappear, so the poller may forget them."""
         return self.config.max_records
 
-    def is_news(self, agent_id: str, run_id: str, outcome: Outcome | None) -> bool:
-        """Will this run, seen finished with `outcome`, be reported as finishing now?
+    @property
+    def listing_cost(self) -> int:
+        """Requests one agent's listing takes (what the planner budgets per agent)."""
+        return 1
 
-        Mirrors the diff: nothing is news while the source is first baselined; an agent the
-        poller has not seen is news only when it was discovered by a wildcard (configured
-        agents are baselined quietly); a known run is news unless it is remembered finished
-        with the same outcome. Without a poller (e.g. `watcher check`) nothing is news.
-        """
-        memory = self._memory() if self._memory is not None else None
-        if not memory:
-            return False
-        runs = memory.get(agent_id)
-        if runs is None:
-            return self.config.agents == ["*"]
-        state = runs.get(run_id)
-        return state is None or state.phase is not Phase.FINISHED or state.outcome != outcome
+    def gate(self, purpose_name: str | None = None) -> Gate:
+        """The way through this source's budget and concurrency for one request."""
+        return Gate(self.budget, self.concurrency, self.requests, purpose_name or _purpose.get())
 
     @abstractmethod
     def auth_headers(self) -> dict[str, str]:
@@ -157,6 +170,12 @@ class Source(ABC):
     @abstractmethod
     async def agents(self) -> list[Agent]:
         """The agents to watch now (resolving wildcards)."""
+
+    async def hints(self, watermark: datetime | None, *, complete: bool) -> Hints | None:
+        """The platform's change hints, most recently active agent first, read until the
+        agents are older than `watermark` (or all of them with `complete`); None from a
+        platform that gives no hints (then every agent is swept)."""
+        return None
 
     @abstractmethod
     async def runs(self, agent: Agent) -> list[RunSnapshot]:
@@ -173,7 +192,7 @@ class Source(ABC):
         # A few workers, not a task per agent: with thousands of agents, the tasks (and the
         # listings their results would hold) would otherwise all be alive at once. The bounded
         # queue is the backpressure: a fast platform cannot run ahead of the diff.
-        workers = min(len(due), 2 * self.config.concurrency)
+        workers = min(len(due), self.config.max_concurrency)
         answers: asyncio.Queue[Answer] = asyncio.Queue(maxsize=workers)
         todo = iter(due)
 
@@ -201,10 +220,11 @@ class Source(ABC):
         except Exception as err:  # typed or not, the poller turns it into one agent's error
             return agent, err
 
-    async def describe(self, event: Event) -> dict[str, Any] | None:
-        """Fields to add to a `run.finished` event for alerts (e.g. `diagnostics`,
-        `failed_steps`), or None. Called once per finish; failures must not fail the poll."""
-        return None
+    async def enrich(self, event: Event) -> Event:
+        """`event` (a new `run.finished`) with what the platform can add for the alert —
+        diagnostics, failed steps, a run's message — at the cost of requests from the budget.
+        Called once per finish, after the diff; a failure must leave the event as it was."""
+        return event
 
     async def check(self) -> list[CheckResult]:
         """Connectivity and auth, for `watcher check`. Raises a SourceError on failure."""
@@ -236,17 +256,17 @@ class Source(ABC):
             def unchanged(body: bytes) -> bool:
                 return self.fingerprints.unchanged(key, body)
 
-        async with self._limit:
-            return await self.http.get_json(
-                url,
-                source=self.name,
-                headers=self.auth_headers(),
-                timeout=self.config.timeout,
-                policy=self.policy,
-                agent_id=agent_id,
-                unchanged=unchanged,
-                max_bytes=self.config.max_response_bytes,
-            )
+        return await self.http.get_json(
+            url,
+            source=self.name,
+            headers=self.auth_headers(),
+            timeout=self.config.timeout,
+            policy=self.policy,
+            agent_id=agent_id,
+            unchanged=unchanged,
+            max_bytes=self.config.max_response_bytes,
+            gate=self.gate(),
+        )
 
     async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:
         """The files run `run_id` of agent `agent_id` produced, for the outputs sink and
@@ -263,8 +283,9 @@ class Source(ABC):
         progress: Callable[[int], None] | None = None,
     ) -> Downloaded:
         """Stream `item` into the open file `dest` (see `HttpClient.download`), with this
-        source's credentials, timeout and retries. It takes none of the source's `concurrency`
-        slots: a long download must not hold up polls (the outputs sink caps downloads)."""
+        source's credentials, timeout and retries. It draws from the source's request budget
+        but takes none of its concurrency: a long download must not hold up polls (the
+        outputs sink caps downloads)."""
         return await self.http.download(
             URL(self._base + item.path),
             dest,
@@ -275,6 +296,7 @@ class Source(ABC):
             agent_id=agent_id,
             max_bytes=max_bytes,
             progress=progress,
+            gate=_BudgetOnly(self.budget, self.requests),
         )
 
     def run_url(self, agent_id: str, run_id: str, agent_name: str | None) -> str | None:
@@ -294,3 +316,23 @@ class Source(ABC):
         log.warning(
             "record skipped", source=self.name, agent_id=agent_id, problem=problem, **details
         )
+
+
+class _BudgetOnly:
+    """A download's gate: the budget, and a count, but no concurrency slot."""
+
+    __slots__ = ("_budget", "_counts")
+
+    def __init__(self, budget: RequestBudget, counts: Counter[str]) -> None:
+        self._budget = budget
+        self._counts = counts
+
+    async def enter(self) -> None:
+        await self._budget.take()
+        self._counts["download"] += 1
+
+    def leave(self, latency: float | None, *, dropped: bool) -> None:
+        pass
+
+    def throttled(self, retry_after: float | None) -> None:
+        self._budget.throttle(retry_after)

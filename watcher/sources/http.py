@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -32,6 +32,7 @@ from watcher.errors import (
     SourceAuthError,
     SourceError,
     SourceProtocolError,
+    SourceThrottled,
     SourceTooLarge,
     SourceUnavailable,
 )
@@ -45,6 +46,7 @@ DOWNLOAD_CHUNK = 64 * 1024
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer to a download: enough for its message
 
 Sleep = Callable[[float], Awaitable[None]]
+_T = TypeVar("_T")
 
 
 class Unchanged:
@@ -84,10 +86,24 @@ def make_session(*, limit: int = 100) -> aiohttp.ClientSession:
     )
 
 
-class HttpClient:
-    """GETs JSON for a source; turns every failure into a typed `SourceError`.
+class Gate(Protocol):
+    """What every attempt of a request passes through: the source's request budget and its
+    concurrency limit (`watcher.sources.budget`). `enter` waits for both; `leave` tells how
+    the attempt went; `throttled` hands on a 429."""
 
-    `sleep` and `rand` are injectable so tests run retries without waiting.
+    async def enter(self) -> None: ...
+
+    def leave(self, latency: float | None, *, dropped: bool) -> None: ...
+
+    def throttled(self, retry_after: float | None) -> None: ...
+
+
+class HttpClient:
+    """GETs JSON (and streams downloads) for a source; turns every failure into a typed
+    `SourceError`.
+
+    `sleep` and `wall` are injectable so tests run retries and budget waits without waiting
+    (a fake clock's `wall`, a `sleep` that moves it); `rand` makes the jitter repeatable.
     """
 
     def __init__(
@@ -99,9 +115,9 @@ class HttpClient:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.session = session
-        self._sleep = sleep
+        self.sleep = sleep
+        self.wall = wall
         self._rand = rand
-        self._wall = wall
         self.requests = 0
         self.bytes = 0
 
@@ -116,6 +132,7 @@ class HttpClient:
         agent_id: str | None = None,
         unchanged: Callable[[bytes], bool] | None = None,
         max_bytes: int = MAX_RESPONSE_BYTES,
+        gate: Gate | None = None,
     ) -> Any:
         """GET `url` and return its JSON body, retrying temporary failures per `policy`.
 
@@ -124,24 +141,47 @@ class HttpClient:
         A body longer than `max_bytes` is a protocol error, found without reading it whole.
         """
         what = f"GET {url.path}"
-        attempt = 0
+
+        async def attempt() -> Any:
+            return await self._get_once(
+                url, what, source, headers, timeout, agent_id, unchanged, max_bytes
+            )
+
+        return await self._retrying(attempt, policy, gate)
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[_T]], policy: RetryPolicy, gate: Gate | None
+    ) -> _T:
+        """Run `attempt` until it succeeds, retrying temporary failures with backoff and
+        Retry-After. Each attempt passes the gate. A 429 that cannot be waited out within
+        the request is raised as `SourceThrottled`: the platform's budget, not an outage."""
+        tries = 0
         while True:
+            if gate is not None:
+                await gate.enter()
+            started = time.monotonic()
+            latency: float | None = None
+            dropped = throttled = False
             try:
-                return await self._get_once(
-                    url, what, source, headers, timeout, agent_id, unchanged, max_bytes
-                )
+                result = await attempt()
+                latency = time.monotonic() - started
+                return result
             except SourceUnavailable as err:
-                retryable = err.http_status is None or err.http_status in RETRY_STATUSES
-                if not retryable or attempt >= policy.retries:
+                throttled = err.http_status == 429
+                dropped = throttled or err.timed_out
+                if throttled and gate is not None:
+                    gate.throttled(err.retry_after)
+                delay = _retry_delay(err, tries, policy, self._rand)
+                if delay is None:
+                    if throttled:
+                        raise SourceThrottled.of(err) from None
                     raise
-                if err.retry_after is not None:
-                    if err.retry_after > policy.max_wait:
-                        raise
-                    delay = err.retry_after
-                else:
-                    delay = policy.backoff(attempt, self._rand)
-                attempt += 1
-                await self._sleep(delay)
+                tries += 1
+            finally:
+                if gate is not None:
+                    gate.leave(latency, dropped=dropped)
+            if not (throttled and gate is not None):  # a gate waits out a 429 itself
+                await self.sleep(delay)
 
     async def _get_once(
         self,
@@ -155,6 +195,7 @@ class HttpClient:
         max_bytes: int,
     ) -> Any:
         self.requests += 1
+        body = b""
         try:
             async with self.session.get(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
@@ -163,45 +204,23 @@ class HttpClient:
                 body = await _read_bounded(
                     resp, max_bytes if ok else ERROR_BODY_BYTES, what, source, agent_id, ok
                 )
-                status, reason = resp.status, resp.reason or ""
+                if not ok:
+                    retry_after = _retry_after(resp.headers.get("Retry-After"), self.wall)
+                    raise _status_error(
+                        resp.status, resp.reason or "", body, retry_after, what, source, agent_id
+                    )
                 content_type = resp.content_type
-                retry_after = _retry_after(resp.headers.get("Retry-After"), self._wall)
         except TimeoutError:
             raise SourceUnavailable(
-                source, f"{what}: no answer within {timeout:g}s", agent_id=agent_id
+                source, f"{what}: no answer within {timeout:g}s", agent_id=agent_id, timed_out=True
             ) from None
-        except aiohttp.ClientConnectorError as e:
-            raise SourceUnavailable(
-                source,
-                f"{what}: cannot connect to {url.host}:{url.port}: {_os_reason(e)}",
-                agent_id=agent_id,
-            ) from None
-        except aiohttp.ClientOSError as e:  # reset by peer, broken pipe
-            raise SourceUnavailable(
-                source, f"{what}: connection dropped ({e.strerror or _short(e)})", agent_id=agent_id
-            ) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as e:
-            raise SourceUnavailable(
-                source, f"{what}: connection dropped ({_short(e)})", agent_id=agent_id
-            ) from None
-        except aiohttp.ClientError as e:  # resets, TLS errors, bad responses
-            raise SourceUnavailable(
-                source, f"{what}: {type(e).__name__}: {_short(e)}", agent_id=agent_id
-            ) from None
-        self.bytes += len(body)
-
-        if 200 <= status < 300:
-            if unchanged is not None and unchanged(body):
-                return UNCHANGED
-            return _parse_json(body, content_type, what, source, agent_id)
-        line = f"{what}: HTTP {status} {reason}".rstrip() + _server_says(body)
-        if status in (401, 403):
-            raise SourceAuthError(source, line, agent_id=agent_id, http_status=status)
-        if status in RETRY_STATUSES or status >= 500:
-            raise SourceUnavailable(
-                source, line, retry_after=retry_after, agent_id=agent_id, http_status=status
-            )
-        raise SourceProtocolError(source, line, agent_id=agent_id, http_status=status)
+        except aiohttp.ClientError as e:
+            raise _transport_error(e, url, what, source, agent_id) from None
+        finally:
+            self.bytes += len(body)
+        if unchanged is not None and unchanged(body):
+            return UNCHANGED
+        return _parse_json(body, content_type, what, source, agent_id)
 
     async def download(
         self,
@@ -215,6 +234,7 @@ class HttpClient:
         agent_id: str | None = None,
         max_bytes: int | None = None,
         progress: Callable[[int], None] | None = None,
+        gate: Gate | None = None,
     ) -> Downloaded:
         """Stream the body of GET `url` into `dest` (an open binary file, written from its
         start), retrying temporary failures per `policy`; each attempt starts the file over.
@@ -225,21 +245,16 @@ class HttpClient:
         `OSError` it is. `progress(n)` is told the bytes written so far.
         """
         what = f"GET {url.path}"
-        attempt = 0
-        while True:
+        all_headers = {"Accept": "*/*", **headers}
+
+        async def attempt() -> Downloaded:
             dest.seek(0)
             dest.truncate()
-            try:
-                return await self._download_once(
-                    url, dest, what, source, {"Accept": "*/*", **headers}, timeout, agent_id,
-                    max_bytes, progress,
-                )  # fmt: skip
-            except SourceUnavailable as err:
-                delay = _retry_delay(err, attempt, policy, self._rand)
-                if delay is None:
-                    raise
-                attempt += 1
-                await self._sleep(delay)
+            return await self._download_once(
+                url, dest, what, source, all_headers, timeout, agent_id, max_bytes, progress
+            )
+
+        return await self._retrying(attempt, policy, gate)
 
     async def _download_once(
         self,
@@ -261,7 +276,7 @@ class HttpClient:
             async with self.session.get(url, headers=headers, timeout=limits) as resp:
                 if not 200 <= resp.status < 300:
                     body = await resp.content.read(ERROR_BODY_BYTES)
-                    retry_after = _retry_after(resp.headers.get("Retry-After"), self._wall)
+                    retry_after = _retry_after(resp.headers.get("Retry-After"), self.wall)
                     raise _status_error(
                         resp.status, resp.reason or "", body, retry_after, what, source, agent_id
                     )
@@ -280,7 +295,7 @@ class HttpClient:
                         progress(size)
         except TimeoutError:
             raise SourceUnavailable(
-                source, f"{what}: no data within {timeout:g}s", agent_id=agent_id
+                source, f"{what}: no data within {timeout:g}s", agent_id=agent_id, timed_out=True
             ) from None
         except aiohttp.ClientError as e:
             raise _transport_error(e, url, what, source, agent_id) from None

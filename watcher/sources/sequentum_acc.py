@@ -14,9 +14,9 @@
   by `acc_job_status`; a job run is a run of the same agent whose `run_id` is
   `job-<agentJobHistoryId>`, so it never collides with a run id. "In Progress With Failure" (2)
   sets the snapshot's `warning`, which the diff turns into one `run.warning` event.
-- Run details: `GET /api/run/{id}` (statusMessage, errors, dataCount, logPath), only for a run
-  whose finish is news and whose listing entry has no statusMessage; cached while the run is
-  listed. A details failure is logged once and never fails the poll.
+- Run details: `GET /api/run/{id}` (statusMessage, errors, dataCount, logPath) for a run whose
+  finish is news and whose listing entry has no statusMessage, after the diff (`enrich`). A
+  details failure is logged once and never fails the poll.
 - Outputs: a run's log and backup data, both zip files: `GET /api/run/{id}/log` and
   `/api/run/{id}/backup` (a job run: `/api/job/run/{id}/logs` and `/backup`, taking its
   agentJobHistoryId as the job run id). Backup data exists only where the agent or server is
@@ -25,13 +25,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import Agent, Counts, Phase, RunSnapshot, parse_iso
+from watcher.models import Agent, Counts, Event, Phase, RunSnapshot, parse_iso, with_data
 from watcher.sources.base import CheckResult, RunFile, Source
 from watcher.sources.fields import as_count, as_id, as_text, parse_timespan
 from watcher.status import acc_job_status, acc_run_status
@@ -45,9 +44,6 @@ JOB_PREFIX = "job-"
 
 _GUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 
-DETAILS_PER_POLL = 20
-"""At most this many run-details requests per agent per poll (newest runs first)."""
-
 
 class SequentumAcc(Source):
     kind = "sequentum_acc"
@@ -56,7 +52,6 @@ class SequentumAcc(Source):
     def __init__(self, config: SourceConfig, http: HttpClient) -> None:
         super().__init__(config, http)
         self._resolved: dict[str, tuple[str, str | None]] = {}  # path → (GUID, name)
-        self._details: dict[str, dict[str, dict[str, Any]]] = {}  # agent → run id → details
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.secret()}"}
@@ -64,6 +59,10 @@ class SequentumAcc(Source):
     @property
     def history_depth(self) -> int:
         return self.config.max_records * (2 if self.config.watch_jobs else 1)
+
+    @property
+    def listing_cost(self) -> int:
+        return 2 if self.config.watch_jobs else 1
 
     async def agents(self) -> list[Agent]:
         """The configured agents; a path's name is known once it has been resolved."""
@@ -107,7 +106,7 @@ class SequentumAcc(Source):
             guid, name = await self._target(agent.id, fresh=True)  # re-created under the path
             history = await self._history(agent.id, guid)
         named = Agent(agent.id, name or agent.name)
-        snaps = await self._with_details(named, guid, history)
+        snaps = self.parse_runs(named, guid, history)
         if self.config.watch_jobs:
             path = f"/api/job/{guid}/history"
             jobs = await self.get(
@@ -121,17 +120,9 @@ class SequentumAcc(Source):
         data = await self.get(path, params={"count": self.config.max_records}, agent_id=agent_id)
         return _listing(self.name, data, path, agent_id)
 
-    def parse_runs(
-        self,
-        agent: Agent,
-        guid: str,
-        data: list[Any],
-        details: Mapping[str, dict[str, Any]] | None = None,
-    ) -> list[RunSnapshot]:
-        """Snapshots from a run history (newest first on the wire, oldest first here), with
-        the run details in `details` (by run id) laid over their listing entries."""
-        details = details or {}
-        snaps = (self._run(agent, guid, item, details.get(_run_key(item))) for item in data)
+    def parse_runs(self, agent: Agent, guid: str, data: list[Any]) -> list[RunSnapshot]:
+        """Snapshots from a run history (newest first on the wire, oldest first here)."""
+        snaps = (self._run(agent, guid, item) for item in data)
         return [s for s in reversed(list(snaps)) if s is not None]
 
     def parse_jobs(self, agent: Agent, guid: str, data: Any, path: str) -> list[RunSnapshot]:
@@ -140,9 +131,7 @@ class SequentumAcc(Source):
         snaps = (self._job(agent, guid, item) for item in items)
         return [s for s in reversed(list(snaps)) if s is not None]
 
-    def _run(
-        self, agent: Agent, guid: str, item: Any, details: dict[str, Any] | None = None
-    ) -> RunSnapshot | None:
+    def _run(self, agent: Agent, guid: str, item: Any) -> RunSnapshot | None:
         if not isinstance(item, dict):
             self.warn_once(agent.id, "run entry is not an object")
             return None
@@ -150,7 +139,7 @@ class SequentumAcc(Source):
         if run_id is None:
             self.warn_once(agent.id, "run without a usable agentRunHistoryId")
             return None
-        fields = {**item, **{k: v for k, v in (details or {}).items() if v is not None}}
+        fields = item
         info = acc_run_status(item.get("status"))
         started, ended = parse_iso(fields.get("startTime")), parse_iso(fields.get("endTime"))
         duration = parse_timespan(fields.get("runTime"))
@@ -231,26 +220,32 @@ class SequentumAcc(Source):
 
     # ------------------------------------------------------------------ run details
 
-    async def _with_details(self, agent: Agent, guid: str, history: list[Any]) -> list[RunSnapshot]:
-        """The history's snapshots, with the message (log path, counts) of runs whose finish is
-        news but whose listing entry says nothing filled in from `GET /api/run/{id}`. Details
-        are cached while the run is listed, so its snapshot stays the same from poll to poll."""
-        cache = self._details.get(agent.id, {})
-        snaps = self.parse_runs(agent, guid, history, cache)
-        wanted = [
-            s.run_id
-            for s in reversed(snaps)  # newest first, for the budget
-            if s.phase is Phase.FINISHED
-            and s.message is None
-            and s.run_id not in cache
-            and self.is_news(agent.id, s.run_id, s.outcome)
-        ][:DETAILS_PER_POLL]
-        fetched = await asyncio.gather(*(self._details_of(agent.id, r) for r in wanted))
-        cache = {s.run_id: cache[s.run_id] for s in snaps if s.run_id in cache}
-        new = {r: d for r, d in zip(wanted, fetched, strict=True) if d is not None}
-        cache.update(new)
-        self._details[agent.id] = cache
-        return self.parse_runs(agent, guid, history, cache) if new else snaps
+    async def enrich(self, event: Event) -> Event:
+        """A finished run whose listing entry said nothing: its message, error count and log
+        path from the run's own record."""
+        if (
+            event.phase is not Phase.FINISHED
+            or event.message
+            or not event.agent_id
+            or not event.run_id
+            or event.run_id.startswith(JOB_PREFIX)
+        ):
+            return event
+        details = await self._details_of(event.agent_id, event.run_id)
+        if not details:
+            return event
+        counts = event.counts or Counts()
+        errors, records = as_count(details.get("errors")), as_count(details.get("dataCount"))
+        log_path = as_text(details.get("logPath"))
+        return replace(
+            with_data(event, log_path=log_path) if log_path else event,
+            message=as_text(details.get("statusMessage")),
+            counts=replace(
+                counts,
+                errors=counts.errors if errors is None else errors,
+                records=counts.records if records is None else records,
+            ),
+        )
 
     async def _details_of(self, agent_id: str, run_id: str) -> dict[str, Any] | None:
         if not _GUID.fullmatch(run_id):  # it goes into the URL path: nothing else is sent
@@ -264,7 +259,7 @@ class SequentumAcc(Source):
         if not isinstance(data, dict):
             self.warn_once(agent_id, "run details are not an object", run_id=run_id)
             return None
-        keep = ("statusMessage", "errors", "dataCount", "logPath", "endTime", "runTime")
+        keep = ("statusMessage", "errors", "dataCount", "logPath")
         return {k: data.get(k) for k in keep}
 
     # ---------------------------------------------------------------------- outputs
@@ -321,7 +316,3 @@ def _listing(source: str, data: Any, path: str, agent_id: str) -> list[Any]:
 
 def _is_path(agent_id: str) -> bool:
     return "/" in agent_id
-
-
-def _run_key(item: Any) -> str | None:
-    return as_id(item.get("agentRunHistoryId")) if isinstance(item, dict) else None

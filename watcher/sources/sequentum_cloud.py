@@ -2,8 +2,12 @@
 
 - Auth: `Authorization: ApiKey <key>`, or `Bearer <token>` with `auth = "bearer"`.
 - Agents: the configured ids, or `["*"]` for every agent from `GET /api/v1/agent/all`, which
-  answers a plain list, or `{agents, totalRecordCount}` pages when asked with
-  `pageIndex`/`recordsPerPage`.
+  answers a plain list, or `{agents, totalRecordCount}` pages (`items` on one doc page) when
+  asked with `pageIndex`/`recordsPerPage` (at most 100).
+- Change hints: `/agent/all?sortColumn=lastActivity&sortOrder=1` lists the most recently
+  active agents first, each with `status` (its last run's status) and `lastActivity` (when any
+  of its runs last changed). `hints()` reads it page by page only as far as agents are newer
+  than the last read, so one request usually tells which of a thousand agents have news.
 - Runs: `GET /api/v1/agent/{id}/runs?maxRecords=N`, newest first; `status` is an integer 0–12
   or a string name, mapped by `watcher.status.cloud_status`.
 - Outputs: `GET /api/v1/agent/{id}/run/{runId}/files` lists a run's files (`fileType` 1 data,
@@ -12,13 +16,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import Agent, Counts, Event, Outcome, RunSnapshot, parse_iso
-from watcher.sources.base import CheckResult, RunFile, Source
+from watcher.models import Agent, Counts, Event, Hint, Outcome, RunSnapshot, parse_iso, with_data
+from watcher.sources.base import CheckResult, Hints, RunFile, Source
 from watcher.sources.fields import as_count as _count
 from watcher.sources.fields import as_id as _id
 from watcher.sources.fields import as_number as _number
@@ -28,13 +33,15 @@ from watcher.status import cloud_status
 
 log = structlog.get_logger("watcher.source")
 
-PAGE_SIZE = 500
+PAGE_SIZE = 100
+"""Agents per page of /agent/all: the most the platform serves in one."""
 MAX_PAGES = 1000
 
 
 class SequentumCloud(Source):
     kind = "sequentum_cloud"
     has_outputs = True
+    _first_page = 1
 
     def auth_headers(self) -> dict[str, str]:
         scheme = "Bearer" if self.config.auth == "bearer" else "ApiKey"
@@ -43,26 +50,43 @@ class SequentumCloud(Source):
     async def agents(self) -> list[Agent]:
         if self.config.agents != ["*"]:
             return [Agent(id=str(a)) for a in self.config.agents]
-        return await self._all_agents()
+        listing = await self.hints(None, complete=True)
+        return [agent for agent, _ in listing.agents]
 
-    async def _all_agents(self) -> list[Agent]:
-        """Every agent, paging when the server pages.
+    async def hints(self, watermark: datetime | None, *, complete: bool) -> Hints:
+        """The agents, most recently active first, with their change hints: every page with
+        `complete`, else pages until one ends with an agent whose last activity is older than
+        `watermark` (the newest activity of the last read): what follows has not moved.
 
         Whether `pageIndex` counts from 0 or 1 is not documented: pages are read from 1 on,
-        and if they run out before `totalRecordCount` is reached, page 0 is read as well.
-        """
-        found: dict[str, Agent] = {}
+        and if they run out before `totalRecordCount` is reached, page 0 is read as well (and
+        remembered as the first page)."""
+        found: dict[str, tuple[Agent, Hint]] = {}
         total: int | None = None
-        for page in range(1, MAX_PAGES + 1):
+        page = self._first_page
+        for _ in range(MAX_PAGES):
             items, total = await self._agent_page(page)
             before = len(found)
-            self._collect(items, found)
+            entries = self._entries(items)
+            for agent, hint in entries:
+                found.setdefault(agent.id, (agent, hint))
             if total is None or len(found) >= total or len(found) == before:
                 break
-        if total is not None and len(found) < total:
+            if not complete and watermark is not None and _older(entries[-1][1], watermark):
+                return Hints(self._wanted(found), complete=False)
+            page += 1
+        if total is not None and len(found) < total and self._first_page == 1:
             items, _ = await self._agent_page(0)
-            self._collect(items, found)
-        return list(found.values())
+            entries = [e for e in self._entries(items) if e[0].id not in found]
+            found.update((agent.id, (agent, hint)) for agent, hint in entries)
+            if entries:
+                self._first_page = 0
+        return Hints(self._wanted(found), complete=True)
+
+    def _wanted(self, found: dict[str, tuple[Agent, Hint]]) -> list[tuple[Agent, Hint]]:
+        if self.config.agents == ["*"]:
+            return list(found.values())
+        return [found[a] for a in self.config.agents if a in found]
 
     async def _agent_page(self, page: int) -> tuple[list[Any], int | None]:
         """One page of /agent/all: its items and the total, or (everything, None) unpaged."""
@@ -77,21 +101,19 @@ class SequentumCloud(Source):
         )
         if isinstance(data, list):  # the server does not page: this is everything
             return data, None
-        if isinstance(data, dict) and isinstance(data.get("agents"), list):
+        items = data.get("agents", data.get("items")) if isinstance(data, dict) else None
+        if isinstance(items, list):
             total = data.get("totalRecordCount")
             valid = isinstance(total, int) and not isinstance(total, bool)
-            return data["agents"], total if valid else None
+            return items, total if valid else None
         raise SourceProtocolError(
             self.name, "GET /api/v1/agent/all: expected a list or {agents, totalRecordCount}"
         )
 
-    def _collect(self, items: list[Any], found: dict[str, Agent]) -> None:
-        for item in items:
-            agent = self._agent(item)
-            if agent is not None:
-                found.setdefault(agent.id, agent)
+    def _entries(self, items: list[Any]) -> list[tuple[Agent, Hint]]:
+        return [entry for entry in map(self._agent, items) if entry is not None]
 
-    def _agent(self, item: Any) -> Agent | None:
+    def _agent(self, item: Any) -> tuple[Agent, Hint] | None:
         if not isinstance(item, dict):
             self.warn_once("*", "agent entry is not an object")
             return None
@@ -99,7 +121,14 @@ class SequentumCloud(Source):
         if agent_id is None or not _is_number(agent_id):  # it goes into URL paths
             self.warn_once("*", "agent without a numeric id; skipped")
             return None
-        return Agent(id=agent_id, name=_text(item.get("name")))
+        raw = item.get("status")
+        status = None if raw is None else str(raw)[:40]
+        hint = Hint(
+            status,
+            parse_iso(item.get("lastActivity")),
+            active=raw is not None and cloud_status(raw).phase.active,
+        )
+        return Agent(id=agent_id, name=_text(item.get("name"))), hint
 
     async def runs(self, agent: Agent) -> list[RunSnapshot]:
         runs = await self._runs(agent, skip_known=False)
@@ -173,18 +202,20 @@ class SequentumCloud(Source):
             url=self.run_url(agent.id, run_id, name),
         )
 
-    async def describe(self, event: Event) -> dict[str, Any] | None:
-        """For a failed run, the platform's diagnostics: possible causes and suggested actions."""
+    async def enrich(self, event: Event) -> Event:
+        """A failed run's diagnostics: possible causes and suggested actions."""
         if event.outcome is not Outcome.FAILURE or not event.run_id or not event.agent_id:
-            return None
+            return event
+        if not (_is_number(event.agent_id) and _is_number(event.run_id)):
+            return event
         path = f"/api/v1/analytics/agents/{event.agent_id}/runs/{event.run_id}/diagnostics"
         try:
             data = await self.get(path, agent_id=event.agent_id)
         except SourceError as err:  # not offered for this run, or not now: alert without it
             log.debug("no diagnostics", source=self.name, run_id=event.run_id, error=err.detail)
-            return None
+            return event
         if not isinstance(data, dict):
-            return None
+            return event
         found: dict[str, Any] = {}
         for key in ("possibleCauses", "suggestedActions"):
             items = data.get(key)
@@ -195,7 +226,7 @@ class SequentumCloud(Source):
         message = _text(data.get("errorMessage"), 500)
         if message:
             found["errorMessage"] = message
-        return {"diagnostics": found} if found else None
+        return with_data(event, diagnostics=found) if found else event
 
     async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:
         """The run's files from its file listing. Ids must be numeric: they go into URL paths,
@@ -247,3 +278,8 @@ _FILE_KINDS = {1: "data", 6: "log"}
 
 def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 20
+
+
+def _older(hint: Hint, watermark: datetime) -> bool:
+    """Did the agent last change before `watermark`? (Never: older than anything.)"""
+    return hint.last_activity is None or hint.last_activity < watermark

@@ -1,0 +1,146 @@
+"""The outbox half of the state file: undelivered (event, target) rows and their retries.
+
+`Store.commit` writes the rows, in the same transaction as the events that cause them; the
+dispatcher reads and settles them through these methods. A row is deleted only once its target
+delivered the event (or gave it up), so a crash repeats at most the delivery in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+
+from watcher.models import Event, iso
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One undelivered (event, target) pair from the outbox."""
+
+    seq: int
+    target: str
+    event: Event
+    attempts: int
+    first_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxTarget:
+    """The undelivered rows of one target: how many, since when, how often tried, why not."""
+
+    target: str
+    depth: int
+    oldest: float
+    attempts: int
+    last_error: str | None
+
+
+class OutboxQueries:
+    """The outbox methods of `Store` (which provides the connection and transactions)."""
+
+    _db: sqlite3.Connection
+    _rows: int
+
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def due(
+        self, now_ts: float, *, limit: int = 500, targets: Iterable[str] | None = None
+    ) -> list[Pending]:
+        """Undelivered (event, target) pairs whose next attempt is due, oldest event first."""
+        sql = (
+            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body FROM outbox o "
+            "JOIN events e ON e.seq = o.event_seq WHERE o.next_at <= ?"
+        )
+        args: list[object] = [now_ts]
+        if targets is not None:
+            names = list(targets)
+            sql += f" AND o.target IN ({','.join('?' * len(names))})"
+            args.extend(names)
+        sql += " ORDER BY o.event_seq LIMIT ?"
+        args.append(limit)
+        return [
+            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at)
+            for seq, target, attempts, first_at, body in self._db.execute(sql, args)
+        ]
+
+    def next_due(self, targets: Iterable[str] | None = None) -> float | None:
+        """When the next delivery attempt falls due, among `targets` (None: every target).
+        Rows of a target that no sink serves any more (a channel removed from the config)
+        wait without counting, so they cannot keep the dispatcher awake."""
+        sql, args = "SELECT MIN(next_at) FROM outbox", []
+        if targets is not None:
+            args = list(targets)
+            sql += f" WHERE target IN ({','.join('?' * len(args))})"
+        row = self._db.execute(sql, args).fetchone()
+        return row[0] if row else None
+
+    def delivered(self, items: Sequence[Pending]) -> None:
+        """Remove delivered rows. Called only after the sink succeeded."""
+        if not items:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM outbox WHERE event_seq = ? AND target = ?",
+                [(p.seq, p.target) for p in items],
+            )
+            self._rows += len(items)
+
+    def retry_later(
+        self, items: Sequence[Pending], *, error: str, next_at: Callable[[Pending], float]
+    ) -> None:
+        if not items:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? "
+                "WHERE event_seq = ? AND target = ?",
+                [(next_at(p), error, p.seq, p.target) for p in items],
+            )
+            self._rows += len(items)
+
+    def give_up(self, items: Sequence[Pending]) -> None:
+        self.delivered(items)
+
+    def orphans(self, served: Iterable[str]) -> list[Pending]:
+        """Undelivered rows of targets not in `served` (sinks removed from the config)."""
+        names = list(served)
+        marks = ",".join("?" * len(names))
+        sql = (
+            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body FROM outbox o "
+            f"JOIN events e ON e.seq = o.event_seq WHERE o.target NOT IN ({marks}) "
+            "ORDER BY o.event_seq"
+        )
+        return [
+            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at)
+            for seq, target, attempts, first_at, body in self._db.execute(sql, names)
+        ]
+
+    def outbox_by_target(self) -> list[OutboxTarget]:
+        """What waits in the outbox, per target (for `watcher status`)."""
+        rows = self._db.execute(
+            "SELECT target, COUNT(*), MIN(first_at), MAX(attempts), "
+            "(SELECT last_error FROM outbox i WHERE i.target = o.target AND last_error IS NOT NULL "
+            "ORDER BY next_at DESC LIMIT 1) FROM outbox o GROUP BY target ORDER BY target"
+        )
+        return [OutboxTarget(*row) for row in rows]
+
+    def outbox_depth(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def oldest_pending(self) -> float | None:
+        return self._db.execute("SELECT MIN(first_at) FROM outbox").fetchone()[0]
+
+    def prune_events(self, older_than: datetime) -> int:
+        """Forget delivered events older than `older_than` (their ids stop deduplicating)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM events WHERE ts < ? AND seq NOT IN (SELECT event_seq FROM outbox)",
+                (iso(older_than),),
+            )
+            self._rows += cur.rowcount
+        return cur.rowcount

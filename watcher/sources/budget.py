@@ -1,0 +1,193 @@
+"""How many requests a source may send, and how many at once.
+
+`RequestBudget` — every request of a source (listings, run lists, details, steps, schedules,
+downloads) takes a slot first. At most `per_minute` slots are taken in any 60-second window:
+a token bucket whose tokens come back 60 s after they were spent, which is the strictest
+reading of a platform's "100 requests per minute per key" (a classic bucket with a burst
+allowance could spend twice its rate within one window). A 429 means the platform's budget is
+smaller than ours — another client shares the key — so the rate in use is lowered (×0.75) and
+nothing is sent before its Retry-After; every minute without a 429 gives one request per
+minute back, up to the configured rate. `per_minute = 0` is unlimited. The window is kept in
+the state file, so a restart (or a `watcher once` a minute) cannot spend it twice.
+
+`AdaptiveLimit` — requests in flight at once, found rather than configured (AIMD, as TCP and
+Netflix's concurrency-limits do): it starts low; until the first drop it grows by one with
+every request that comes back while latency holds (doubling each round trip, TCP's slow
+start), after it by one per full window of such requests; a 429 or a timeout halves it. Always
+within [1, `maximum`].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable
+
+WINDOW = 60.0
+Wall = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+THROTTLE_FACTOR = 0.75
+"""The rate in use after a 429, as a share of the rate before it."""
+RECOVERY_PER_MINUTE = 1.0
+"""Requests per minute given back for every minute without a 429."""
+
+
+class RequestBudget:
+    def __init__(self, per_minute: int, *, wall: Wall, sleep: Sleep) -> None:
+        self.per_minute = per_minute
+        self._wall = wall
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._rate = float(per_minute)  # the rate in use: lower than configured after a 429
+        self._calm_since: float | None = None  # when the last 429 came
+        self._not_before = 0.0  # no request before this (a Retry-After)
+        self.throttled = 0  # 429s received
+
+    @property
+    def unlimited(self) -> bool:
+        return self.per_minute <= 0
+
+    def rate(self, now: float | None = None) -> int:
+        """Requests per minute in use now (the configured rate, less after a 429)."""
+        if self.unlimited:
+            return 0
+        now = self._wall() if now is None else now
+        if self._calm_since is not None:
+            minutes = max(0.0, now - self._calm_since) / 60
+            self._rate = min(self.per_minute, self._rate + RECOVERY_PER_MINUTE * minutes)
+            self._calm_since = now if self._rate < self.per_minute else None
+        return max(1, math.floor(self._rate))
+
+    def available(self, now: float | None = None) -> int | None:
+        """Slots free now (None: unlimited)."""
+        if self.unlimited:
+            return None
+        now = self._wall() if now is None else now
+        if now < self._not_before:
+            return 0
+        self._expire(now)
+        return max(0, self.rate(now) - len(self._sent))
+
+    def spent(self, now: float | None = None) -> int:
+        """Requests sent within the last minute."""
+        self._expire(self._wall() if now is None else now)
+        return len(self._sent)
+
+    async def take(self) -> None:
+        """Wait for a slot and take it."""
+        if self.unlimited:
+            return
+        while True:
+            now = self._wall()
+            wait = self._not_before - now
+            if wait <= 0:
+                self._expire(now)
+                if len(self._sent) < self.rate(now):
+                    self._sent.append(now)
+                    return
+                wait = self._sent[0] + WINDOW - now
+            await self._sleep(max(wait, 0.01))
+
+    def throttle(self, retry_after: float | None) -> None:
+        """The platform answered 429: use a lower rate, and wait as long as it said."""
+        self.throttled += 1
+        if self.unlimited:
+            return
+        now = self._wall()
+        self._rate = max(1.0, self.rate(now) * THROTTLE_FACTOR)
+        self._calm_since = now
+        wait = 1.0 if retry_after is None else retry_after
+        self._not_before = max(self._not_before, now + wait)
+
+    def window(self) -> list[float]:
+        """When the requests of the last minute were sent (kept in the state file)."""
+        self._expire(self._wall())
+        return list(self._sent)
+
+    def restore(self, sent: Iterable[float]) -> None:
+        """Take the window of a previous process (at start)."""
+        now = self._wall()
+        self._sent = deque(sorted(t for t in sent if now - WINDOW < t <= now))
+
+    def _expire(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - WINDOW:
+            self._sent.popleft()
+
+
+class AdaptiveLimit:
+    """Requests in flight at once, additive increase / multiplicative decrease."""
+
+    def __init__(self, maximum: int, *, initial: int = 4, tolerance: float = 2.0) -> None:
+        self.maximum = maximum
+        self.limit = max(1, min(initial, maximum))
+        self.in_flight = 0
+        self._tolerance = tolerance
+        self._best: float | None = None  # the lowest latency seen: what "latency holds" means
+        self._good = 0  # requests back without a drop since the last change of the limit
+        self._slow_start = True  # until the first drop
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        while self.in_flight >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.in_flight += 1
+
+    def release(self, latency: float | None, *, dropped: bool = False) -> None:
+        """A request came back after `latency` seconds; `dropped` when it met a 429 or a
+        timeout (None latency: it failed otherwise, which says nothing about load)."""
+        self.in_flight -= 1
+        if dropped:
+            self.limit = max(1, self.limit // 2)
+            self._good = 0
+            self._slow_start = False
+        elif latency is not None:
+            self._best = latency if self._best is None else min(self._best, latency)
+            if latency <= self._best * self._tolerance + 0.005:
+                self._good += 1
+                step = 1 if self._slow_start else self.limit
+                if self._good >= step and self.limit < self.maximum:
+                    self.limit += 1
+                    self._good = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+class Gate:
+    """One request's way through a source's budget and concurrency limit, counted by purpose
+    (`hints`, `runs`, `enrich`, `sweep`, `download`, …) for the metrics."""
+
+    __slots__ = ("_budget", "_counts", "_limit", "purpose")
+
+    def __init__(
+        self, budget: RequestBudget, limit: AdaptiveLimit, counts: Counter[str], purpose: str
+    ) -> None:
+        self._budget = budget
+        self._limit = limit
+        self._counts = counts
+        self.purpose = purpose
+
+    async def enter(self) -> None:
+        await self._budget.take()
+        await self._limit.acquire()
+        self._counts[self.purpose] += 1
+
+    def leave(self, latency: float | None, *, dropped: bool) -> None:
+        self._limit.release(latency, dropped=dropped)
+
+    def throttled(self, retry_after: float | None) -> None:
+        self._budget.throttle(retry_after)
