@@ -212,18 +212,15 @@ def test_a_replaced_file_is_moved_aside_not_lost(tmp_path: Path) -> None:
 
 def test_a_second_lease_is_refused_naming_the_holder(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
-            from pathlib import Path
-            from watcher.lock import FileLease
-            FileLease(Path({str(state)!r})).acquire()
-            print("held", flush=True)
-            time.sleep(30)
-        """)],  # fmt: skip
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from watcher.lock import FileLease
+        FileLease(Path({str(state)!r})).acquire()
+        print("held", flush=True)
+        time.sleep(30)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         with pytest.raises(StateInUse) as caught:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from watcher.diff import diff_agent
-from watcher.models import Agent, EventType, source_event
+from watcher.models import EventType, source_event
 from watcher.sinks.eventlog import EventLog
 from watcher.statefile import StateFileError
 from watcher.store import SCHEMA_VERSION, AgentRecord, SourceHealth, Store
