@@ -41,8 +41,8 @@ from aiohttp import web
 from watcher import logs
 from watcher.app import App
 from watcher.settings import Settings, SourceConfig, SubscriptionConfig, WatcherSection
-from watcher.sim import World, serve
 from watcher.sources.http import HttpClient
+from watcher_sim import World, serve
 
 HERE = Path(__file__).resolve().parent
 

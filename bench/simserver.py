@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from watcher.sim import World, make_cloud_app
+from watcher_sim import World, make_cloud_app
 
 FIXED_NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 

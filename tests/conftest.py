@@ -15,8 +15,8 @@ import pytest
 
 from watcher.app import App
 from watcher.settings import Settings, SourceConfig, WatcherSection
-from watcher.sim import World, make_cloud_app, serve
 from watcher.sources.http import HttpClient
+from watcher_sim import World, make_cloud_app, serve
 
 API_KEY = "sim-key-0123456789"
 

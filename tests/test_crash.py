@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from watcher.sim import World
-from watcher.sim.cloud import make_cloud_app
+from watcher_sim import World
+from watcher_sim.cloud import make_cloud_app
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = int(os.environ.get("WATCHER_CRASH_RUNS", "200"))

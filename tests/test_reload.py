@@ -15,8 +15,8 @@ from watcher import logs
 from watcher.app import App
 from watcher.reload import plan_reload
 from watcher.settings import Settings, load_settings
-from watcher.sim import World
 from watcher.sources.http import HttpClient
+from watcher_sim import World
 
 from .conftest import API_KEY, FakeClock
 

@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from watcher.sim import SimFile, World, make_cloud_app, serve
-from watcher.sim.model import (
+from watcher.status import CLOUD_CODES, cloud_status
+from watcher_sim import SimFile, World, make_cloud_app, serve
+from watcher_sim.model import (
     AGENT_FIELDS,
     COMPLETED,
     FAILED,
@@ -34,8 +35,7 @@ from watcher.sim.model import (
     SUCCESS,
     SimConflict,
 )
-from watcher.sim.server import autopilot
-from watcher.status import CLOUD_CODES, cloud_status
+from watcher_sim.server import autopilot
 
 API = "/api/v1"
 KEY = {"Authorization": "ApiKey sim-key"}
@@ -616,7 +616,7 @@ async def test_command_line_serves_the_demo() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "watcher.sim", "--port", "0", "--tick", "0.2",
+        sys.executable, "-m", "watcher_sim", "--port", "0", "--tick", "0.2",
         cwd=root, env=env, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from watcher.sim import AccWorld, make_acc_app
-from watcher.sim.acc import acc_time, timespan
-from watcher.sim.acc_world import (
+from watcher.sources.fields import parse_timespan
+from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
+from watcher_sim import AccWorld, make_acc_app
+from watcher_sim.acc import acc_time, timespan
+from watcher_sim.acc_world import (
     AGENT_FIELDS,
     DELIVERY,
     FAILED,
@@ -30,8 +32,6 @@ from watcher.sim.acc_world import (
     STOPPED,
     SUCCEEDED,
 )
-from watcher.sources.fields import parse_timespan
-from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
 
 from .conftest import FakeClock
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from watcher.app import App
-from watcher.sim import World
+from watcher_sim import World
 
 from .conftest import API_KEY, FakeClock
 

@@ -242,7 +242,7 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from watcher.sim.demo import start_platforms
+    from watcher_sim.demo import start_platforms
 
     logs.configure(args.log_format or "console", args.log_level or "info")
     platforms = await start_platforms(seed=args.seed, tick=args.tick, port=args.port)

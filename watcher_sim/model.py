@@ -1,5 +1,5 @@
 """The data of the simulated Sequentum Cloud: agents, runs, files, versions (and, re-exported
-from `watcher.sim.faults`, the faults every simulator shares).
+from `watcher_sim.faults`, the faults every simulator shares).
 
 Field names are the seeds' JSON names (camelCase) so that serving them is a lookup; the
 `*_FIELDS` tuples list, in the seeds' order, which fields the API shows. Status codes are
@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher.models import Phase
-from watcher.sim.content import FILE_TYPE_DATA
-from watcher.sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
-from watcher.sim.faults import Fault as Fault  # re-exported
 from watcher.status import CLOUD_CODES
+from watcher_sim.content import FILE_TYPE_DATA
+from watcher_sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
+from watcher_sim.faults import Fault as Fault  # re-exported
 
 Clock = Callable[[], datetime]
 

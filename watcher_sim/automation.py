@@ -18,15 +18,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from watcher.sim.automation_world import (
+from watcher_sim.automation_world import (
     RETRY_MODES,
     RUN_FIELDS,
     STEP_FIELDS,
     AutomationWorld,
     AutoRun,
 )
-from watcher.sim.faults import dumps, fault_middlewares
-from watcher.sim.model import SimConflict, SimNotFound
+from watcher_sim.faults import dumps, fault_middlewares
+from watcher_sim.model import SimConflict, SimNotFound
 
 AUTOMATION = web.AppKey("automation_world", AutomationWorld)
 API = "/api/v1/automation-runs"

@@ -3,7 +3,7 @@
 A `World` is plain data plus the rules the seeds describe (run lifecycle, Failure archived to
 Failed, stop → Stopping → Stopped). Tests script it directly (`add_run`, `set_status`, `inject`);
 the demo and benchmarks let `step()` move runs along by the injected clock. Nothing here speaks
-HTTP: `watcher.sim.cloud` serves a world over the documented API v1.
+HTTP: `watcher_sim.cloud` serves a world over the documented API v1.
 
 Deterministic: given the seed, the clock readings and the sequence of calls, a world always
 produces the same ids, timestamps, counts and bytes.
@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from watcher.sim import content, lifecycle
-from watcher.sim.faults import SimServer
-from watcher.sim.model import (
+from watcher_sim import content, lifecycle
+from watcher_sim.faults import SimServer
+from watcher_sim.model import (
     ACTIVE_CODES,
     COMPLETED,
     EXPORTING,
@@ -395,7 +395,7 @@ class World(SimServer):
         agents finish as success, failure, stopped and a short success that starts and finishes
         between two polls; later runs take random paths.
         """
-        from watcher.sim.scenarios import build_demo
+        from watcher_sim.scenarios import build_demo
 
         world = cls(now=now, seed=seed, tick=tick, **kw)
         build_demo(world)
@@ -418,7 +418,7 @@ class World(SimServer):
 
         With `start_every` (seconds), every agent also starts a new run that often, staggered.
         """
-        from watcher.sim.scenarios import build_bulk
+        from watcher_sim.scenarios import build_bulk
 
         world = cls(now=now, seed=seed, tick=tick, **kw)
         build_bulk(world, agents, runs_per_agent, active_fraction, start_every)

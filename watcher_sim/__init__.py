@@ -8,14 +8,14 @@ acc = AccWorld.demo()                     # Bearer token "sim-acc-token"
 auto = AutomationWorld.demo()             # X-API-Key "sim-automation-key"
 """
 
-from watcher.sim.acc import make_acc_app
-from watcher.sim.acc_world import AccWorld
-from watcher.sim.automation import make_automation_app
-from watcher.sim.automation_world import AutomationWorld
-from watcher.sim.cloud import make_cloud_app
-from watcher.sim.model import Fault, SimAgent, SimDiagnostics, SimFile, SimRun, SimVersion
-from watcher.sim.server import autopilot, serve
-from watcher.sim.world import World
+from watcher_sim.acc import make_acc_app
+from watcher_sim.acc_world import AccWorld
+from watcher_sim.automation import make_automation_app
+from watcher_sim.automation_world import AutomationWorld
+from watcher_sim.cloud import make_cloud_app
+from watcher_sim.model import Fault, SimAgent, SimDiagnostics, SimFile, SimRun, SimVersion
+from watcher_sim.server import autopilot, serve
+from watcher_sim.world import World
 
 __all__ = [
     "AccWorld",

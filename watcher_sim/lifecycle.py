@@ -11,8 +11,9 @@ import math
 import random
 from datetime import datetime
 
-from watcher.sim import content
-from watcher.sim.model import (
+from watcher.status import CLOUD_CODES
+from watcher_sim import content
+from watcher_sim.model import (
     ACTIVE_CODES,
     COMPLETED,
     EXPORTING,
@@ -32,7 +33,6 @@ from watcher.sim.model import (
     SimDiagnostics,
     SimRun,
 )
-from watcher.status import CLOUD_CODES
 
 # The paths a run can take, and how often the autopilot picks each when none is asked for.
 FATES: dict[str, int] = {"success": 60, "failure": 20, "stopped": 10, "flash": 8, "skipped": 2}

@@ -1,9 +1,9 @@
-"""`python -m watcher.sim`: serve a simulated platform on 127.0.0.1 for manual use.
+"""`python -m watcher_sim`: serve a simulated platform on 127.0.0.1 for manual use.
 
-python -m watcher.sim --port 8081 --demo             # Sequentum Cloud, the demo agents (default)
-python -m watcher.sim --port 8081 --agents 500       # Sequentum Cloud, a bulk world of 500 agents
-python -m watcher.sim --port 8082 --platform acc     # the Agent Control Center demo
-python -m watcher.sim --port 8083 --platform automation   # the automation-runs demo
+python -m watcher_sim --port 8081 --demo             # Sequentum Cloud, the demo agents (default)
+python -m watcher_sim --port 8081 --agents 500       # Sequentum Cloud, a bulk world of 500 agents
+python -m watcher_sim --port 8082 --platform acc     # the Agent Control Center demo
+python -m watcher_sim --port 8083 --platform automation   # the automation-runs demo
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import argparse
 import asyncio
 import contextlib
 
-from watcher.sim.acc_world import AccWorld
-from watcher.sim.automation_world import AutomationWorld
-from watcher.sim.server import autopilot, serve
-from watcher.sim.world import World
+from watcher_sim.acc_world import AccWorld
+from watcher_sim.automation_world import AutomationWorld
+from watcher_sim.server import autopilot, serve
+from watcher_sim.world import World
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m watcher.sim", description=__doc__.split("\n")[0]
+        prog="python -m watcher_sim", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--port", type=int, default=8081, help="port on 127.0.0.1 (0: any free)")
     parser.add_argument("--agents", type=int, default=0, help="serve a bulk world of N agents")

@@ -4,7 +4,7 @@ Automations are made of steps; a run (uuid id) goes pending → running → succ
 a step, whose error the run's steps show; the steps after it are skipped) or cancelled. Tests
 script a world directly (`add_automation`, `add_run`, `set_status` — any string, so unknown
 statuses can be served — `cancel`, `retry`, `inject`); the demo lets `step()` move planned runs
-along by the injected clock. `watcher.sim.automation` serves a world over HTTP.
+along by the injected clock. `watcher_sim.automation` serves a world over HTTP.
 
 Deterministic: the seed, the clock readings and the sequence of calls fix every id and time.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.sim.faults import SimServer
-from watcher.sim.model import Clock, SimConflict, SimNotFound, utc_now
-from watcher.sim.timeline import Timeline, random_uuid
+from watcher_sim.faults import SimServer
+from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
+from watcher_sim.timeline import Timeline, random_uuid
 
 # The JSON fields of a run and of a step, in the seed's order.
 RUN_FIELDS: tuple[str, ...] = (

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from watcher.settings import SourceConfig
-from watcher.sim.acc_world import AccWorld
-from watcher.sim.automation_world import AutomationWorld
-from watcher.sim.server import autopilot, serve
-from watcher.sim.world import World
+from watcher_sim.acc_world import AccWorld
+from watcher_sim.automation_world import AutomationWorld
+from watcher_sim.server import autopilot, serve
+from watcher_sim.world import World
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from watcher.sim.acc_world import (
+from watcher_sim.acc_world import (
     AGENT_FIELDS,
     JOB_FIELDS,
     RUN_FIELDS,
@@ -28,8 +28,8 @@ from watcher.sim.acc_world import (
     AccRun,
     AccWorld,
 )
-from watcher.sim.faults import dumps, fault_middlewares
-from watcher.sim.model import SimConflict, SimNotFound
+from watcher_sim.faults import dumps, fault_middlewares
+from watcher_sim.model import SimConflict, SimNotFound
 
 ACC = web.AppKey("acc_world", AccWorld)
 DEFAULT_COUNT = 100  # "The latest 100 agent runs are returned if the count is not specified."

@@ -3,7 +3,7 @@
 Routes, field names and shapes follow the seeds (000, 001, 002) and the facts DESIGN.md adds:
 `/agent/all` paging, `/runs?maxRecords=N`, string statuses, the analytics diagnostics endpoint,
 the two error body shapes and Retry-After. Every request is recorded in `world.requests` and its
-response size added to `world.bytes_sent`; latency and scripted faults (`watcher.sim.faults`)
+response size added to `world.bytes_sent`; latency and scripted faults (`watcher_sim.faults`)
 apply before auth and the handler.
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from watcher.sim.faults import dumps, fault_middlewares, phrase
-from watcher.sim.model import (
+from watcher.status import CLOUD_CODES
+from watcher_sim.faults import dumps, fault_middlewares, phrase
+from watcher_sim.model import (
     AGENT_FIELDS,
     FILE_FIELDS,
     RUN_FIELDS,
@@ -26,8 +27,7 @@ from watcher.sim.model import (
     SimNotFound,
     SimRun,
 )
-from watcher.sim.world import World
-from watcher.status import CLOUD_CODES
+from watcher_sim.world import World
 
 WORLD = web.AppKey("world", World)
 

@@ -4,7 +4,7 @@ Agents live at repository paths and have GUIDs; runs move through the run status
 jobs (a set of runs started together) through the job statuses 0–5, which follow from their
 runs: "In Progress With Failure" (2) as soon as one run failed while others still run. Tests
 script a world directly (`add_agent`, `add_run`, `set_status`, `set_job_status`, `inject`);
-the demo lets `step()` move planned runs along by the injected clock. `watcher.sim.acc` serves
+the demo lets `step()` move planned runs along by the injected clock. `watcher_sim.acc` serves
 a world over HTTP.
 
 Deterministic: the seed, the clock readings and the sequence of calls fix every id, time,
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.sim.faults import SimServer
-from watcher.sim.model import Clock, SimConflict, SimNotFound, utc_now
-from watcher.sim.timeline import Timeline, random_uuid
 from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
+from watcher_sim.faults import SimServer
+from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
+from watcher_sim.timeline import Timeline, random_uuid
 
 
 def _run_code(name: str) -> int:
