@@ -32,6 +32,7 @@ from watcher_sim.acc_world import (
     STOPPED,
     SUCCEEDED,
 )
+from watcher_sim.statuses import ACC_JOB_NAMES, ACC_RUN_NAMES
 
 from .conftest import FakeClock
 
@@ -59,14 +60,13 @@ async def get(client: TestClient[Any, Any], path: str, status: int = 200) -> Any
     return await resp.json() if resp.content_type == "application/json" else await resp.read()
 
 
-def test_status_tables_are_the_seeds() -> None:
-    assert [ACC_RUN_CODES[c][0] for c in range(8)] == [
-        "Never Run", "Starting", "Running", "Delivery", "Succeeded", "Failed", "Stopped",
-        "Failure",
-    ]  # fmt: skip
-    assert [ACC_JOB_CODES[c][0] for c in range(6)] == [
-        "Never Run", "In Progress", "In Progress With Failure", "Succeeded", "Failure", "Failed",
-    ]  # fmt: skip
+def test_status_tables_are_the_seeds_in_the_simulator_and_the_product() -> None:
+    runs = ["Never Run", "Starting", "Running", "Delivery", "Succeeded", "Failed", "Stopped",
+            "Failure"]  # fmt: skip
+    jobs = ["Never Run", "In Progress", "In Progress With Failure", "Succeeded", "Failure",
+            "Failed"]  # fmt: skip
+    assert [ACC_RUN_NAMES[c] for c in range(8)] == runs == [ACC_RUN_CODES[c][0] for c in range(8)]
+    assert [ACC_JOB_NAMES[c] for c in range(6)] == jobs == [ACC_JOB_CODES[c][0] for c in range(6)]
 
 
 def test_times_and_timespans_are_written_like_the_seed() -> None:

@@ -30,19 +30,10 @@ from watcher_sim.acc_world import (
 )
 from watcher_sim.faults import dumps, fault_middlewares
 from watcher_sim.model import SimConflict, SimNotFound
+from watcher_sim.statuses import ACC_DEFAULT_RETRY_METHOD, ACC_RETRY_METHODS
 
 ACC = web.AppKey("acc_world", AccWorld)
 DEFAULT_COUNT = 100  # "The latest 100 agent runs are returned if the count is not specified."
-RETRY_METHODS = frozenset(
-    {
-        "Restart",
-        "Continue",
-        "ContinueRefreshAgent",
-        "ContinueAndRetryErrors",
-        "ContinueAndRetryErrorsRefreshAgent",
-        "New",
-    }
-)
 
 
 class AccError(Exception):
@@ -185,8 +176,8 @@ async def restart(request: web.Request) -> web.Response:
     """POST api/run/{id}/restart and api/run/{id}/retry?RunMethod=…: the run, Starting."""
     world = request.app[ACC]
     if request.path.endswith("/retry"):
-        method = request.query.get("RunMethod", "ContinueAndRetryErrorsRefreshAgent")
-        if method not in RETRY_METHODS:
+        method = request.query.get("RunMethod", ACC_DEFAULT_RETRY_METHOD)
+        if method not in ACC_RETRY_METHODS:
             raise AccError(400, f"The value '{method}' is not valid for RunMethod.")
     run = world.restart_run(request.match_info["runId"])
     return _json(run_json(run, world))

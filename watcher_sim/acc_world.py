@@ -19,31 +19,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
 from watcher_sim.faults import SimServer
 from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
+from watcher_sim.statuses import (
+    ACC_JOB_FINISHED,
+    ACC_RUN_BAD,
+    ACC_RUN_FINISHED,
+    ACC_RUN_NAMES,
+    AccJobStatus,
+    AccRunStatus,
+)
 from watcher_sim.timeline import Timeline, random_uuid
 
+NEVER_RUN, STARTING, RUNNING = AccRunStatus.NEVER_RUN, AccRunStatus.STARTING, AccRunStatus.RUNNING
+DELIVERY, SUCCEEDED, FAILED = AccRunStatus.DELIVERY, AccRunStatus.SUCCEEDED, AccRunStatus.FAILED
+STOPPED, FAILURE = AccRunStatus.STOPPED, AccRunStatus.FAILURE
 
-def _run_code(name: str) -> int:
-    return next(c for c, (n, _, _) in ACC_RUN_CODES.items() if n == name)
-
-
-def _job_code(name: str) -> int:
-    return next(c for c, (n, _, _) in ACC_JOB_CODES.items() if n == name)
-
-
-NEVER_RUN, STARTING, RUNNING = _run_code("Never Run"), _run_code("Starting"), _run_code("Running")
-DELIVERY, SUCCEEDED, FAILED = _run_code("Delivery"), _run_code("Succeeded"), _run_code("Failed")
-STOPPED, FAILURE = _run_code("Stopped"), _run_code("Failure")
-FINISHED_RUN = frozenset({SUCCEEDED, FAILED, STOPPED, FAILURE})
-
-JOB_IN_PROGRESS = _job_code("In Progress")
-JOB_WITH_FAILURE = _job_code("In Progress With Failure")
+JOB_IN_PROGRESS = AccJobStatus.IN_PROGRESS
+JOB_WITH_FAILURE = AccJobStatus.IN_PROGRESS_WITH_FAILURE
 JOB_SUCCEEDED, JOB_FAILURE, JOB_FAILED = (
-    _job_code("Succeeded"),
-    _job_code("Failure"),
-    _job_code("Failed"),
+    AccJobStatus.SUCCEEDED,
+    AccJobStatus.FAILURE,
+    AccJobStatus.FAILED,
 )
 
 # The JSON fields the API shows, in the seed's order.
@@ -309,7 +306,7 @@ class AccWorld(SimServer):
     def restart_run(self, run_id: str) -> AccRun:
         """Restart a finished run in place (restart or retry): Starting again, then Succeeded."""
         run = self.run(run_id)
-        if run.status not in FINISHED_RUN:
+        if run.status not in ACC_RUN_FINISHED:
             raise SimConflict(f"Agent run {run_id} is still running.")
         now = self.now()
         run.version += 1
@@ -353,7 +350,7 @@ class AccWorld(SimServer):
         job = jobs[0]
         job.status, job.manual = status, True
         now = self.now()
-        if status in (JOB_SUCCEEDED, JOB_FAILURE, JOB_FAILED):
+        if status in ACC_JOB_FINISHED:
             job.endTime = job.endTime or now
         else:
             job.endTime = None
@@ -363,7 +360,7 @@ class AccWorld(SimServer):
         """The job's totals, summed over its runs."""
         runs = [self.runs[r] for r in job.run_ids if r in self.runs]
         totals = {k: sum(getattr(r, v) for r in runs) for k, v in _JOB_TOTALS.items()}
-        totals["completedRunCount"] = sum(1 for r in runs if r.status in FINISHED_RUN)
+        totals["completedRunCount"] = sum(1 for r in runs if r.status in ACC_RUN_FINISHED)
         totals["totalRunCount"] = len(runs)
         return totals
 
@@ -383,7 +380,7 @@ class AccWorld(SimServer):
             agent = self.agents.get(agent_id.lower())
             if agent is None:
                 return
-            busy = any(r.status not in FINISHED_RUN for r in self.history(agent.agentId))
+            busy = any(r.status not in ACC_RUN_FINISHED for r in self.history(agent.agentId))
             if not busy and job:
                 self.start_job(agent.agentId, ("failed", "success"), at=when)
             elif not busy:
@@ -453,13 +450,13 @@ class AccWorld(SimServer):
         run.lastUpdated = at
         if status != NEVER_RUN and run.startTime is None:
             run.startTime = at
-        name = ACC_RUN_CODES.get(status, (str(status),))[0]
+        name = ACC_RUN_NAMES.get(status, str(status))
         run.log.append(f"{at.isoformat()} INFO Status: {name}")
         if status == RUNNING:
             self._counts(run, 0.5)
         elif status in (DELIVERY, SUCCEEDED):
             self._counts(run, 1.0)
-        if status in FINISHED_RUN:
+        if status in ACC_RUN_FINISHED:
             run.endTime = at
             run.runTime = max(0.0, (at - (run.startTime or at)).total_seconds())
             if status == SUCCEEDED:
@@ -494,8 +491,8 @@ class AccWorld(SimServer):
         if job.manual:
             return
         runs = [self.runs[r] for r in job.run_ids if r in self.runs]
-        bad = [r for r in runs if r.status in (FAILED, FAILURE, STOPPED)]
-        if any(r.status not in FINISHED_RUN for r in runs) or not runs:
+        bad = [r for r in runs if r.status in ACC_RUN_BAD]
+        if any(r.status not in ACC_RUN_FINISHED for r in runs) or not runs:
             job.status = JOB_WITH_FAILURE if bad else JOB_IN_PROGRESS
             job.endTime = None
             return

@@ -19,7 +19,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from watcher_sim.automation_world import (
-    RETRY_MODES,
     RUN_FIELDS,
     STEP_FIELDS,
     AutomationWorld,
@@ -27,6 +26,7 @@ from watcher_sim.automation_world import (
 )
 from watcher_sim.faults import dumps, fault_middlewares
 from watcher_sim.model import SimConflict, SimNotFound
+from watcher_sim.statuses import AUTOMATION_RETRY_MODES
 
 AUTOMATION = web.AppKey("automation_world", AutomationWorld)
 API = "/api/v1/automation-runs"
@@ -158,7 +158,7 @@ async def retry_run(request: web.Request) -> web.Response:
             {"type": "model_attributes_type", "loc": ["body"], "msg": "Input should be an object"}
         )
     mode = body.get("mode", "from_failed")
-    if mode not in RETRY_MODES:
+    if mode not in AUTOMATION_RETRY_MODES:
         raise Invalid(
             {
                 "type": "literal_error",

@@ -19,6 +19,7 @@ from typing import Any
 
 from watcher_sim.faults import SimServer
 from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
+from watcher_sim.statuses import AUTOMATION_ACTIVE, AUTOMATION_FINISHED, AUTOMATION_RETRYABLE
 from watcher_sim.timeline import Timeline, random_uuid
 
 # The JSON fields of a run and of a step, in the seed's order.
@@ -33,10 +34,7 @@ STEP_FIELDS: tuple[str, ...] = (
     "name", "result", "resultTruncated", "startedAt", "status",
 )  # fmt: skip
 
-ACTIVE = frozenset({"pending", "running"})
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 FATES = ("success", "failure", "cancelled")
-RETRY_MODES = ("from_failed", "from_step", "full")
 
 DEFAULT_STEPS: tuple[tuple[str, str], ...] = (
     ("fetch", "Fetch page"),
@@ -227,7 +225,7 @@ class AutomationWorld(SimServer):
     def cancel(self, run_id: str) -> AutoRun:
         """What `POST …/{id}/cancel` does: an active run becomes cancelled."""
         run = self.run(run_id)
-        if run.status not in ACTIVE:
+        if run.status not in AUTOMATION_ACTIVE:
             raise SimConflict(f"Run is {run.status}; only pending or running runs can be cancelled")
         return self.set_status(run_id, "cancelled")
 
@@ -235,7 +233,7 @@ class AutomationWorld(SimServer):
         """What `POST …/{id}/retry` does: a new run of the same automation, pending, that then
         succeeds. Only a failed or cancelled run can be retried."""
         run = self.run(run_id)
-        if run.status not in ("failed", "cancelled"):
+        if run.status not in AUTOMATION_RETRYABLE:
             raise SimConflict(f"Run is {run.status}; only failed or cancelled runs can be retried")
         if mode == "from_step" and step_key not in {s.key for s in run.steps}:
             raise SimConflict("stepKey must name a step of the run for mode from_step")
@@ -257,7 +255,9 @@ class AutomationWorld(SimServer):
             if automation is None:
                 return
             busy = any(
-                r.status in ACTIVE for r in self.runs.values() if r.automationId == automation_id
+                r.status in AUTOMATION_ACTIVE
+                for r in self.runs.values()
+                if r.automationId == automation_id
             )
             if not busy:
                 self.start_run(automation_id, fate, at=when)
@@ -318,7 +318,7 @@ class AutomationWorld(SimServer):
 
     def _plan(self, run: AutoRun, version: int, when: datetime, status: str, **kw: Any) -> None:
         def apply(at: datetime) -> None:
-            if run.version == version and run.status not in FINISHED:
+            if run.version == version and run.status not in AUTOMATION_FINISHED:
                 self._enter(run, status, at, **kw)
 
         self.timeline.at(when, apply)
@@ -344,10 +344,10 @@ class AutomationWorld(SimServer):
         run.status, run.updatedAt = status, at
         if status != "pending" and run.startedAt is None:
             run.startedAt = at
-        if status in FINISHED:
+        if status in AUTOMATION_FINISHED:
             run.completedAt = at
             run.durationSeconds = round((at - (run.startedAt or at)).total_seconds(), 3)
-        elif status in ACTIVE:
+        elif status in AUTOMATION_ACTIVE:
             run.completedAt = run.durationSeconds = None
             run.error = None
         if status == "running":

@@ -16,7 +16,6 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from watcher.status import CLOUD_CODES
 from watcher_sim.faults import dumps, fault_middlewares, phrase
 from watcher_sim.model import (
     AGENT_FIELDS,
@@ -27,6 +26,7 @@ from watcher_sim.model import (
     SimNotFound,
     SimRun,
 )
+from watcher_sim.statuses import CLOUD_NAMES
 from watcher_sim.world import World
 
 WORLD = web.AppKey("world", World)
@@ -69,11 +69,11 @@ def _pick(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
 
 def status_value(run: SimRun, world: World) -> int | str:
     """The run's status as the API sends it: its `status_text` if set, else the integer, or
-    the name from CLOUD_CODES when the world sends statuses as strings."""
+    its name when the world sends statuses as strings."""
     if run.status_text is not None:
         return run.status_text
-    if world.status_as_string and run.status in CLOUD_CODES:
-        return CLOUD_CODES[run.status][0]
+    if world.status_as_string and run.status in CLOUD_NAMES:
+        return CLOUD_NAMES[run.status]
     return run.status
 
 

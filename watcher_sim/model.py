@@ -2,8 +2,8 @@
 from `watcher_sim.faults`, the faults every simulator shares).
 
 Field names are the seeds' JSON names (camelCase) so that serving them is a lookup; the
-`*_FIELDS` tuples list, in the seeds' order, which fields the API shows. Status codes are
-named from `watcher.status.CLOUD_CODES`, the one copy of the status table.
+`*_FIELDS` tuples list, in the seeds' order, which fields the API shows. Status codes come from
+the simulator's own table (`watcher_sim.statuses`), written from the seeds.
 """
 
 from __future__ import annotations
@@ -13,28 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.models import Phase
-from watcher.status import CLOUD_CODES
 from watcher_sim.content import FILE_TYPE_DATA
 from watcher_sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
 from watcher_sim.faults import Fault as Fault  # re-exported
+from watcher_sim.statuses import CloudStatus
 
 Clock = Callable[[], datetime]
 
-
-def _code(name: str) -> int:
-    """A status code by its name in watcher.status.CLOUD_CODES (the one copy of the table)."""
-    return next(code for code, (n, _phase, _outcome) in CLOUD_CODES.items() if n == name)
-
-
-RUNNING, EXPORTING, STARTING = _code("Running"), _code("Exporting"), _code("Starting")
-QUEUING, STOPPING, FAILURE = _code("Queuing"), _code("Stopping"), _code("Failure")
-FAILED, STOPPED, COMPLETED = _code("Failed"), _code("Stopped"), _code("Completed")
-SUCCESS, SKIPPED, WAITING = _code("Success"), _code("Skipped"), _code("Waiting")
-
-PENDING_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase is Phase.PENDING)
-FINISHED_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase is Phase.FINISHED)
-ACTIVE_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase.active)
+RUNNING, EXPORTING, STARTING = CloudStatus.RUNNING, CloudStatus.EXPORTING, CloudStatus.STARTING
+QUEUING, STOPPING, FAILURE = CloudStatus.QUEUING, CloudStatus.STOPPING, CloudStatus.FAILURE
+FAILED, STOPPED, COMPLETED = CloudStatus.FAILED, CloudStatus.STOPPED, CloudStatus.COMPLETED
+SUCCESS, SKIPPED, WAITING = CloudStatus.SUCCESS, CloudStatus.SKIPPED, CloudStatus.WAITING
 
 # The JSON fields of the seeds, in the seeds' order (seed 000 for runs, seed 002 for agents).
 RUN_FIELDS: tuple[str, ...] = (

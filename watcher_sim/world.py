@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 from watcher_sim import content, lifecycle
 from watcher_sim.faults import SimServer
 from watcher_sim.model import (
-    ACTIVE_CODES,
     COMPLETED,
     EXPORTING,
     FAILED,
@@ -46,6 +45,7 @@ from watcher_sim.model import (
     SimVersion,
     utc_now,
 )
+from watcher_sim.statuses import CLOUD_ACTIVE
 
 __all__ = [
     "Fault",
@@ -230,7 +230,7 @@ class World(SimServer):
     def stop_run(self, agent_id: int, run_id: int) -> SimRun:
         """Ask a run to stop: Stopping (5) now, Stopped (8) on the next `step()`."""
         run = self.run(agent_id, run_id)
-        if run.status not in ACTIVE_CODES:
+        if run.status not in CLOUD_ACTIVE:
             raise SimConflict(f"Run {run_id} is not active")
         now = self.now()
         if run.status != STOPPING:
@@ -476,7 +476,7 @@ class World(SimServer):
         agent = self.agents.get(job.agent_id)
         if agent is None:
             return
-        busy = any(r.status in ACTIVE_CODES for r in self._runs[agent.id].values())
+        busy = any(r.status in CLOUD_ACTIVE for r in self._runs[agent.id].values())
         if not busy:  # the autopilot runs agents exclusively
             self.begin_run(agent, at, job.fate or self._random_fate(), job.running_ticks)
         if agent.start_every:
