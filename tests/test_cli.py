@@ -25,7 +25,7 @@ KEY = "cli-secret-key-42"
 @pytest.fixture
 def sim() -> Iterator[tuple[World, str]]:
     """The simulator on 127.0.0.1, served from its own thread so the CLI can run its own loop."""
-    world = World()
+    world = World(rate_limit=None)  # the product has no request budget yet
     world.api_keys = {KEY}
     world.add_agent(id=2537, name="steam")
     world.add_run(2537, status=9, run_id=100)

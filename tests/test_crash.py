@@ -43,7 +43,7 @@ class Platform:
     """The simulator and a webhook receiver, on their own event loop in a thread."""
 
     def __init__(self) -> None:
-        self.world = World()
+        self.world = World(rate_limit=None)  # the product has no request budget yet
         self.world.api_keys = {"crash-key"}
         for agent in range(1, AGENTS + 1):
             self.world.add_agent(id=agent, name=f"agent-{agent}")

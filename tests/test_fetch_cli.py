@@ -26,7 +26,7 @@ BIG = bytes(300_000)
 @pytest.fixture
 def sim() -> Iterator[tuple[World, str]]:
     """The simulator on 127.0.0.1 in its own thread, so the command can run its own loop."""
-    world = World()
+    world = World(rate_limit=None)  # the product has no request budget yet
     world.api_keys = {KEY}
     world.add_agent(id=2537, name="steam")
     files = [

@@ -30,6 +30,7 @@ from watcher_sim.acc_world import (
 )
 from watcher_sim.faults import dumps, fault_middlewares
 from watcher_sim.model import SimConflict, SimNotFound
+from watcher_sim.ratelimit import throttle_middleware
 from watcher_sim.statuses import ACC_DEFAULT_RETRY_METHOD, ACC_RETRY_METHODS
 
 ACC = web.AppKey("acc_world", AccWorld)
@@ -278,11 +279,14 @@ name="password" type="password"><button>Log in</button></form></body></html>
 """
 
 observe, inject_faults = fault_middlewares(ACC, _acc_error, _HTML_PAGE)
+throttle = throttle_middleware(
+    ACC, lambda r: r.headers["Authorization"].strip().partition(" ")[2].strip(), _acc_error, dumps
+)
 
 
 def make_acc_app(world: AccWorld) -> web.Application:
     """An aiohttp application serving `world` as the Agent Control Center API."""
-    app = web.Application(middlewares=[observe, inject_faults, guard])
+    app = web.Application(middlewares=[observe, inject_faults, guard, throttle])
     app[ACC] = world
     r = app.router
     r.add_get("/api/agent", agent_by_path)

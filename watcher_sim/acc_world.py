@@ -171,9 +171,12 @@ class AccWorld(SimServer):
         tokens: Iterable[str] = ("sim-acc-token",),
         utc_offset: timedelta = timedelta(hours=10),
         latency: float = 0.0,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
     ) -> None:
-        super().__init__(latency=latency)
-        self.now: Clock = now or utc_now
+        super().__init__(
+            now=now or utc_now, latency=latency, rate_limit=rate_limit, rate_window=rate_window
+        )
         self.rng = random.Random(seed)
         self.tick = tick
         self.tokens: set[str] = set(tokens)

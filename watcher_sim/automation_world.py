@@ -121,9 +121,12 @@ class AutomationWorld(SimServer):
         bearer_tokens: Iterable[str] = ("sim-automation-token",),
         tenant_id: str = "tenant-sim",
         latency: float = 0.0,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
     ) -> None:
-        super().__init__(latency=latency)
-        self.now: Clock = now or utc_now
+        super().__init__(
+            now=now or utc_now, latency=latency, rate_limit=rate_limit, rate_window=rate_window
+        )
         self.rng = random.Random(seed)
         self.tick = tick
         self.api_keys: set[str] = set(api_keys)

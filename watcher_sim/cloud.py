@@ -26,6 +26,7 @@ from watcher_sim.model import (
     SimNotFound,
     SimRun,
 )
+from watcher_sim.ratelimit import throttle_middleware
 from watcher_sim.statuses import CLOUD_NAMES
 from watcher_sim.world import World
 
@@ -266,10 +267,10 @@ async def diagnostics(request: web.Request) -> web.Response:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check the Authorization header, and turn every error into the Cloud's error body."""
+    """Check the Authorization header (the rate limit, next, counts per credential), and turn
+    every error into the Cloud's error body."""
     world = request.app[WORLD]
-    scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
-    credential = credential.strip()
+    scheme, credential = _authorization(request)
     if not scheme:
         return _unauthorized("Authorization header is missing.")
     if scheme.lower() == "apikey":
@@ -295,6 +296,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+
+
+def _authorization(request: web.Request) -> tuple[str, str]:
+    """The scheme and credential of the Authorization header ("" when absent)."""
+    scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
+    return scheme, credential.strip()
 
 
 def _unauthorized(message: str) -> web.Response:
@@ -325,11 +332,12 @@ def _cloud_error(status: int, message: str) -> dict[str, Any]:
 
 
 observe, inject_faults = fault_middlewares(WORLD, _cloud_error, _HTML_PAGE)
+throttle = throttle_middleware(WORLD, lambda r: _authorization(r)[1], _cloud_error, dumps)
 
 
 def make_cloud_app(world: World) -> web.Application:
     """An aiohttp application serving `world` as the Sequentum Cloud API v1."""
-    app = web.Application(middlewares=[observe, inject_faults, guard])
+    app = web.Application(middlewares=[observe, inject_faults, guard, throttle])
     app[WORLD] = world
     agent = API + "/agent/{agentId}"
     run = agent + "/run/{runId}"

@@ -8,17 +8,15 @@ the simulator's own table (`watcher_sim.statuses`), written from the seeds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from watcher_sim.content import FILE_TYPE_DATA
 from watcher_sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
+from watcher_sim.faults import Clock as Clock  # re-exported
 from watcher_sim.faults import Fault as Fault  # re-exported
 from watcher_sim.statuses import CloudStatus
-
-Clock = Callable[[], datetime]
 
 RUNNING, EXPORTING, STARTING = CloudStatus.RUNNING, CloudStatus.EXPORTING, CloudStatus.STARTING
 QUEUING, STOPPING, FAILURE = CloudStatus.QUEUING, CloudStatus.STOPPING, CloudStatus.FAILURE

@@ -76,10 +76,13 @@ class World(SimServer):
         api_keys: Iterable[str] = ("sim-key",),
         bearer_tokens: Iterable[str] = ("sim-token",),
         latency: float = 0.0,
+        rate_limit: int | None = 100,
+        rate_window: float = 60.0,
         organization_id: int = 78,
     ) -> None:
-        super().__init__(latency=latency)
-        self.now: Clock = now or utc_now
+        super().__init__(
+            now=now or utc_now, latency=latency, rate_limit=rate_limit, rate_window=rate_window
+        )
         self.rng = random.Random(seed)
         self.tick = tick
         self.status_as_string = status_as_string
