@@ -50,6 +50,11 @@ async def main() -> None:
         default=100,
         help="requests per minute per API key, as the Cloud allows (0: unlimited)",
     )
+    parser.add_argument(
+        "--no-hints",
+        action="store_true",
+        help="agents without status/lastActivity hints, a platform that gives none",
+    )
     args = parser.parse_args()
     world = World.bulk(
         args.agents,
@@ -58,6 +63,7 @@ async def main() -> None:
         seed=1,
         now=lambda: FIXED_NOW,  # the same world in every process: a restart sees no changes
         rate_limit=args.rate_limit or None,
+        hints=not args.no_hints,
     )
     world.latency = args.latency
     started = time.monotonic()  # built at FIXED_NOW; from now on the clock runs, for the limiter

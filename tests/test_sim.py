@@ -123,8 +123,7 @@ async def test_agent_all_sorts_by_last_activity_descending(client, world, clock)
     world.add_run(1596, COMPLETED)
     clock.advance(10)
     world.add_run(2537, RUNNING)
-    quiet = world.add_agent(7, "never-ran")
-    quiet.lastActivity = None
+    world.add_agent(7, "never-ran")
     query = "sortColumn=lastActivity&sortOrder=1&pageIndex=1&recordsPerPage=10"
     page = await get_json(client, f"{API}/agent/all?{query}")
     assert [a["id"] for a in page["agents"]] == [2537, 1596, 7]

@@ -29,6 +29,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tick", type=float, default=1.5, help="seconds per run stage")
     parser.add_argument("--strings", action="store_true", help="send statuses as names")
     parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=100,
+        help="Cloud requests per minute per key (default 100, as the Cloud; 0: unlimited)",
+    )
+    parser.add_argument(
+        "--no-hints", action="store_true", help="Cloud agents without status/lastActivity hints"
+    )
+    parser.add_argument(
         "--platform",
         choices=["cloud", "acc", "automation"],
         default="cloud",
@@ -61,10 +70,13 @@ async def _run(args: argparse.Namespace) -> None:
     if args.platform != "cloud":
         await _run_other(args)
         return
+    options = {"rate_limit": args.rate_limit or None, "hints": not args.no_hints}
     if args.agents and not args.demo:
-        world = World.bulk(args.agents, seed=args.seed, tick=args.tick, start_every=60 * args.tick)
+        world = World.bulk(
+            args.agents, seed=args.seed, tick=args.tick, start_every=60 * args.tick, **options
+        )
     else:
-        world = World.demo(seed=args.seed, tick=args.tick)
+        world = World.demo(seed=args.seed, tick=args.tick, **options)
     world.status_as_string = args.strings
     runner, base_url = await serve(world, "127.0.0.1", args.port)
     key = sorted(world.api_keys)[0]

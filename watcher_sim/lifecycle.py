@@ -89,6 +89,7 @@ def enter(run: SimRun, status: int, at: datetime, message: str | None = None) ->
     previous = run.status
     run.status = status
     run.status_text = None
+    run.changed = at
     if message is not None:
         run.message = message
     if status in CLOUD_ACTIVE and previous in CLOUD_FINISHED:

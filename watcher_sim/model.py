@@ -16,6 +16,7 @@ from watcher_sim.content import FILE_TYPE_DATA
 from watcher_sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
 from watcher_sim.faults import Clock as Clock  # re-exported
 from watcher_sim.faults import Fault as Fault  # re-exported
+from watcher_sim.schedules import Recurrence
 from watcher_sim.statuses import CloudStatus
 
 RUNNING, EXPORTING, STARTING = CloudStatus.RUNNING, CloudStatus.EXPORTING, CloudStatus.STARTING
@@ -38,6 +39,12 @@ AGENT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 FILE_FIELDS: tuple[str, ...] = ("id", "regionId", "fileType", "name", "fileSize", "created")
 VERSION_FIELDS: tuple[str, ...] = ("userName", "version", "created", "comments", "fileSize")
+# A schedule as `GET /agent/{id}/schedules` shows it (the vendor client's AgentScheduleApiModel).
+SCHEDULE_FIELDS: tuple[str, ...] = (
+    "id", "configId", "name", "schedule", "localSchedule", "timezone", "nextRunTime",
+    "startTime", "scheduleType", "isEnabled", "runEveryCount", "runEveryPeriod", "created",
+    "updated",
+)  # fmt: skip
 
 # A plan is the statuses a run will still enter, each with how long (seconds) it stays there;
 # the last stage's dwell is None (the run stays there).
@@ -97,7 +104,8 @@ class SimVersion:
 
 @dataclass(slots=True, eq=False)
 class SimAgent:
-    """An agent (config). The fields named in `AGENT_FIELDS` are served as JSON."""
+    """An agent (config). The fields named in `AGENT_FIELDS` are served as JSON, but for
+    `status` and `lastActivity`, which the world works out from the agent's runs."""
 
     id: int
     name: str
@@ -109,11 +117,9 @@ class SimAgent:
     image: str | None = None
     inputParameters: dict[str, Any] = field(default_factory=dict)
     isActive: bool = False
-    lastActivity: datetime | None = None
     proxyPoolId: int | None = None
     spaceId: int | None = None
     startUrl: str | None = None
-    status: int | None = None
     userId: int = 289
     validationStatus: int = 3
     version: int = 1
@@ -121,6 +127,7 @@ class SimAgent:
     updated: datetime | None = None
     # Simulator only.
     versions: list[SimVersion] = field(default_factory=list)
+    archived: bool = False  # its schedules' runs are Skipped (seed 001)
     start_every: float | None = None  # autopilot: seconds between two starts of this agent
     runs_started: int = 0  # the run `sequence` counter
 
@@ -168,3 +175,32 @@ class SimRun:
     listed: bool = True  # False once the run has left the runs listing (history window)
     plan: Plan = field(default_factory=list, repr=False)
     due: datetime | None = field(default=None, repr=False)
+    changed: datetime | None = None  # when it last changed: created, a new status, a restart
+    inputParameters: Any = None  # as the start request gave them
+    schedule_id: int | None = None  # the schedule that started it
+
+
+@dataclass(slots=True, eq=False)
+class SimSchedule:
+    """A schedule of an agent. The fields in `SCHEDULE_FIELDS` are served as JSON; its
+    recurrence gives `scheduleType`, `schedule`, `runEveryCount` and `runEveryPeriod`."""
+
+    id: int
+    configId: int
+    name: str
+    recurrence: Recurrence
+    nextRunTime: datetime | None
+    isEnabled: bool = True
+    created: datetime | None = None
+    updated: datetime | None = None
+    # Simulator only.
+    fires: bool = True  # False: when due it silently starts nothing (nextRunTime moves on)
+    fate: str | None = None  # the path its runs take (None: random)
+
+    @property
+    def timezone(self) -> str:
+        return self.recurrence.timezone
+
+    @property
+    def startTime(self) -> datetime:
+        return self.recurrence.start

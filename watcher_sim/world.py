@@ -42,9 +42,11 @@ from watcher_sim.model import (
     SimFile,
     SimNotFound,
     SimRun,
+    SimSchedule,
     SimVersion,
     utc_now,
 )
+from watcher_sim.schedules import Recurrence
 from watcher_sim.statuses import CLOUD_ACTIVE
 
 __all__ = [
@@ -79,6 +81,7 @@ class World(SimServer):
         rate_limit: int | None = 100,
         rate_window: float = 60.0,
         organization_id: int = 78,
+        hints: bool = True,
     ) -> None:
         super().__init__(
             now=now or utc_now, latency=latency, rate_limit=rate_limit, rate_window=rate_window
@@ -88,6 +91,12 @@ class World(SimServer):
         self.status_as_string = status_as_string
         #: Where /agent/all counts pages from: 1 (pageIndex 0 also means the first page) or 0.
         self.page_base = 1
+        #: The key of the agents in a page of /agent/all: "agents", or "items" as one doc says.
+        self.page_key = "agents"
+        #: The most agents a page of /agent/all holds: a larger recordsPerPage is cut to it.
+        self.max_page_size: int | None = 100
+        #: False: every agent's `status` and `lastActivity` are null, a platform without hints.
+        self.hints = hints
         self.api_keys: set[str] = set(api_keys)
         self.bearer_tokens: set[str] = set(bearer_tokens)
         self.organization_id = organization_id
@@ -96,6 +105,8 @@ class World(SimServer):
         self._next_agent_id = 1000
         self._next_run_id = 100_000
         self._next_file_id = 10_000
+        self._next_schedule_id = 1
+        self.schedules: dict[int, SimSchedule] = {}
         self._queue: list[tuple[datetime, int, _Job]] = []  # a heap, ordered by due time
         self._seq = itertools.count()
 
@@ -118,8 +129,23 @@ class World(SimServer):
         runs = self._runs[self.agent(agent_id).id].values()
         if not include_unlisted:
             runs = [r for r in runs if r.listed]
-        epoch = datetime.min.replace(tzinfo=UTC)
-        return sorted(runs, key=lambda r: (r.created or epoch, r.id), reverse=True)
+        return sorted(runs, key=lambda r: (r.created or _EPOCH, r.id), reverse=True)
+
+    def last_run(self, agent_id: int) -> SimRun | None:
+        """The agent's newest run (by created, then id), whether listed or not; None if none."""
+        runs = self._runs[self.agent(agent_id).id].values()
+        return max(runs, key=lambda r: (r.created or _EPOCH, r.id), default=None)
+
+    def last_activity(self, agent_id: int) -> datetime | None:
+        """When any run of the agent last changed (created, a new status, archived, restarted,
+        stopped); None if it never ran."""
+        runs = self._runs[self.agent(agent_id).id].values()
+        return max((r.changed for r in runs if r.changed is not None), default=None)
+
+    def agent_schedules(self, agent_id: int) -> list[SimSchedule]:
+        """The agent's schedules, oldest first."""
+        agent = self.agent(agent_id)
+        return [s for s in self.schedules.values() if s.configId == agent.id]
 
     def file(self, agent_id: int, run_id: int, file_id: int) -> SimFile:
         for f in self.run(agent_id, run_id).files:
@@ -201,17 +227,20 @@ class World(SimServer):
         agent_id: int,
         *,
         fate: str | None = None,
+        inputParameters: Any = None,
         parallelism: int | None = None,
         parallelMaxConcurrency: int | None = None,
         parallelExport: str | None = None,
     ) -> SimRun:
-        """What `POST /agent/{id}/start` does: a new run in Queuing (4), moved along by `step()`.
+        """What `POST /agent/{id}/start` does: a new run in Queuing (4), moved along by `step()`,
+        that keeps the `inputParameters` it was started with.
 
         `fate` picks the path it will take ("success", "failure", "stopped", "flash", "skipped");
         None lets the world's random generator choose.
         """
         agent = self.agent(agent_id)
         run = self.begin_run(agent, self.now(), fate or self._random_fate())
+        run.inputParameters = inputParameters
         if parallelism is not None:
             run.parallelism = parallelism
         if parallelMaxConcurrency is not None:
@@ -220,9 +249,10 @@ class World(SimServer):
             run.parallelExport = parallelExport
         return run
 
-    def run_sync(self, agent_id: int) -> SimRun:
+    def run_sync(self, agent_id: int, inputParameters: Any = None) -> SimRun:
         """A synchronous start: a new run taken straight to Success, returned finished."""
         run = self.begin_run(self.agent(agent_id), self.now(), "success")
+        run.inputParameters = inputParameters
         now = self.now()
         while run.plan:
             status, _ = run.plan.pop(0)
@@ -314,7 +344,6 @@ class World(SimServer):
         run_id = self._next_run_id
         self._next_run_id += 1
         agent.runs_started += 1
-        agent.lastActivity = end
         ok = status in (COMPLETED, SUCCESS)
         failed = status in (FAILURE, FAILED)
         actions, pages, dynamic, requests, data, inputs, traffic = content.count_values(
@@ -344,9 +373,71 @@ class World(SimServer):
             runTimeSec=max(0, math.ceil(seconds)),
             serverName=content.server_name(run_id),
             tableType="run",
+            changed=end,
         )
         self._runs[agent.id][run_id] = run
         return run
+
+    # -------------------------------------------------------------- schedules
+
+    def add_schedule(
+        self,
+        agent_id: int,
+        *,
+        every: timedelta | None = None,
+        cron: str | None = None,
+        start: datetime | None = None,
+        timezone: str = "UTC",
+        enabled: bool = True,
+        fires: bool = True,
+        name: str | None = None,
+        fate: str | None = None,
+    ) -> SimSchedule:
+        """Give the agent a schedule: RunEvery `every` (first at `start`, default one interval
+        from now), CRON `cron` (five fields, in `timezone`, from `start` or now), or RunOnce at
+        `start`. Whenever `step()` passes its nextRunTime an enabled schedule starts a run that
+        takes the path `fate` (random when None) — a Skipped run if the agent is archived —
+        and nextRunTime moves on. With `fires` False it starts nothing, as a schedule that
+        silently failed to fire: only nextRunTime moves on."""
+        agent = self.agent(agent_id)
+        now = self.now()
+        if start is None and every is None and cron is None:
+            raise ValueError("a RunOnce schedule needs its `start`")
+        first = start or (now + every if every is not None else now)
+        recurrence = Recurrence(first, every, cron, timezone)
+        schedule = SimSchedule(
+            id=self._claim("_next_schedule_id", None),
+            configId=agent.id,
+            name=name or f"{agent.name} schedule",
+            recurrence=recurrence,
+            nextRunTime=recurrence.first(),
+            isEnabled=enabled,
+            created=now,
+            updated=now,
+            fires=fires,
+            fate=fate,
+        )
+        self.schedules[schedule.id] = schedule
+        self._schedule_fire(schedule)
+        return schedule
+
+    def _schedule_fire(self, schedule: SimSchedule) -> None:
+        if schedule.nextRunTime is not None:
+            job = _Job("schedule", schedule.configId, schedule.id)
+            heapq.heappush(self._queue, (schedule.nextRunTime, next(self._seq), job))
+
+    def _fire(self, schedule_id: int, due: datetime) -> None:
+        """A schedule's nextRunTime has come: start its run (unless it is disabled or does not
+        fire) and move nextRunTime on."""
+        schedule = self.schedules.get(schedule_id)
+        agent = self.agents.get(schedule.configId) if schedule is not None else None
+        if schedule is None or agent is None or schedule.nextRunTime != due:
+            return  # removed, or rescheduled since
+        if schedule.isEnabled and schedule.fires:
+            fate = "skipped" if agent.archived else schedule.fate or self._random_fate()
+            self.begin_run(agent, due, fate).schedule_id = schedule.id
+        schedule.nextRunTime = schedule.recurrence.next_after(due)
+        self._schedule_fire(schedule)
 
     # -------------------------------------------------------------- autopilot
 
@@ -362,6 +453,10 @@ class World(SimServer):
             due, _, job = heapq.heappop(self._queue)
             if job.kind == "start":
                 self._autostart(job, due)
+                done += 1
+                continue
+            if job.kind == "schedule":
+                self._fire(job.run_id, due)
                 done += 1
                 continue
             run = self._runs.get(job.agent_id, {}).get(job.run_id)
@@ -449,9 +544,9 @@ class World(SimServer):
             sequence=agent.runs_started,
             created=created,
             tableType="run",
+            changed=created,
         )
         self._runs[agent.id][rid] = run
-        agent.lastActivity = created
         return run
 
     def new_file(
@@ -499,12 +594,9 @@ class World(SimServer):
 
     def _enter(self, run: SimRun, status: int, at: datetime, message: str | None = None) -> None:
         """Put `run` in `status` at time `at` (see `lifecycle.enter`), writing its output files
-        when it finishes and marking the agent's last activity."""
+        when it finishes."""
         if lifecycle.enter(run, status, at, message):
             self._write_files(run, at)
-        agent = self.agents.get(run.configId)
-        if agent is not None:
-            agent.lastActivity = at
 
     def _write_files(self, run: SimRun, at: datetime) -> None:
         name = run.configName or f"agent-{run.configId}"
@@ -516,15 +608,17 @@ class World(SimServer):
         self.new_file(run, f"{name}.log", log, content.FILE_TYPE_LOG, at)
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 _LAUNCH = timedelta(milliseconds=10)  # from a run's creation to its start, in history
 
 
 class _Job(NamedTuple):
-    """A scheduled autopilot job: the next transition of a run, or an agent's next start."""
+    """A job due at a time: the next transition of a run, an agent's next autopilot start, or
+    a schedule's next firing."""
 
-    kind: str  # "run" | "start"
+    kind: str  # "run" | "start" | "schedule"
     agent_id: int
-    run_id: int = 0
+    run_id: int = 0  # the run's id, or the schedule's
     fate: str | None = None
     running_ticks: float | None = None
 
