@@ -14,7 +14,7 @@ from watcher.settings import SourceConfig
 from watcher.sources.fields import parse_timespan
 from watcher.sources.http import HttpClient
 from watcher_sim import AccWorld, World, make_acc_app
-from watcher_sim.acc_world import (
+from watcher_sim.acc_model import (
     DELIVERY,
     FAILED,
     FAILURE,

@@ -23,7 +23,7 @@ from watcher.sources.sequentum_acc import SequentumAcc
 from watcher.sources.sequentum_cloud import SequentumCloud
 from watcher.store import Store
 from watcher_sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
-from watcher_sim.acc_world import FAILED, JOB_WITH_FAILURE, SUCCEEDED
+from watcher_sim.acc_model import FAILED, JOB_WITH_FAILURE, SUCCEEDED
 
 from .conftest import source_config
 from .test_acc import GUID, PATH, TOKEN, acc_config

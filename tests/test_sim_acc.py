@@ -16,7 +16,7 @@ from watcher.sources.fields import parse_timespan
 from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
 from watcher_sim import AccWorld, make_acc_app
 from watcher_sim.acc import acc_time, timespan
-from watcher_sim.acc_world import (
+from watcher_sim.acc_model import (
     AGENT_FIELDS,
     DELIVERY,
     FAILED,

@@ -20,14 +20,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from watcher_sim.acc_world import (
-    AGENT_FIELDS,
-    JOB_FIELDS,
-    RUN_FIELDS,
-    AccJob,
-    AccRun,
-    AccWorld,
-)
+from watcher_sim.acc_model import AGENT_FIELDS, JOB_FIELDS, RUN_FIELDS, AccJob, AccRun
+from watcher_sim.acc_world import AccWorld
 from watcher_sim.faults import dumps, fault_middlewares
 from watcher_sim.model import SimConflict, SimNotFound
 from watcher_sim.ratelimit import throttle_middleware

@@ -15,10 +15,28 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from watcher_sim.acc_model import (
+    DELIVERY,
+    FAILED,
+    FAILURE,
+    JOB_FAILED,
+    JOB_FAILURE,
+    JOB_IN_PROGRESS,
+    JOB_SUCCEEDED,
+    JOB_TOTALS,
+    JOB_WITH_FAILURE,
+    NEVER_RUN,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    SUCCEEDED,
+    AccAgent,
+    AccJob,
+    AccRun,
+)
 from watcher_sim.faults import SimServer
 from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
 from watcher_sim.statuses import (
@@ -26,50 +44,8 @@ from watcher_sim.statuses import (
     ACC_RUN_BAD,
     ACC_RUN_FINISHED,
     ACC_RUN_NAMES,
-    AccJobStatus,
-    AccRunStatus,
 )
 from watcher_sim.timeline import Timeline, random_uuid
-
-NEVER_RUN, STARTING, RUNNING = AccRunStatus.NEVER_RUN, AccRunStatus.STARTING, AccRunStatus.RUNNING
-DELIVERY, SUCCEEDED, FAILED = AccRunStatus.DELIVERY, AccRunStatus.SUCCEEDED, AccRunStatus.FAILED
-STOPPED, FAILURE = AccRunStatus.STOPPED, AccRunStatus.FAILURE
-
-JOB_IN_PROGRESS = AccJobStatus.IN_PROGRESS
-JOB_WITH_FAILURE = AccJobStatus.IN_PROGRESS_WITH_FAILURE
-JOB_SUCCEEDED, JOB_FAILURE, JOB_FAILED = (
-    AccJobStatus.SUCCEEDED,
-    AccJobStatus.FAILURE,
-    AccJobStatus.FAILED,
-)
-
-# The JSON fields the API shows, in the seed's order.
-AGENT_FIELDS: tuple[str, ...] = ("agentId", "name", "directoryId", "description")
-RUN_FIELDS: tuple[str, ...] = (
-    "agentRunHistoryId", "agentId", "sessionId", "runId", "agentJobScheduleId", "serverIp",
-    "startTime", "endTime", "expectedEndTime", "runTime", "status", "successActionCount",
-    "dynamicSuccessActionCount", "volume", "pageLoadCount", "requestCount", "downloadCount",
-    "errors", "dataCount", "deliveryCount", "statusMessage", "logPath", "inputParameters",
-    "logLevel", "isWindowLess", "isProductionRun", "backupDataExpiry", "lastUpdated",
-)  # fmt: skip
-JOB_FIELDS: tuple[str, ...] = (
-    "agentJobHistoryId", "agentId", "startTime", "endTime", "totalSuccessActionCount",
-    "totalDynamicSuccessActionCount", "totalPageLoadCount", "totalRequestCount",
-    "totalDownloadCount", "totalVolume", "totalErrors", "totalDataCount", "totalDeliveryCount",
-    "completedScheduleCount", "totalScheduleCount", "completedRunCount", "totalRunCount",
-    "runId", "status", "agentJobSetting",
-)  # fmt: skip
-_JOB_TOTALS = {
-    "totalSuccessActionCount": "successActionCount",
-    "totalDynamicSuccessActionCount": "dynamicSuccessActionCount",
-    "totalPageLoadCount": "pageLoadCount",
-    "totalRequestCount": "requestCount",
-    "totalDownloadCount": "downloadCount",
-    "totalVolume": "volume",
-    "totalErrors": "errors",
-    "totalDataCount": "dataCount",
-    "totalDeliveryCount": "deliveryCount",
-}
 
 FATES = ("success", "failed", "failure", "stopped")
 """The paths a started run can take: it ends Succeeded (4), Failed (5), Failure (7), Stopped (6)."""
@@ -80,83 +56,7 @@ FAILURE_MESSAGES = (
     "Selector not found: div.price",
 )
 
-Plan = list[tuple[int, float | None]]  # statuses still to enter, with their dwell in seconds
-
 _EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-@dataclass(slots=True, eq=False)
-class AccAgent:
-    """An agent in the ACC repository. The fields in `AGENT_FIELDS` are served as JSON."""
-
-    agentId: str
-    name: str
-    directoryId: str
-    description: str | None = None
-    # Simulator only.
-    path: str = ""
-    start_every: float | None = None  # autopilot: seconds between two starts
-    jobs_started: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class AccRun:
-    """An agent run. The fields in `RUN_FIELDS` are served as JSON (`runTime` as a TimeSpan)."""
-
-    agentRunHistoryId: str
-    agentId: str
-    sessionId: str | None = None
-    runId: int = 0  # the job run number, 0 when not started by a job
-    agentJobScheduleId: str | None = None
-    serverIp: str = "127.0.0.1"
-    startTime: datetime | None = None
-    endTime: datetime | None = None
-    expectedEndTime: datetime | None = None
-    runTime: float | None = None  # seconds
-    status: int = STARTING
-    successActionCount: int = 0
-    dynamicSuccessActionCount: int = 0
-    volume: int = 0
-    pageLoadCount: int = 0
-    requestCount: int = 0
-    downloadCount: int = 0
-    errors: int = 0
-    dataCount: int = 0
-    deliveryCount: int = 0
-    statusMessage: str | None = None
-    logPath: str | None = None
-    inputParameters: str | None = None
-    logLevel: int = 1
-    isWindowLess: bool = True
-    isProductionRun: bool = True
-    backupDataExpiry: datetime | None = None
-    lastUpdated: datetime | None = None
-    # Simulator only.
-    created: datetime | None = None
-    job_id: str | None = None
-    log: list[str] = field(default_factory=list, repr=False)
-    final_pages: int = 10
-    final_data: int = 100
-    plan: Plan = field(default_factory=list, repr=False)
-    version: int = 0  # bumped by every change by hand: stale planned transitions are dropped
-
-
-@dataclass(slots=True, eq=False)
-class AccJob:
-    """A job run. The fields in `JOB_FIELDS` are served as JSON; totals come from its runs."""
-
-    agentJobHistoryId: str
-    agentId: str
-    runId: int
-    startTime: datetime | None = None
-    endTime: datetime | None = None
-    status: int = JOB_IN_PROGRESS
-    completedScheduleCount: int = 0
-    totalScheduleCount: int = 1
-    agentJobSetting: Any = None
-    # Simulator only.
-    run_ids: list[str] = field(default_factory=list)
-    manual: bool = False  # its status was set through the API: no longer derived from runs
 
 
 class AccWorld(SimServer):
@@ -362,7 +262,7 @@ class AccWorld(SimServer):
     def job_totals(self, job: AccJob) -> dict[str, int]:
         """The job's totals, summed over its runs."""
         runs = [self.runs[r] for r in job.run_ids if r in self.runs]
-        totals = {k: sum(getattr(r, v) for r in runs) for k, v in _JOB_TOTALS.items()}
+        totals = {k: sum(getattr(r, v) for r in runs) for k, v in JOB_TOTALS.items()}
         totals["completedRunCount"] = sum(1 for r in runs if r.status in ACC_RUN_FINISHED)
         totals["totalRunCount"] = len(runs)
         return totals
