@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from watcher_sim.schedules import Recurrence
 from watcher_sim.statuses import AccJobStatus, AccRunStatus
 
 NEVER_RUN, STARTING, RUNNING = AccRunStatus.NEVER_RUN, AccRunStatus.STARTING, AccRunStatus.RUNNING
@@ -38,6 +39,11 @@ JOB_FIELDS: tuple[str, ...] = (
     "totalDownloadCount", "totalVolume", "totalErrors", "totalDataCount", "totalDeliveryCount",
     "completedScheduleCount", "totalScheduleCount", "completedRunCount", "totalRunCount",
     "runId", "status", "agentJobSetting",
+)  # fmt: skip
+SCHEDULE_FIELDS: tuple[str, ...] = (
+    "scheduleId", "agentId", "cron", "cronDescription", "sessionId", "startTime", "timeZoneId",
+    "nextRunTime", "inputParameters", "logLevel", "isWindowless", "errorMessage",
+    "scheduleStatus", "lastRunTime", "completedTime", "isEnabled",
 )  # fmt: skip
 JOB_TOTALS = {  # a job's totals, summed over the runs' counts
     "totalSuccessActionCount": "successActionCount",
@@ -126,3 +132,26 @@ class AccJob:
     # Simulator only.
     run_ids: list[str] = field(default_factory=list)
     manual: bool = False  # its status was set through the API: no longer derived from runs
+
+
+@dataclass(slots=True, eq=False)
+class AccSchedule:
+    """A job schedule: a cron expression in a time zone that starts a job of the agent. The
+    fields in `SCHEDULE_FIELDS` are served as JSON; `cron`, `startTime` and `timeZoneId` come
+    from its recurrence, `scheduleStatus` and `completedTime` from the last job it started."""
+
+    scheduleId: str
+    agentId: str
+    recurrence: Recurrence
+    nextRunTime: datetime | None
+    sessionId: str | None = None
+    inputParameters: str = "{}"
+    logLevel: int = 1
+    isWindowless: bool = True
+    errorMessage: str | None = None
+    lastRunTime: datetime | None = None
+    isEnabled: bool = True
+    # Simulator only.
+    fires: bool = True  # False: when due it silently starts nothing (nextRunTime moves on)
+    fates: tuple[str, ...] = ("success",)  # how the runs of the jobs it starts end
+    job_id: str | None = None  # the last job it started

@@ -3,9 +3,9 @@
 Agents live at repository paths and have GUIDs; runs move through the run statuses 0–7 and
 jobs (a set of runs started together) through the job statuses 0–5, which follow from their
 runs: "In Progress With Failure" (2) as soon as one run failed while others still run. Tests
-script a world directly (`add_agent`, `add_run`, `set_status`, `set_job_status`, `inject`);
-the demo lets `step()` move planned runs along by the injected clock. `watcher_sim.acc` serves
-a world over HTTP.
+script a world directly (`add_agent`, `add_run`, `set_status`, `set_job_status`,
+`retry_run`, `add_schedule` from `acc_schedules`, `inject`); the demo lets `step()` move
+planned runs along by the injected clock. `watcher_sim.acc` serves a world over HTTP.
 
 Deterministic: the seed, the clock readings and the sequence of calls fix every id, time,
 count and message.
@@ -36,11 +36,15 @@ from watcher_sim.acc_model import (
     AccAgent,
     AccJob,
     AccRun,
+    AccSchedule,
 )
+from watcher_sim.acc_schedules import JobSchedules
 from watcher_sim.faults import SimServer
 from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
 from watcher_sim.statuses import (
+    ACC_DEFAULT_RETRY_METHOD,
     ACC_JOB_FINISHED,
+    ACC_RETRY_METHODS,
     ACC_RUN_BAD,
     ACC_RUN_FINISHED,
     ACC_RUN_NAMES,
@@ -57,9 +61,13 @@ FAILURE_MESSAGES = (
 )
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+_RUN_COUNTS = (
+    "successActionCount", "dynamicSuccessActionCount", "volume", "pageLoadCount",
+    "requestCount", "downloadCount", "errors", "dataCount", "deliveryCount",
+)  # fmt: skip
 
 
-class AccWorld(SimServer):
+class AccWorld(JobSchedules, SimServer):
     """An Agent Control Center in memory, scriptable by tests and driven by a clock."""
 
     def __init__(
@@ -86,6 +94,7 @@ class AccWorld(SimServer):
         self.agents: dict[str, AccAgent] = {}  # by lower-case GUID
         self.runs: dict[str, AccRun] = {}
         self.jobs: dict[str, AccJob] = {}
+        self.schedules: dict[str, AccSchedule] = {}
         self.timeline = Timeline()
 
     # ----------------------------------------------------------------- lookups
@@ -218,6 +227,25 @@ class AccWorld(SimServer):
         self._enter(run, STARTING, now)
         self._schedule(run, now + timedelta(seconds=self.tick))
         return run
+
+    def retry_run(self, run_id: str, method: str = ACC_DEFAULT_RETRY_METHOD) -> AccRun:
+        """What `POST api/run/{id}/retry?RunMethod=…` does to a finished run (seed 004):
+        "New" starts a new run of the agent with the same input parameters (the old run
+        stays as it ended); "Restart" runs it again in place from nothing; the Continue…
+        methods resume it in place, keeping what it had extracted. The run then succeeds."""
+        if method not in ACC_RETRY_METHODS:
+            raise ValueError(f"unknown RunMethod {method!r}; one of {sorted(ACC_RETRY_METHODS)}")
+        run = self.run(run_id)
+        if run.status not in ACC_RUN_FINISHED:
+            raise SimConflict(f"Agent run {run_id} is still running.")
+        if method == "New":
+            new = self.start_run(run.agentId, "success")
+            new.inputParameters = run.inputParameters
+            return new
+        if method == "Restart":
+            for name in _RUN_COUNTS:
+                setattr(run, name, 0)
+        return self.restart_run(run_id)
 
     # -------------------------------------------------------------------- jobs
 

@@ -24,7 +24,7 @@ _UNITS: tuple[tuple[EveryPeriod, timedelta], ...] = (
 )
 
 
-def _zone(name: str) -> tzinfo:
+def zone(name: str) -> tzinfo:
     """A time zone by its IANA name ("UTC" without needing the tz database)."""
     if name == "UTC":
         return UTC
@@ -51,10 +51,10 @@ class Recurrence:
             self.every < timedelta(minutes=1) or self.every % timedelta(minutes=1)
         ):
             raise ValueError("`every` is a whole number of minutes, at least one")
-        zone = _zone(self.timezone)
+        local = zone(self.timezone)
         if self.cron is not None:
             try:
-                CronSim(self.cron, self.start.astimezone(zone))
+                CronSim(self.cron, self.start.astimezone(local))
             except CronSimError as exc:
                 raise ValueError(f"invalid cron expression {self.cron!r}: {exc}") from None
 
@@ -83,7 +83,7 @@ class Recurrence:
         """The first firing strictly after `after`; None when there is none (a RunOnce that
         has fired)."""
         if self.cron is not None:
-            local = after.astimezone(_zone(self.timezone))
+            local = after.astimezone(zone(self.timezone))
             return next(CronSim(self.cron, local)).astimezone(UTC)
         if after < self.start:
             return self.start
