@@ -1,9 +1,12 @@
-"""The world behind the simulated Sequentum Cloud: agents, runs, files, faults and an autopilot.
+"""The world behind the simulated Sequentum Cloud: agents, runs, files, schedules, faults, the
+rate limit and an autopilot.
 
 A `World` is plain data plus the rules the seeds describe (run lifecycle, Failure archived to
-Failed, stop → Stopping → Stopped). Tests script it directly (`add_run`, `set_status`, `inject`);
-the demo and benchmarks let `step()` move runs along by the injected clock. Nothing here speaks
-HTTP: `watcher_sim.cloud` serves a world over the documented API v1.
+Failed, stop → Stopping → Stopped, a schedule of an archived agent making Skipped runs). Tests
+script it directly (`add_run`, `set_status`, `add_schedule`, `inject`); the demo and benchmarks
+let `step()` move runs along by the injected clock. An agent's hints (`last_run`,
+`last_activity`) are worked out from its runs when asked. Nothing here speaks HTTP:
+`watcher_sim.cloud` serves a world over the documented API v1.
 
 Deterministic: given the seed, the clock readings and the sequence of calls, a world always
 produces the same ids, timestamps, counts and bytes.
@@ -20,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from watcher_sim import content, lifecycle
+from watcher_sim.cloud_schedules import AgentSchedules
 from watcher_sim.faults import SimServer
 from watcher_sim.model import (
     COMPLETED,
@@ -46,7 +50,6 @@ from watcher_sim.model import (
     SimVersion,
     utc_now,
 )
-from watcher_sim.schedules import Recurrence
 from watcher_sim.statuses import CLOUD_ACTIVE
 
 __all__ = [
@@ -62,7 +65,7 @@ __all__ = [
 ]
 
 
-class World(SimServer):
+class World(AgentSchedules, SimServer):
     """A Sequentum Cloud organisation in memory, scriptable by tests and driven by a clock.
 
     `now` is the injected clock; `step()` applies every scheduled transition that is due by it.
@@ -141,11 +144,6 @@ class World(SimServer):
         stopped); None if it never ran."""
         runs = self._runs[self.agent(agent_id).id].values()
         return max((r.changed for r in runs if r.changed is not None), default=None)
-
-    def agent_schedules(self, agent_id: int) -> list[SimSchedule]:
-        """The agent's schedules, oldest first."""
-        agent = self.agent(agent_id)
-        return [s for s in self.schedules.values() if s.configId == agent.id]
 
     def file(self, agent_id: int, run_id: int, file_id: int) -> SimFile:
         for f in self.run(agent_id, run_id).files:
@@ -378,67 +376,6 @@ class World(SimServer):
         self._runs[agent.id][run_id] = run
         return run
 
-    # -------------------------------------------------------------- schedules
-
-    def add_schedule(
-        self,
-        agent_id: int,
-        *,
-        every: timedelta | None = None,
-        cron: str | None = None,
-        start: datetime | None = None,
-        timezone: str = "UTC",
-        enabled: bool = True,
-        fires: bool = True,
-        name: str | None = None,
-        fate: str | None = None,
-    ) -> SimSchedule:
-        """Give the agent a schedule: RunEvery `every` (first at `start`, default one interval
-        from now), CRON `cron` (five fields, in `timezone`, from `start` or now), or RunOnce at
-        `start`. Whenever `step()` passes its nextRunTime an enabled schedule starts a run that
-        takes the path `fate` (random when None) — a Skipped run if the agent is archived —
-        and nextRunTime moves on. With `fires` False it starts nothing, as a schedule that
-        silently failed to fire: only nextRunTime moves on."""
-        agent = self.agent(agent_id)
-        now = self.now()
-        if start is None and every is None and cron is None:
-            raise ValueError("a RunOnce schedule needs its `start`")
-        first = start or (now + every if every is not None else now)
-        recurrence = Recurrence(first, every, cron, timezone)
-        schedule = SimSchedule(
-            id=self._claim("_next_schedule_id", None),
-            configId=agent.id,
-            name=name or f"{agent.name} schedule",
-            recurrence=recurrence,
-            nextRunTime=recurrence.first(),
-            isEnabled=enabled,
-            created=now,
-            updated=now,
-            fires=fires,
-            fate=fate,
-        )
-        self.schedules[schedule.id] = schedule
-        self._schedule_fire(schedule)
-        return schedule
-
-    def _schedule_fire(self, schedule: SimSchedule) -> None:
-        if schedule.nextRunTime is not None:
-            job = _Job("schedule", schedule.configId, schedule.id)
-            heapq.heappush(self._queue, (schedule.nextRunTime, next(self._seq), job))
-
-    def _fire(self, schedule_id: int, due: datetime) -> None:
-        """A schedule's nextRunTime has come: start its run (unless it is disabled or does not
-        fire) and move nextRunTime on."""
-        schedule = self.schedules.get(schedule_id)
-        agent = self.agents.get(schedule.configId) if schedule is not None else None
-        if schedule is None or agent is None or schedule.nextRunTime != due:
-            return  # removed, or rescheduled since
-        if schedule.isEnabled and schedule.fires:
-            fate = "skipped" if agent.archived else schedule.fate or self._random_fate()
-            self.begin_run(agent, due, fate).schedule_id = schedule.id
-        schedule.nextRunTime = schedule.recurrence.next_after(due)
-        self._schedule_fire(schedule)
-
     # -------------------------------------------------------------- autopilot
 
     def step(self) -> int:
@@ -478,8 +415,7 @@ class World(SimServer):
         running_ticks: float | None = None,
     ) -> None:
         """Have the autopilot start a run of the agent at `at` (and then every `start_every`)."""
-        job = _Job("start", agent_id, 0, fate, running_ticks)
-        heapq.heappush(self._queue, (at, next(self._seq), job))
+        self._due_at(at, "start", agent_id, 0, fate, running_ticks)
 
     # -------------------------------------------------------------- factories
 
@@ -583,8 +519,11 @@ class World(SimServer):
 
     def _schedule_run(self, run: SimRun, due: datetime) -> None:
         run.due = due
-        job = _Job("run", run.configId, run.id)
-        heapq.heappush(self._queue, (due, next(self._seq), job))
+        self._due_at(due, "run", run.configId, run.id)
+
+    def _due_at(self, when: datetime, *job: Any) -> None:
+        """Queue a job (the fields of `_Job`) due at `when`."""
+        heapq.heappush(self._queue, (when, next(self._seq), _Job(*job)))
 
     def _random_fate(self) -> str:
         return lifecycle.random_fate(self.rng)
