@@ -22,6 +22,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY watcher ./watcher
+COPY watcher_sim ./watcher_sim
 RUN pip wheel --wheel-dir /wheels .
 
 # --- runtime: slim Python, the wheels, a non-root user --------------------------------------------

@@ -41,8 +41,8 @@ from aiohttp import web
 from watcher import logs
 from watcher.app import App
 from watcher.settings import Settings, SourceConfig, SubscriptionConfig, WatcherSection
-from watcher.sim import World, serve
 from watcher.sources.http import HttpClient
+from watcher_sim import World, serve
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,6 +61,8 @@ def simulator(agents: int, latency: float) -> Iterator[tuple[str, str]]:
             str(agents),
             "--latency",
             str(latency),
+            "--rate-limit",
+            "0",  # unlimited: the product does not keep to the Cloud's request budget yet
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -260,7 +262,7 @@ async def bench_steady(agents: int, minutes: float) -> list[str]:
 
 
 async def bench_latency(agents: int, seconds: float, interval: float) -> list[str]:
-    world = World.bulk(agents, runs_per_agent=5, active_fraction=0.0, seed=2)
+    world = World.bulk(agents, runs_per_agent=5, active_fraction=0.0, seed=2, rate_limit=None)
     runner, url = await serve(world)
     changed: dict[str, float] = {}
     latencies: list[float] = []

@@ -5,7 +5,8 @@
 Prints `READY <base_url> <api_key>` once it listens; runs until killed. The world stands still,
 so answers are cached once serialised: the platform being simulated is not a Python process on
 the benchmark machine, and building 20 runs of JSON per request would otherwise take as much
-CPU as watcher itself. Latency is still added to every request.
+CPU as watcher itself. Latency is still added to every request, and the Cloud's rate limit
+(100 requests a minute per key unless `--rate-limit` says otherwise) still applies.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from watcher.sim import World, make_cloud_app
+from watcher_sim import World, make_cloud_app
 
 FIXED_NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -42,6 +44,17 @@ async def main() -> None:
     parser.add_argument("--active", type=float, default=0.05)
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=100,
+        help="requests per minute per API key, as the Cloud allows (0: unlimited)",
+    )
+    parser.add_argument(
+        "--no-hints",
+        action="store_true",
+        help="agents without status/lastActivity hints, a platform that gives none",
+    )
     args = parser.parse_args()
     world = World.bulk(
         args.agents,
@@ -49,8 +62,12 @@ async def main() -> None:
         active_fraction=args.active,
         seed=1,
         now=lambda: FIXED_NOW,  # the same world in every process: a restart sees no changes
+        rate_limit=args.rate_limit or None,
+        hints=not args.no_hints,
     )
     world.latency = args.latency
+    started = time.monotonic()  # built at FIXED_NOW; from now on the clock runs, for the limiter
+    world.now = lambda: FIXED_NOW + timedelta(seconds=time.monotonic() - started)
     app = make_cloud_app(world)
     app.middlewares.append(cached)  # innermost: after auth, latency and request accounting
     app["cache"] = {}

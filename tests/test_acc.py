@@ -11,8 +11,10 @@ import pytest
 
 from watcher.app import App, check_sources
 from watcher.settings import SourceConfig
-from watcher.sim import AccWorld, World, make_acc_app
-from watcher.sim.acc_world import (
+from watcher.sources.fields import parse_timespan
+from watcher.sources.http import HttpClient
+from watcher_sim import AccWorld, World, make_acc_app
+from watcher_sim.acc_model import (
     DELIVERY,
     FAILED,
     FAILURE,
@@ -23,8 +25,6 @@ from watcher.sim.acc_world import (
     STOPPED,
     SUCCEEDED,
 )
-from watcher.sources.fields import parse_timespan
-from watcher.sources.http import HttpClient
 
 from .conftest import FakeClock, make_settings, source_config
 from .test_watch_cloud import finishes, read_events, run_types

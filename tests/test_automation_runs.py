@@ -12,8 +12,8 @@ import pytest
 
 from watcher.app import App, check_sources
 from watcher.settings import SourceConfig
-from watcher.sim import AutomationWorld, make_automation_app
 from watcher.sources.http import HttpClient
+from watcher_sim import AutomationWorld, make_automation_app
 
 from .conftest import FakeClock, make_settings
 from .test_watch_cloud import finishes, read_events, run_types

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from watcher.cli import main
-from watcher.sim import World
 from watcher.store import Store
+from watcher_sim import World
 
 from .conftest import served_in_a_thread
 

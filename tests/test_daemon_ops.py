@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.sim import World
+from watcher_sim import World
 
 from .conftest import served_in_a_thread
 

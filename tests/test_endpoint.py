@@ -22,8 +22,8 @@ from watcher.endpoint import EventStream
 from watcher.errors import WatcherError
 from watcher.models import Event
 from watcher.settings import HttpSection, Settings, SubscriptionConfig
-from watcher.sim import World
 from watcher.sources.http import HttpClient
+from watcher_sim import World
 
 from .conftest import FakeClock, make_settings, source_config
 

@@ -14,7 +14,7 @@ import pytest
 from watcher.cli import main
 from watcher.fetch_cli import fetch_command
 from watcher.settings import load_settings
-from watcher.sim import SimFile, World
+from watcher_sim import SimFile, World
 
 from .conftest import served_in_a_thread
 

@@ -18,14 +18,14 @@ from yarl import URL
 from watcher.diff import diff_agent
 from watcher.errors import SourceProtocolError, SourceUnavailable
 from watcher.models import Agent, Event, RunSnapshot
-from watcher.sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
-from watcher.sim.acc_world import FAILED, JOB_WITH_FAILURE, SUCCEEDED
 from watcher.sources.automation_runs import WILDCARD, AutomationRuns
 from watcher.sources.base import Source
 from watcher.sources.http import HttpClient
 from watcher.sources.sequentum_acc import SequentumAcc
 from watcher.sources.sequentum_cloud import SequentumCloud
 from watcher.store import Store
+from watcher_sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
+from watcher_sim.acc_model import FAILED, JOB_WITH_FAILURE, SUCCEEDED
 
 from .conftest import source_config
 from .test_acc import GUID, PATH, TOKEN, acc_config

@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from watcher import logs
 from watcher.app import App
 from watcher.settings import Settings, SubscriptionConfig
-from watcher.sim import AutomationWorld, make_automation_app
+from watcher_sim import AutomationWorld, make_automation_app
 
 from .conftest import FakeClock, make_settings, source_config
 

@@ -18,9 +18,9 @@ import pytest
 from watcher import logs
 from watcher.app import App
 from watcher.settings import OutputsConfig, OutputSourceRules
-from watcher.sim import SimFile, World
 from watcher.sinks.outputs import OutputsSink
 from watcher.sinks.rundir import MANIFEST, PART_PREFIX, RunDir
+from watcher_sim import SimFile, World
 
 from .conftest import FakeClock, make_settings, source_config
 

@@ -13,9 +13,9 @@ import pytest
 
 from watcher.app import App
 from watcher.settings import OutputsConfig, Settings, SourceConfig, WatcherSection
-from watcher.sim import AccWorld, make_acc_app
 from watcher.sinks.rundir import MANIFEST
 from watcher.sources.base import RunFile
+from watcher_sim import AccWorld, make_acc_app
 
 from .conftest import FakeClock
 

@@ -17,8 +17,8 @@ from watcher.app import App
 from watcher.daemon import Daemon
 from watcher.reload import plan_reload
 from watcher.settings import Settings, load_settings
-from watcher.sim import World
 from watcher.sources.http import HttpClient
+from watcher_sim import World
 
 from .conftest import API_KEY, FakeClock
 

@@ -12,8 +12,8 @@ import structlog
 
 from watcher import logs
 from watcher.app import App
-from watcher.sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
-from watcher.sim.acc_world import FAILED, RUNNING
+from watcher_sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
+from watcher_sim.acc_model import FAILED, RUNNING
 
 from .conftest import make_settings, source_config
 from .test_acc import GUID, PATH, acc_config

@@ -17,14 +17,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from watcher.sim import SimFile, World, make_cloud_app, serve
-from watcher.sim.model import (
+from watcher.status import CLOUD_CODES, cloud_status
+from watcher_sim import SimFile, World, make_cloud_app, serve
+from watcher_sim.model import (
     AGENT_FIELDS,
     COMPLETED,
     FAILED,
     FAILURE,
     FILE_FIELDS,
-    FINISHED_CODES,
     QUEUING,
     RUN_FIELDS,
     RUNNING,
@@ -32,10 +32,11 @@ from watcher.sim.model import (
     STOPPED,
     STOPPING,
     SUCCESS,
+    WAITING,
     SimConflict,
 )
-from watcher.sim.server import autopilot
-from watcher.status import CLOUD_CODES, cloud_status
+from watcher_sim.server import autopilot
+from watcher_sim.statuses import CLOUD_FINISHED, CLOUD_NAMES
 
 API = "/api/v1"
 KEY = {"Authorization": "ApiKey sim-key"}
@@ -122,8 +123,7 @@ async def test_agent_all_sorts_by_last_activity_descending(client, world, clock)
     world.add_run(1596, COMPLETED)
     clock.advance(10)
     world.add_run(2537, RUNNING)
-    quiet = world.add_agent(7, "never-ran")
-    quiet.lastActivity = None
+    world.add_agent(7, "never-ran")
     query = "sortColumn=lastActivity&sortOrder=1&pageIndex=1&recordsPerPage=10"
     page = await get_json(client, f"{API}/agent/all?{query}")
     assert [a["id"] for a in page["agents"]] == [2537, 1596, 7]
@@ -456,12 +456,14 @@ def test_run_times_follow_the_clock(world: World, clock: FakeClock) -> None:
     run = world.add_run(2537)
     assert run.created == T0 and run.startTime is None and run.status == QUEUING
     clock.advance(1)
-    world.set_status(2537, run.id, STARTING)
-    assert run.startTime is None  # Starting is still pending
+    world.set_status(2537, run.id, WAITING)
+    assert run.startTime is None  # Queuing and Waiting: accepted, not yet executing
+    clock.advance(1)
+    world.set_status(2537, run.id, STARTING)  # seed 001: Starting begins executing
     clock.advance(1)
     world.set_status(2537, run.id, RUNNING)
     assert run.startTime == T0 + timedelta(seconds=2) and run.endTime is None
-    clock.advance(10.2)
+    clock.advance(9.2)
     world.set_status(2537, run.id, SUCCESS)
     assert run.endTime == clock.t and run.runTimeSec == 11
 
@@ -531,7 +533,7 @@ def test_demo_autopilot_finishes_every_way_within_15_seconds(clock: FakeClock) -
     assert {a.name for a in world.agents.values()} >= {"steam", "amazon-prices", "job-board"}
     assert all(world.runs(a) for a in world.agents)  # each with some finished history
     seen = _finished_outcomes(world, clock, 15, 0.5)
-    outcomes = {cloud_status(s[-1]).outcome for s in seen.values() if s[-1] in FINISHED_CODES}
+    outcomes = {cloud_status(s[-1]).outcome for s in seen.values() if s[-1] in CLOUD_FINISHED}
     assert {"success", "failure", "stopped"} <= {str(o) for o in outcomes}
     failure = next(rid for rid, s in seen.items() if FAILURE in s)
     agent_id = next(a for a in world.agents if failure in {r.id for r in world.runs(a)})
@@ -548,7 +550,7 @@ def test_demo_autopilot_finishes_every_way_within_15_seconds(clock: FakeClock) -
 def test_demo_has_a_run_that_finishes_between_two_polls(clock: FakeClock) -> None:
     world = World.demo(now=clock)
     seen = _finished_outcomes(world, clock, 15, world.tick)
-    assert any(len(s) == 1 and s[0] in FINISHED_CODES for s in seen.values())
+    assert any(len(s) == 1 and s[0] in CLOUD_FINISHED for s in seen.values())
 
 
 def test_demo_is_deterministic() -> None:
@@ -577,17 +579,17 @@ def test_bulk_builds_10000_agents_quickly(clock: FakeClock) -> None:
     clock.advance(20 * world.tick)
     assert world.step() > 0
     still_active = [
-        r for a in world.agents for r in world.runs(a)[:1] if r.status not in FINISHED_CODES
+        r for a in world.agents for r in world.runs(a)[:1] if r.status not in CLOUD_FINISHED
     ]
     assert still_active == []
 
 
-async def test_status_names_come_from_the_status_table(client, world) -> None:
+async def test_status_names_are_the_seeds_and_agree_with_the_product(client, world) -> None:
     world.status_as_string = True
-    for code, (name, _phase, _outcome) in CLOUD_CODES.items():
+    for code, name in CLOUD_NAMES.items():
         run = world.add_run(1596, code)
         body = await get_json(client, f"{API}/agent/1596/run/{run.id}/status")
-        assert body["status"] == name
+        assert body["status"] == name == CLOUD_CODES[code][0]
 
 
 # ---------------------------------------------------------------------- server
@@ -606,7 +608,7 @@ async def test_serve_on_a_free_port_with_autopilot(clock: FakeClock) -> None:
             assert resp.status == 200
             runs = await resp.json()
         new = [r for r in runs if r["created"] > "2025-03-01T12:00:00"]
-        assert any(r["status"] in FINISHED_CODES for r in new)
+        assert any(r["status"] in CLOUD_FINISHED for r in new)
     finally:
         task.cancel()
         await runner.cleanup()
@@ -616,7 +618,7 @@ async def test_command_line_serves_the_demo() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "watcher.sim", "--port", "0", "--tick", "0.2",
+        sys.executable, "-m", "watcher_sim", "--port", "0", "--tick", "0.2",
         cwd=root, env=env, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

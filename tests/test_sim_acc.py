@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from watcher.sim import AccWorld, make_acc_app
-from watcher.sim.acc import acc_time, timespan
-from watcher.sim.acc_world import (
+from watcher.sources.fields import parse_timespan
+from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
+from watcher_sim import AccWorld, make_acc_app
+from watcher_sim.acc import acc_time, timespan
+from watcher_sim.acc_model import (
     AGENT_FIELDS,
     DELIVERY,
     FAILED,
@@ -30,8 +32,7 @@ from watcher.sim.acc_world import (
     STOPPED,
     SUCCEEDED,
 )
-from watcher.sources.fields import parse_timespan
-from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
+from watcher_sim.statuses import ACC_JOB_NAMES, ACC_RUN_NAMES
 
 from .conftest import FakeClock
 
@@ -59,14 +60,13 @@ async def get(client: TestClient[Any, Any], path: str, status: int = 200) -> Any
     return await resp.json() if resp.content_type == "application/json" else await resp.read()
 
 
-def test_status_tables_are_the_seeds() -> None:
-    assert [ACC_RUN_CODES[c][0] for c in range(8)] == [
-        "Never Run", "Starting", "Running", "Delivery", "Succeeded", "Failed", "Stopped",
-        "Failure",
-    ]  # fmt: skip
-    assert [ACC_JOB_CODES[c][0] for c in range(6)] == [
-        "Never Run", "In Progress", "In Progress With Failure", "Succeeded", "Failure", "Failed",
-    ]  # fmt: skip
+def test_status_tables_are_the_seeds_in_the_simulator_and_the_product() -> None:
+    runs = ["Never Run", "Starting", "Running", "Delivery", "Succeeded", "Failed", "Stopped",
+            "Failure"]  # fmt: skip
+    jobs = ["Never Run", "In Progress", "In Progress With Failure", "Succeeded", "Failure",
+            "Failed"]  # fmt: skip
+    assert [ACC_RUN_NAMES[c] for c in range(8)] == runs == [ACC_RUN_CODES[c][0] for c in range(8)]
+    assert [ACC_JOB_NAMES[c] for c in range(6)] == jobs == [ACC_JOB_CODES[c][0] for c in range(6)]
 
 
 def test_times_and_timespans_are_written_like_the_seed() -> None:

@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient
 
 from watcher.app import App
 from watcher.settings import Settings, WatcherSection
-from watcher.sim import AutomationWorld, make_automation_app
-from watcher.sim.automation_world import RUN_FIELDS, STEP_FIELDS
-from watcher.sim.demo import start_platforms
+from watcher_sim import AutomationWorld, make_automation_app
+from watcher_sim.automation_world import RUN_FIELDS, STEP_FIELDS
+from watcher_sim.demo import start_platforms
 
 from .conftest import FakeClock
 

@@ -11,7 +11,7 @@ import pytest
 
 from watcher.app import App, check_sources
 from watcher.daemon import Daemon
-from watcher.sim import World
+from watcher_sim import World
 
 from .conftest import API_KEY, FakeClock
 

@@ -299,7 +299,7 @@ def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from watcher.sim.demo import start_platforms
+    from watcher_sim.demo import start_platforms
 
     logs.configure(args.log_format or "console", args.log_level or "info")
     platforms = await start_platforms(seed=args.seed, tick=args.tick, port=args.port)

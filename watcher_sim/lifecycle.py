@@ -11,15 +11,12 @@ import math
 import random
 from datetime import datetime
 
-from watcher.sim import content
-from watcher.sim.model import (
-    ACTIVE_CODES,
+from watcher_sim import content
+from watcher_sim.model import (
     COMPLETED,
     EXPORTING,
     FAILED,
     FAILURE,
-    FINISHED_CODES,
-    PENDING_CODES,
     QUEUING,
     RUNNING,
     SKIPPED,
@@ -32,10 +29,19 @@ from watcher.sim.model import (
     SimDiagnostics,
     SimRun,
 )
-from watcher.status import CLOUD_CODES
+from watcher_sim.statuses import (
+    CLOUD_ACCEPTED,
+    CLOUD_ACTIVE,
+    CLOUD_FINISHED,
+    CLOUD_NAMES,
+    CloudStatus,
+)
 
 # The paths a run can take, and how often the autopilot picks each when none is asked for.
 FATES: dict[str, int] = {"success": 60, "failure": 20, "stopped": 10, "flash": 8, "skipped": 2}
+
+# A run has not started executing while accepted, nor when it was skipped before execution.
+_NOT_STARTED = CLOUD_ACCEPTED | {SKIPPED, CloudStatus.INVALID}
 
 _STAT_FIELDS = ("pageCount", "requestCount", "dataCount", "errorCount", "runTimeSec", "traffic")
 
@@ -74,7 +80,8 @@ def plan(fate: str, tick: float, rng: random.Random, running_ticks: float | None
 def enter(run: SimRun, status: int, at: datetime, message: str | None = None) -> bool:
     """Move `run` to `status` at `at`: times, counts, message, diagnostics and log follow.
 
-    startTime is set once the run leaves the pending statuses; endTime and runTimeSec when it
+    startTime is set once the run is accepted and starts executing (seed 001's phases: Queuing
+    and Waiting are "accepted", Starting begins "executing"); endTime and runTimeSec when it
     finishes (cleared again if a finished run is restarted in place). Archiving a Failure to
     Failed rewrites the status only. Returns True when the run has just finished and should
     get its output files.
@@ -82,19 +89,20 @@ def enter(run: SimRun, status: int, at: datetime, message: str | None = None) ->
     previous = run.status
     run.status = status
     run.status_text = None
+    run.changed = at
     if message is not None:
         run.message = message
-    if status in ACTIVE_CODES and previous in FINISHED_CODES:
+    if status in CLOUD_ACTIVE and previous in CLOUD_FINISHED:
         run.endTime = run.runTimeSec = None
-    if status not in PENDING_CODES and status != SKIPPED and run.startTime is None:
+    if status not in _NOT_STARTED and run.startTime is None:
         run.startTime = at
         run.serverName = content.server_name(run.id)
-    run.log.append((at, "INFO", f"Status: {CLOUD_CODES.get(status, (str(status),))[0]}"))
+    run.log.append((at, "INFO", f"Status: {CLOUD_NAMES.get(status, str(status))}"))
     if status == RUNNING:
         _raise_counts(run, content.partial_counts(run.id, 0.5))
     elif status == EXPORTING:
         _raise_counts(run, content.final_counts(run.id))
-    elif status in FINISHED_CODES and not (status == FAILED and previous == FAILURE):
+    elif status in CLOUD_FINISHED and not (status == FAILED and previous == FAILURE):
         _finish(run, status, at)
         return status != SKIPPED and run.auto_files and not run.files
     return False

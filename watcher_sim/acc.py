@@ -1,12 +1,14 @@
 """The Sequentum Agent Control Center API (seed 004) served over an `AccWorld`.
 
 Paths are the seed's, under `/api` (no version prefix): agent by path, cluster start, run
-history, run details, restart/retry, log and backup downloads (zip files), job start, job run
-details, job history, the runs of a job run, set the latest job status, job logs and backup.
+history, run details, restart and retry (`RunMethod`), log and backup downloads (zip files),
+job start, job run details, job history, the runs of a job run, set the latest job status, job
+logs and backup, and the job schedules (list, add or update, delete, start, on and off).
 Auth is `Authorization: Bearer <token>`; without a valid token the answer is 401 with an empty
 body and `WWW-Authenticate: Bearer`, as an ASP.NET JWT API answers. Other errors are
 `{"message": …}`. Times are written in the world's UTC offset (`+10:00`) with 7 fractional
-digits, and `runTime` as a .NET TimeSpan (`00:00:08.9677836`), as in the seed.
+digits, and `runTime` as a .NET TimeSpan (`00:00:08.9677836`), as in the seed. The ACC
+documents no rate limit; a world can be given one (`AccWorld(rate_limit=N)`).
 """
 
 from __future__ import annotations
@@ -20,29 +22,24 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from watcher.sim.acc_world import (
+from watcher_sim.acc_model import (
     AGENT_FIELDS,
     JOB_FIELDS,
     RUN_FIELDS,
+    SCHEDULE_FIELDS,
     AccJob,
     AccRun,
-    AccWorld,
+    AccSchedule,
 )
-from watcher.sim.faults import dumps, fault_middlewares
-from watcher.sim.model import SimConflict, SimNotFound
+from watcher_sim.acc_world import AccWorld
+from watcher_sim.faults import dumps, fault_middlewares
+from watcher_sim.model import SimConflict, SimNotFound
+from watcher_sim.ratelimit import throttle_middleware
+from watcher_sim.schedules import zone
+from watcher_sim.statuses import ACC_DEFAULT_RETRY_METHOD, ACC_RETRY_METHODS
 
 ACC = web.AppKey("acc_world", AccWorld)
 DEFAULT_COUNT = 100  # "The latest 100 agent runs are returned if the count is not specified."
-RETRY_METHODS = frozenset(
-    {
-        "Restart",
-        "Continue",
-        "ContinueRefreshAgent",
-        "ContinueAndRetryErrors",
-        "ContinueAndRetryErrorsRefreshAgent",
-        "New",
-    }
-)
 
 
 class AccError(Exception):
@@ -182,14 +179,20 @@ async def run_details(request: web.Request) -> web.Response:
 
 
 async def restart(request: web.Request) -> web.Response:
-    """POST api/run/{id}/restart and api/run/{id}/retry?RunMethod=…: the run, Starting."""
+    """POST api/run/{id}/restart: the run, Starting again."""
     world = request.app[ACC]
-    if request.path.endswith("/retry"):
-        method = request.query.get("RunMethod", "ContinueAndRetryErrorsRefreshAgent")
-        if method not in RETRY_METHODS:
-            raise AccError(400, f"The value '{method}' is not valid for RunMethod.")
-    run = world.restart_run(request.match_info["runId"])
-    return _json(run_json(run, world))
+    return _json(run_json(world.restart_run(request.match_info["runId"]), world))
+
+
+async def retry(request: web.Request) -> web.Response:
+    """POST api/run/{id}/retry?RunMethod=… (default ContinueAndRetryErrorsRefreshAgent): the
+    run restarted in place, or with New the new run. The seed shows no answer; the run is
+    what the client needs to follow it."""
+    world = request.app[ACC]
+    method = request.query.get("RunMethod", ACC_DEFAULT_RETRY_METHOD)
+    if method not in ACC_RETRY_METHODS:
+        raise AccError(400, f"The value '{method}' is not valid for RunMethod.")
+    return _json(run_json(world.retry_run(request.match_info["runId"], method), world))
 
 
 async def run_log(request: web.Request) -> web.Response:
@@ -231,6 +234,107 @@ async def job_status(request: web.Request) -> web.Response:
         raise AccError(400, "status must be a job status between 0 and 5.")
     world.set_job_status(request.match_info["agentId"], status)
     return web.Response(status=200)
+
+
+# --------------------------------------------------------------- job schedules
+
+
+def schedule_json(schedule: AccSchedule, world: AccWorld) -> dict[str, Any]:
+    """A schedule as seed 004 shows it: `startTime` in the schedule's own time zone without an
+    offset ("2019-05-30T15:36:00"), the other times in the world's offset."""
+    recurrence, offset = schedule.recurrence, world.utc_offset
+    job = world.jobs.get(schedule.job_id or "")
+    local_start = recurrence.start.astimezone(zone(recurrence.timezone))
+    values = {
+        "scheduleId": schedule.scheduleId,
+        "agentId": schedule.agentId,
+        "cron": recurrence.cron,
+        "cronDescription": f"Runs at '{recurrence.cron}' ({recurrence.timezone}).",
+        "sessionId": schedule.sessionId,
+        "startTime": local_start.strftime("%Y-%m-%dT%H:%M:%S"),
+        "timeZoneId": recurrence.timezone,
+        "nextRunTime": acc_time(schedule.nextRunTime, offset),
+        "inputParameters": schedule.inputParameters,
+        "logLevel": schedule.logLevel,
+        "isWindowless": schedule.isWindowless,
+        "errorMessage": schedule.errorMessage,
+        "scheduleStatus": int(world.schedule_status(schedule)),
+        "lastRunTime": acc_time(schedule.lastRunTime, offset),
+        "completedTime": acc_time(job.endTime if job is not None else None, offset),
+        "isEnabled": schedule.isEnabled,
+    }
+    return {name: values[name] for name in SCHEDULE_FIELDS}
+
+
+async def job_schedules(request: web.Request) -> web.Response:
+    """GET api/job/{agentId}/schedules."""
+    world = request.app[ACC]
+    schedules = world.agent_schedules(request.match_info["agentId"])
+    return _json([schedule_json(s, world) for s in schedules])
+
+
+async def save_schedule(request: web.Request) -> web.Response:
+    """POST api/job/{agentId}/schedule: add a schedule, or update the one its scheduleId names;
+    `startTime` is local time in `timeZoneId`. Answers the schedule."""
+    world = request.app[ACC]
+    body = await _body(request)
+    cron, tz = body.get("cron"), body.get("timeZoneId") or "UTC"
+    if not isinstance(cron, str) or not isinstance(tz, str):
+        raise AccError(400, "cron and timeZoneId must be strings.")
+    fields = {k: body[k] for k in ("sessionId", "inputParameters", "logLevel") if k in body}
+    if isinstance(body.get("isWindowless"), bool):
+        fields["isWindowless"] = body["isWindowless"]
+    try:
+        start = None
+        if body.get("startTime"):
+            start = datetime.fromisoformat(str(body["startTime"])).replace(tzinfo=zone(tz))
+        schedule = world.add_schedule(
+            request.match_info["agentId"],
+            cron,
+            time_zone=tz,
+            start=start,
+            enabled=body.get("isEnabled") is not False,
+            schedule_id=body.get("scheduleId") or None,
+            **fields,
+        )
+    except ValueError as exc:
+        raise AccError(400, str(exc)) from None
+    return _json(schedule_json(schedule, world))
+
+
+async def delete_schedule(request: web.Request) -> web.Response:
+    """DELETE api/job/schedule/{scheduleId}."""
+    request.app[ACC].remove_schedule(request.match_info["scheduleId"])
+    return web.Response(status=200)
+
+
+async def delete_agent_schedules(request: web.Request) -> web.Response:
+    """DELETE api/job/{agentId}/schedules."""
+    request.app[ACC].remove_agent_schedules(request.match_info["agentId"])
+    return web.Response(status=200)
+
+
+async def start_schedule(request: web.Request) -> web.Response:
+    """POST api/job/schedule/{scheduleId}/start: the schedule's job, started now."""
+    job = request.app[ACC].start_schedule(request.match_info["scheduleId"])
+    return _json({"agentJobHistoryId": job.agentJobHistoryId, "jobRunId": job.runId})
+
+
+async def switch_schedule(request: web.Request) -> web.Response:
+    """POST api/job/schedule/{scheduleId}/on|off."""
+    schedule = request.app[ACC].schedule(request.match_info["scheduleId"])
+    schedule.isEnabled = request.match_info["switch"] == "on"
+    return web.Response(status=200)
+
+
+async def switch_agent_schedules(request: web.Request) -> web.Response:
+    """POST api/job/{agentId}/schedules/on|off."""
+    for schedule in request.app[ACC].agent_schedules(request.match_info["agentId"]):
+        schedule.isEnabled = request.match_info["switch"] == "on"
+    return web.Response(status=200)
+
+
+# ------------------------------------------------------------- job run files
 
 
 async def job_logs(request: web.Request) -> web.Response:
@@ -287,11 +391,14 @@ name="password" type="password"><button>Log in</button></form></body></html>
 """
 
 observe, inject_faults = fault_middlewares(ACC, _acc_error, _HTML_PAGE)
+throttle = throttle_middleware(
+    ACC, lambda r: r.headers["Authorization"].strip().partition(" ")[2].strip(), _acc_error, dumps
+)
 
 
 def make_acc_app(world: AccWorld) -> web.Application:
     """An aiohttp application serving `world` as the Agent Control Center API."""
-    app = web.Application(middlewares=[observe, inject_faults, guard])
+    app = web.Application(middlewares=[observe, inject_faults, guard, throttle])
     app[ACC] = world
     r = app.router
     r.add_get("/api/agent", agent_by_path)
@@ -301,7 +408,7 @@ def make_acc_app(world: AccWorld) -> web.Application:
     r.add_get("/api/agent/{agentId}/run/{runId}/history", job_run_history)
     r.add_get("/api/run/{runId}", run_details)
     r.add_post("/api/run/{runId}/restart", restart)
-    r.add_post("/api/run/{runId}/retry", restart)
+    r.add_post("/api/run/{runId}/retry", retry)
     r.add_get("/api/run/{runId}/log", run_log)
     r.add_get("/api/run/{runId}/backup", run_backup)
     r.add_get("/api/job/run/{jobId}", job_details)
@@ -310,4 +417,11 @@ def make_acc_app(world: AccWorld) -> web.Application:
     r.add_post("/api/job/{agentId}/start", job_start)
     r.add_get("/api/job/{agentId}/history", job_history)
     r.add_post("/api/job/{agentId}/status", job_status)
+    r.add_get("/api/job/{agentId}/schedules", job_schedules)
+    r.add_delete("/api/job/{agentId}/schedules", delete_agent_schedules)
+    r.add_post("/api/job/{agentId}/schedules/{switch:on|off}", switch_agent_schedules)
+    r.add_post("/api/job/{agentId}/schedule", save_schedule)
+    r.add_delete("/api/job/schedule/{scheduleId}", delete_schedule)
+    r.add_post("/api/job/schedule/{scheduleId}/start", start_schedule)
+    r.add_post("/api/job/schedule/{scheduleId}/{switch:on|off}", switch_schedule)
     return app

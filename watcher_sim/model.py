@@ -1,40 +1,28 @@
 """The data of the simulated Sequentum Cloud: agents, runs, files, versions (and, re-exported
-from `watcher.sim.faults`, the faults every simulator shares).
+from `watcher_sim.faults`, the faults every simulator shares).
 
 Field names are the seeds' JSON names (camelCase) so that serving them is a lookup; the
-`*_FIELDS` tuples list, in the seeds' order, which fields the API shows. Status codes are
-named from `watcher.status.CLOUD_CODES`, the one copy of the status table.
+`*_FIELDS` tuples list, in the seeds' order, which fields the API shows. Status codes come from
+the simulator's own table (`watcher_sim.statuses`), written from the seeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.models import Phase
-from watcher.sim.content import FILE_TYPE_DATA
-from watcher.sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
-from watcher.sim.faults import Fault as Fault  # re-exported
-from watcher.status import CLOUD_CODES
+from watcher_sim.content import FILE_TYPE_DATA
+from watcher_sim.faults import FAULT_KINDS as FAULT_KINDS  # re-exported
+from watcher_sim.faults import Clock as Clock  # re-exported
+from watcher_sim.faults import Fault as Fault  # re-exported
+from watcher_sim.schedules import Recurrence
+from watcher_sim.statuses import CloudStatus
 
-Clock = Callable[[], datetime]
-
-
-def _code(name: str) -> int:
-    """A status code by its name in watcher.status.CLOUD_CODES (the one copy of the table)."""
-    return next(code for code, (n, _phase, _outcome) in CLOUD_CODES.items() if n == name)
-
-
-RUNNING, EXPORTING, STARTING = _code("Running"), _code("Exporting"), _code("Starting")
-QUEUING, STOPPING, FAILURE = _code("Queuing"), _code("Stopping"), _code("Failure")
-FAILED, STOPPED, COMPLETED = _code("Failed"), _code("Stopped"), _code("Completed")
-SUCCESS, SKIPPED, WAITING = _code("Success"), _code("Skipped"), _code("Waiting")
-
-PENDING_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase is Phase.PENDING)
-FINISHED_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase is Phase.FINISHED)
-ACTIVE_CODES = frozenset(c for c, (_, phase, _) in CLOUD_CODES.items() if phase.active)
+RUNNING, EXPORTING, STARTING = CloudStatus.RUNNING, CloudStatus.EXPORTING, CloudStatus.STARTING
+QUEUING, STOPPING, FAILURE = CloudStatus.QUEUING, CloudStatus.STOPPING, CloudStatus.FAILURE
+FAILED, STOPPED, COMPLETED = CloudStatus.FAILED, CloudStatus.STOPPED, CloudStatus.COMPLETED
+SUCCESS, SKIPPED, WAITING = CloudStatus.SUCCESS, CloudStatus.SKIPPED, CloudStatus.WAITING
 
 # The JSON fields of the seeds, in the seeds' order (seed 000 for runs, seed 002 for agents).
 RUN_FIELDS: tuple[str, ...] = (
@@ -51,6 +39,12 @@ AGENT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 FILE_FIELDS: tuple[str, ...] = ("id", "regionId", "fileType", "name", "fileSize", "created")
 VERSION_FIELDS: tuple[str, ...] = ("userName", "version", "created", "comments", "fileSize")
+# A schedule as `GET /agent/{id}/schedules` shows it (the vendor client's AgentScheduleApiModel).
+SCHEDULE_FIELDS: tuple[str, ...] = (
+    "id", "configId", "name", "schedule", "localSchedule", "timezone", "nextRunTime",
+    "startTime", "scheduleType", "isEnabled", "runEveryCount", "runEveryPeriod", "created",
+    "updated",
+)  # fmt: skip
 
 # A plan is the statuses a run will still enter, each with how long (seconds) it stays there;
 # the last stage's dwell is None (the run stays there).
@@ -110,7 +104,8 @@ class SimVersion:
 
 @dataclass(slots=True, eq=False)
 class SimAgent:
-    """An agent (config). The fields named in `AGENT_FIELDS` are served as JSON."""
+    """An agent (config). The fields named in `AGENT_FIELDS` are served as JSON, but for
+    `status` and `lastActivity`, which the world works out from the agent's runs."""
 
     id: int
     name: str
@@ -122,11 +117,9 @@ class SimAgent:
     image: str | None = None
     inputParameters: dict[str, Any] = field(default_factory=dict)
     isActive: bool = False
-    lastActivity: datetime | None = None
     proxyPoolId: int | None = None
     spaceId: int | None = None
     startUrl: str | None = None
-    status: int | None = None
     userId: int = 289
     validationStatus: int = 3
     version: int = 1
@@ -134,6 +127,7 @@ class SimAgent:
     updated: datetime | None = None
     # Simulator only.
     versions: list[SimVersion] = field(default_factory=list)
+    archived: bool = False  # its schedules' runs are Skipped (seed 001)
     start_every: float | None = None  # autopilot: seconds between two starts of this agent
     runs_started: int = 0  # the run `sequence` counter
 
@@ -181,3 +175,32 @@ class SimRun:
     listed: bool = True  # False once the run has left the runs listing (history window)
     plan: Plan = field(default_factory=list, repr=False)
     due: datetime | None = field(default=None, repr=False)
+    changed: datetime | None = None  # when it last changed: created, a new status, a restart
+    inputParameters: Any = None  # as the start request gave them
+    schedule_id: int | None = None  # the schedule that started it
+
+
+@dataclass(slots=True, eq=False)
+class SimSchedule:
+    """A schedule of an agent. The fields in `SCHEDULE_FIELDS` are served as JSON; its
+    recurrence gives `scheduleType`, `schedule`, `runEveryCount` and `runEveryPeriod`."""
+
+    id: int
+    configId: int
+    name: str
+    recurrence: Recurrence
+    nextRunTime: datetime | None
+    isEnabled: bool = True
+    created: datetime | None = None
+    updated: datetime | None = None
+    # Simulator only.
+    fires: bool = True  # False: when due it silently starts nothing (nextRunTime moves on)
+    fate: str | None = None  # the path its runs take (None: random)
+
+    @property
+    def timezone(self) -> str:
+        return self.recurrence.timezone
+
+    @property
+    def startTime(self) -> datetime:
+        return self.recurrence.start

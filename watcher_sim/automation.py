@@ -18,15 +18,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from watcher.sim.automation_world import (
-    RETRY_MODES,
+from watcher_sim.automation_world import (
     RUN_FIELDS,
     STEP_FIELDS,
     AutomationWorld,
     AutoRun,
 )
-from watcher.sim.faults import dumps, fault_middlewares
-from watcher.sim.model import SimConflict, SimNotFound
+from watcher_sim.faults import dumps, fault_middlewares
+from watcher_sim.model import SimConflict, SimNotFound
+from watcher_sim.ratelimit import throttle_middleware
+from watcher_sim.statuses import AUTOMATION_RETRY_MODES
 
 AUTOMATION = web.AppKey("automation_world", AutomationWorld)
 API = "/api/v1/automation-runs"
@@ -158,7 +159,7 @@ async def retry_run(request: web.Request) -> web.Response:
             {"type": "model_attributes_type", "loc": ["body"], "msg": "Input should be an object"}
         )
     mode = body.get("mode", "from_failed")
-    if mode not in RETRY_MODES:
+    if mode not in AUTOMATION_RETRY_MODES:
         raise Invalid(
             {
                 "type": "literal_error",
@@ -181,21 +182,29 @@ async def run_steps(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------ middlewares
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """X-API-Key, Bearer or the vai_token cookie; errors in FastAPI's shapes."""
+def credential(request: web.Request) -> str | None:
+    """The valid credential a request carries (X-API-Key, Bearer token or the vai_token
+    cookie, tried in that order), or None."""
     world = request.app[AUTOMATION]
     key = request.headers.get("X-API-Key")
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     cookie = request.cookies.get("vai_token")
-    if key is None and not token and cookie is None:
-        return _json({"detail": "Not authenticated"}, 401)
-    valid = (
-        (key is not None and key in world.api_keys)
-        or (scheme.lower() == "bearer" and token.strip() in world.bearer_tokens)
-        or (cookie is not None and cookie in world.bearer_tokens)
-    )
-    if not valid:
+    if key is not None and key in world.api_keys:
+        return key
+    if scheme.lower() == "bearer" and token.strip() in world.bearer_tokens:
+        return token.strip()
+    if cookie is not None and cookie in world.bearer_tokens:
+        return cookie
+    return None
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """X-API-Key, Bearer or the vai_token cookie; errors in FastAPI's shapes."""
+    if credential(request) is None:
+        _, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if "X-API-Key" not in request.headers and not token and "vai_token" not in request.cookies:
+            return _json({"detail": "Not authenticated"}, 401)
         return _json({"detail": "Invalid authentication credentials"}, 401)
     try:
         return await handler(request)
@@ -221,11 +230,12 @@ _HTML_PAGE = """<!DOCTYPE html>
 """
 
 observe, inject_faults = fault_middlewares(AUTOMATION, _detail, _HTML_PAGE)
+throttle = throttle_middleware(AUTOMATION, lambda r: credential(r) or "", _detail, dumps)
 
 
 def make_automation_app(world: AutomationWorld) -> web.Application:
     """An aiohttp application serving `world` as the automation-runs API."""
-    app = web.Application(middlewares=[observe, inject_faults, guard])
+    app = web.Application(middlewares=[observe, inject_faults, guard, throttle])
     app[AUTOMATION] = world
     app.router.add_get(API, list_runs)
     app.router.add_get(API + "/{run_id}", get_run)

@@ -10,12 +10,12 @@ from typing import Protocol
 
 from aiohttp import web
 
-from watcher.sim.acc import make_acc_app
-from watcher.sim.acc_world import AccWorld
-from watcher.sim.automation import make_automation_app
-from watcher.sim.automation_world import AutomationWorld
-from watcher.sim.cloud import make_cloud_app
-from watcher.sim.world import World
+from watcher_sim.acc import make_acc_app
+from watcher_sim.acc_world import AccWorld
+from watcher_sim.automation import make_automation_app
+from watcher_sim.automation_world import AutomationWorld
+from watcher_sim.cloud import make_cloud_app
+from watcher_sim.world import World
 
 
 class Steppable(Protocol):

@@ -1,4 +1,4 @@
-"""What every simulated platform shares: scripted faults, the request log, latency.
+"""What every simulated platform shares: scripted faults, the request log, latency, the rate limit.
 
 A world (`World` for Sequentum Cloud, `AccWorld`, `AutomationWorld`) inherits `SimServer`, so
 tests script misbehaviour the same way everywhere (`world.inject("/api/…", kind="truncated")`).
@@ -12,14 +12,20 @@ import asyncio
 import json
 import socket
 import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from fnmatch import fnmatchcase
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from watcher_sim.ratelimit import SlidingWindow
+
+Clock = Callable[[], datetime]
 
 FAULT_KINDS = frozenset({"http", "problem", "html", "truncated", "stall", "reset", "cut"})
 
@@ -60,14 +66,52 @@ class Fault:
         return fnmatchcase(path, self.path)
 
 
-class SimServer:
-    """The scripted faults, request log, latency and byte count of a simulated platform."""
+@dataclass(slots=True)
+class Call:
+    """One request as the server saw it, for tests to assert on: `query` is the query string's
+    last value per name, `body` the JSON of a request that had one (its text if it was not
+    JSON), `status` the status the server answered with (None until it has)."""
 
-    def __init__(self, *, latency: float = 0.0) -> None:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any = None
+    status: int | None = None
+
+
+class SimServer:
+    """The scripted faults, request log, latency, byte count and rate limit of a platform."""
+
+    def __init__(
+        self,
+        *,
+        now: Clock,
+        latency: float = 0.0,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
+    ) -> None:
+        self.now = now
         self.latency = latency
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.calls: list[Call] = []
         self.bytes_sent = 0
+        #: None: no limit. Otherwise requests per credential within any `rate_window` seconds.
+        self.limiter = SlidingWindow(rate_limit, rate_window) if rate_limit is not None else None
+        self.throttled = 0
+        self.throttled_by_key: Counter[str] = Counter()
+
+    def admit(self, credential: str) -> int | None:
+        """Count a request of an authenticated `credential` against the rate limit: None when
+        it may be answered, else the seconds to wait (the request is refused, and counted in
+        `throttled`)."""
+        if self.limiter is None:
+            return None
+        wait = self.limiter.admit(credential, self.now())
+        if wait is not None:
+            self.throttled += 1
+            self.throttled_by_key[credential] += 1
+        return wait
 
     def inject(
         self,
@@ -101,12 +145,19 @@ class SimServer:
     def clear_faults(self) -> None:
         self.faults.clear()
 
-    def record(self, method: str, path_qs: str) -> None:
-        self.requests.append((method, path_qs))
+    def record(self, request: web.Request, body: Any) -> Call:
+        """Log a request in `requests` (method, path and query) and `calls`."""
+        self.requests.append((request.method, request.path_qs))
+        call = Call(request.method, request.path, dict(request.query), body)
+        self.calls.append(call)
+        return call
 
     def reset_counters(self) -> None:
         self.requests.clear()
+        self.calls.clear()
         self.bytes_sent = 0
+        self.throttled = 0
+        self.throttled_by_key.clear()
 
 
 def phrase(status: int) -> str:
@@ -127,18 +178,22 @@ def fault_middlewares(
 ) -> tuple[Middleware, Middleware]:
     """(observe, inject_faults) for an app whose `SimServer` is stored under `key`.
 
-    observe records the request, adds the latency and counts the response bytes; inject_faults
-    answers with the first scripted fault matching the request, before auth and the handler.
+    observe records the request (with its body), adds the latency, records the answer's status
+    and counts the response bytes; inject_faults answers with the first scripted fault matching
+    the request, before auth and the handler.
     An "http" fault's default body is `error_body(status, message)`; "html" shows `html_page`.
     """
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         server: SimServer = request.app[key]
-        server.record(request.method, request.path_qs)
+        call = server.record(
+            request, _body(await request.read()) if request.can_read_body else None
+        )
         if server.latency > 0:
             await asyncio.sleep(server.latency)
         response = await handler(request)
+        call.status = response.status
         if isinstance(response, web.Response) and isinstance(response.body, bytes):
             server.bytes_sent += len(response.body)
         return response
@@ -162,6 +217,16 @@ def fault_middlewares(
         return _fault_response(fault, error_body, html_page)
 
     return observe, inject_faults
+
+
+def _body(raw: bytes) -> Any:
+    """A request body as `Call.body` keeps it: its JSON, else its text; None when empty."""
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
 
 
 def _fault_response(fault: Fault, error_body: ErrorBody, html_page: str) -> web.Response:

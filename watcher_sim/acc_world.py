@@ -3,9 +3,9 @@
 Agents live at repository paths and have GUIDs; runs move through the run statuses 0–7 and
 jobs (a set of runs started together) through the job statuses 0–5, which follow from their
 runs: "In Progress With Failure" (2) as soon as one run failed while others still run. Tests
-script a world directly (`add_agent`, `add_run`, `set_status`, `set_job_status`, `inject`);
-the demo lets `step()` move planned runs along by the injected clock. `watcher.sim.acc` serves
-a world over HTTP.
+script a world directly (`add_agent`, `add_run`, `set_status`, `set_job_status`,
+`retry_run`, `add_schedule` from `acc_schedules`, `inject`); the demo lets `step()` move
+planned runs along by the injected clock. `watcher_sim.acc` serves a world over HTTP.
 
 Deterministic: the seed, the clock readings and the sequence of calls fix every id, time,
 count and message.
@@ -15,64 +15,41 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.sim.faults import SimServer
-from watcher.sim.model import Clock, SimConflict, SimNotFound, utc_now
-from watcher.sim.timeline import Timeline, random_uuid
-from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES
-
-
-def _run_code(name: str) -> int:
-    return next(c for c, (n, _, _) in ACC_RUN_CODES.items() if n == name)
-
-
-def _job_code(name: str) -> int:
-    return next(c for c, (n, _, _) in ACC_JOB_CODES.items() if n == name)
-
-
-NEVER_RUN, STARTING, RUNNING = _run_code("Never Run"), _run_code("Starting"), _run_code("Running")
-DELIVERY, SUCCEEDED, FAILED = _run_code("Delivery"), _run_code("Succeeded"), _run_code("Failed")
-STOPPED, FAILURE = _run_code("Stopped"), _run_code("Failure")
-FINISHED_RUN = frozenset({SUCCEEDED, FAILED, STOPPED, FAILURE})
-
-JOB_IN_PROGRESS = _job_code("In Progress")
-JOB_WITH_FAILURE = _job_code("In Progress With Failure")
-JOB_SUCCEEDED, JOB_FAILURE, JOB_FAILED = (
-    _job_code("Succeeded"),
-    _job_code("Failure"),
-    _job_code("Failed"),
+from watcher_sim.acc_model import (
+    DELIVERY,
+    FAILED,
+    FAILURE,
+    JOB_FAILED,
+    JOB_FAILURE,
+    JOB_IN_PROGRESS,
+    JOB_SUCCEEDED,
+    JOB_TOTALS,
+    JOB_WITH_FAILURE,
+    NEVER_RUN,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    SUCCEEDED,
+    AccAgent,
+    AccJob,
+    AccRun,
+    AccSchedule,
 )
-
-# The JSON fields the API shows, in the seed's order.
-AGENT_FIELDS: tuple[str, ...] = ("agentId", "name", "directoryId", "description")
-RUN_FIELDS: tuple[str, ...] = (
-    "agentRunHistoryId", "agentId", "sessionId", "runId", "agentJobScheduleId", "serverIp",
-    "startTime", "endTime", "expectedEndTime", "runTime", "status", "successActionCount",
-    "dynamicSuccessActionCount", "volume", "pageLoadCount", "requestCount", "downloadCount",
-    "errors", "dataCount", "deliveryCount", "statusMessage", "logPath", "inputParameters",
-    "logLevel", "isWindowLess", "isProductionRun", "backupDataExpiry", "lastUpdated",
-)  # fmt: skip
-JOB_FIELDS: tuple[str, ...] = (
-    "agentJobHistoryId", "agentId", "startTime", "endTime", "totalSuccessActionCount",
-    "totalDynamicSuccessActionCount", "totalPageLoadCount", "totalRequestCount",
-    "totalDownloadCount", "totalVolume", "totalErrors", "totalDataCount", "totalDeliveryCount",
-    "completedScheduleCount", "totalScheduleCount", "completedRunCount", "totalRunCount",
-    "runId", "status", "agentJobSetting",
-)  # fmt: skip
-_JOB_TOTALS = {
-    "totalSuccessActionCount": "successActionCount",
-    "totalDynamicSuccessActionCount": "dynamicSuccessActionCount",
-    "totalPageLoadCount": "pageLoadCount",
-    "totalRequestCount": "requestCount",
-    "totalDownloadCount": "downloadCount",
-    "totalVolume": "volume",
-    "totalErrors": "errors",
-    "totalDataCount": "dataCount",
-    "totalDeliveryCount": "deliveryCount",
-}
+from watcher_sim.acc_schedules import JobSchedules
+from watcher_sim.faults import SimServer
+from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
+from watcher_sim.statuses import (
+    ACC_DEFAULT_RETRY_METHOD,
+    ACC_JOB_FINISHED,
+    ACC_RETRY_METHODS,
+    ACC_RUN_BAD,
+    ACC_RUN_FINISHED,
+    ACC_RUN_NAMES,
+)
+from watcher_sim.timeline import Timeline, random_uuid
 
 FATES = ("success", "failed", "failure", "stopped")
 """The paths a started run can take: it ends Succeeded (4), Failed (5), Failure (7), Stopped (6)."""
@@ -83,86 +60,14 @@ FAILURE_MESSAGES = (
     "Selector not found: div.price",
 )
 
-Plan = list[tuple[int, float | None]]  # statuses still to enter, with their dwell in seconds
-
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+_RUN_COUNTS = (
+    "successActionCount", "dynamicSuccessActionCount", "volume", "pageLoadCount",
+    "requestCount", "downloadCount", "errors", "dataCount", "deliveryCount",
+)  # fmt: skip
 
 
-@dataclass(slots=True, eq=False)
-class AccAgent:
-    """An agent in the ACC repository. The fields in `AGENT_FIELDS` are served as JSON."""
-
-    agentId: str
-    name: str
-    directoryId: str
-    description: str | None = None
-    # Simulator only.
-    path: str = ""
-    start_every: float | None = None  # autopilot: seconds between two starts
-    jobs_started: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class AccRun:
-    """An agent run. The fields in `RUN_FIELDS` are served as JSON (`runTime` as a TimeSpan)."""
-
-    agentRunHistoryId: str
-    agentId: str
-    sessionId: str | None = None
-    runId: int = 0  # the job run number, 0 when not started by a job
-    agentJobScheduleId: str | None = None
-    serverIp: str = "127.0.0.1"
-    startTime: datetime | None = None
-    endTime: datetime | None = None
-    expectedEndTime: datetime | None = None
-    runTime: float | None = None  # seconds
-    status: int = STARTING
-    successActionCount: int = 0
-    dynamicSuccessActionCount: int = 0
-    volume: int = 0
-    pageLoadCount: int = 0
-    requestCount: int = 0
-    downloadCount: int = 0
-    errors: int = 0
-    dataCount: int = 0
-    deliveryCount: int = 0
-    statusMessage: str | None = None
-    logPath: str | None = None
-    inputParameters: str | None = None
-    logLevel: int = 1
-    isWindowLess: bool = True
-    isProductionRun: bool = True
-    backupDataExpiry: datetime | None = None
-    lastUpdated: datetime | None = None
-    # Simulator only.
-    created: datetime | None = None
-    job_id: str | None = None
-    log: list[str] = field(default_factory=list, repr=False)
-    final_pages: int = 10
-    final_data: int = 100
-    plan: Plan = field(default_factory=list, repr=False)
-    version: int = 0  # bumped by every change by hand: stale planned transitions are dropped
-
-
-@dataclass(slots=True, eq=False)
-class AccJob:
-    """A job run. The fields in `JOB_FIELDS` are served as JSON; totals come from its runs."""
-
-    agentJobHistoryId: str
-    agentId: str
-    runId: int
-    startTime: datetime | None = None
-    endTime: datetime | None = None
-    status: int = JOB_IN_PROGRESS
-    completedScheduleCount: int = 0
-    totalScheduleCount: int = 1
-    agentJobSetting: Any = None
-    # Simulator only.
-    run_ids: list[str] = field(default_factory=list)
-    manual: bool = False  # its status was set through the API: no longer derived from runs
-
-
-class AccWorld(SimServer):
+class AccWorld(JobSchedules, SimServer):
     """An Agent Control Center in memory, scriptable by tests and driven by a clock."""
 
     def __init__(
@@ -174,9 +79,12 @@ class AccWorld(SimServer):
         tokens: Iterable[str] = ("sim-acc-token",),
         utc_offset: timedelta = timedelta(hours=10),
         latency: float = 0.0,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
     ) -> None:
-        super().__init__(latency=latency)
-        self.now: Clock = now or utc_now
+        super().__init__(
+            now=now or utc_now, latency=latency, rate_limit=rate_limit, rate_window=rate_window
+        )
         self.rng = random.Random(seed)
         self.tick = tick
         self.tokens: set[str] = set(tokens)
@@ -186,6 +94,7 @@ class AccWorld(SimServer):
         self.agents: dict[str, AccAgent] = {}  # by lower-case GUID
         self.runs: dict[str, AccRun] = {}
         self.jobs: dict[str, AccJob] = {}
+        self.schedules: dict[str, AccSchedule] = {}
         self.timeline = Timeline()
 
     # ----------------------------------------------------------------- lookups
@@ -309,7 +218,7 @@ class AccWorld(SimServer):
     def restart_run(self, run_id: str) -> AccRun:
         """Restart a finished run in place (restart or retry): Starting again, then Succeeded."""
         run = self.run(run_id)
-        if run.status not in FINISHED_RUN:
+        if run.status not in ACC_RUN_FINISHED:
             raise SimConflict(f"Agent run {run_id} is still running.")
         now = self.now()
         run.version += 1
@@ -318,6 +227,25 @@ class AccWorld(SimServer):
         self._enter(run, STARTING, now)
         self._schedule(run, now + timedelta(seconds=self.tick))
         return run
+
+    def retry_run(self, run_id: str, method: str = ACC_DEFAULT_RETRY_METHOD) -> AccRun:
+        """What `POST api/run/{id}/retry?RunMethod=…` does to a finished run (seed 004):
+        "New" starts a new run of the agent with the same input parameters (the old run
+        stays as it ended); "Restart" runs it again in place from nothing; the Continue…
+        methods resume it in place, keeping what it had extracted. The run then succeeds."""
+        if method not in ACC_RETRY_METHODS:
+            raise ValueError(f"unknown RunMethod {method!r}; one of {sorted(ACC_RETRY_METHODS)}")
+        run = self.run(run_id)
+        if run.status not in ACC_RUN_FINISHED:
+            raise SimConflict(f"Agent run {run_id} is still running.")
+        if method == "New":
+            new = self.start_run(run.agentId, "success")
+            new.inputParameters = run.inputParameters
+            return new
+        if method == "Restart":
+            for name in _RUN_COUNTS:
+                setattr(run, name, 0)
+        return self.restart_run(run_id)
 
     # -------------------------------------------------------------------- jobs
 
@@ -353,7 +281,7 @@ class AccWorld(SimServer):
         job = jobs[0]
         job.status, job.manual = status, True
         now = self.now()
-        if status in (JOB_SUCCEEDED, JOB_FAILURE, JOB_FAILED):
+        if status in ACC_JOB_FINISHED:
             job.endTime = job.endTime or now
         else:
             job.endTime = None
@@ -362,8 +290,8 @@ class AccWorld(SimServer):
     def job_totals(self, job: AccJob) -> dict[str, int]:
         """The job's totals, summed over its runs."""
         runs = [self.runs[r] for r in job.run_ids if r in self.runs]
-        totals = {k: sum(getattr(r, v) for r in runs) for k, v in _JOB_TOTALS.items()}
-        totals["completedRunCount"] = sum(1 for r in runs if r.status in FINISHED_RUN)
+        totals = {k: sum(getattr(r, v) for r in runs) for k, v in JOB_TOTALS.items()}
+        totals["completedRunCount"] = sum(1 for r in runs if r.status in ACC_RUN_FINISHED)
         totals["totalRunCount"] = len(runs)
         return totals
 
@@ -383,7 +311,7 @@ class AccWorld(SimServer):
             agent = self.agents.get(agent_id.lower())
             if agent is None:
                 return
-            busy = any(r.status not in FINISHED_RUN for r in self.history(agent.agentId))
+            busy = any(r.status not in ACC_RUN_FINISHED for r in self.history(agent.agentId))
             if not busy and job:
                 self.start_job(agent.agentId, ("failed", "success"), at=when)
             elif not busy:
@@ -453,13 +381,13 @@ class AccWorld(SimServer):
         run.lastUpdated = at
         if status != NEVER_RUN and run.startTime is None:
             run.startTime = at
-        name = ACC_RUN_CODES.get(status, (str(status),))[0]
+        name = ACC_RUN_NAMES.get(status, str(status))
         run.log.append(f"{at.isoformat()} INFO Status: {name}")
         if status == RUNNING:
             self._counts(run, 0.5)
         elif status in (DELIVERY, SUCCEEDED):
             self._counts(run, 1.0)
-        if status in FINISHED_RUN:
+        if status in ACC_RUN_FINISHED:
             run.endTime = at
             run.runTime = max(0.0, (at - (run.startTime or at)).total_seconds())
             if status == SUCCEEDED:
@@ -494,8 +422,8 @@ class AccWorld(SimServer):
         if job.manual:
             return
         runs = [self.runs[r] for r in job.run_ids if r in self.runs]
-        bad = [r for r in runs if r.status in (FAILED, FAILURE, STOPPED)]
-        if any(r.status not in FINISHED_RUN for r in runs) or not runs:
+        bad = [r for r in runs if r.status in ACC_RUN_BAD]
+        if any(r.status not in ACC_RUN_FINISHED for r in runs) or not runs:
             job.status = JOB_WITH_FAILURE if bad else JOB_IN_PROGRESS
             job.endTime = None
             return

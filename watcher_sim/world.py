@@ -1,9 +1,12 @@
-"""The world behind the simulated Sequentum Cloud: agents, runs, files, faults and an autopilot.
+"""The world behind the simulated Sequentum Cloud: agents, runs, files, schedules, faults, the
+rate limit and an autopilot.
 
 A `World` is plain data plus the rules the seeds describe (run lifecycle, Failure archived to
-Failed, stop → Stopping → Stopped). Tests script it directly (`add_run`, `set_status`, `inject`);
-the demo and benchmarks let `step()` move runs along by the injected clock. Nothing here speaks
-HTTP: `watcher.sim.cloud` serves a world over the documented API v1.
+Failed, stop → Stopping → Stopped, a schedule of an archived agent making Skipped runs). Tests
+script it directly (`add_run`, `set_status`, `add_schedule`, `inject`); the demo and benchmarks
+let `step()` move runs along by the injected clock. An agent's hints (`last_run`,
+`last_activity`) are worked out from its runs when asked. Nothing here speaks HTTP:
+`watcher_sim.cloud` serves a world over the documented API v1.
 
 Deterministic: given the seed, the clock readings and the sequence of calls, a world always
 produces the same ids, timestamps, counts and bytes.
@@ -19,10 +22,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from watcher.sim import content, lifecycle
-from watcher.sim.faults import SimServer
-from watcher.sim.model import (
-    ACTIVE_CODES,
+from watcher_sim import content, lifecycle
+from watcher_sim.cloud_schedules import AgentSchedules
+from watcher_sim.faults import SimServer
+from watcher_sim.model import (
     COMPLETED,
     EXPORTING,
     FAILED,
@@ -43,9 +46,11 @@ from watcher.sim.model import (
     SimFile,
     SimNotFound,
     SimRun,
+    SimSchedule,
     SimVersion,
     utc_now,
 )
+from watcher_sim.statuses import CLOUD_ACTIVE
 
 __all__ = [
     "Fault",
@@ -60,7 +65,7 @@ __all__ = [
 ]
 
 
-class World(SimServer):
+class World(AgentSchedules, SimServer):
     """A Sequentum Cloud organisation in memory, scriptable by tests and driven by a clock.
 
     `now` is the injected clock; `step()` applies every scheduled transition that is due by it.
@@ -76,15 +81,25 @@ class World(SimServer):
         api_keys: Iterable[str] = ("sim-key",),
         bearer_tokens: Iterable[str] = ("sim-token",),
         latency: float = 0.0,
+        rate_limit: int | None = 100,
+        rate_window: float = 60.0,
         organization_id: int = 78,
+        hints: bool = True,
     ) -> None:
-        super().__init__(latency=latency)
-        self.now: Clock = now or utc_now
+        super().__init__(
+            now=now or utc_now, latency=latency, rate_limit=rate_limit, rate_window=rate_window
+        )
         self.rng = random.Random(seed)
         self.tick = tick
         self.status_as_string = status_as_string
         #: Where /agent/all counts pages from: 1 (pageIndex 0 also means the first page) or 0.
         self.page_base = 1
+        #: The key of the agents in a page of /agent/all: "agents", or "items" as one doc says.
+        self.page_key = "agents"
+        #: The most agents a page of /agent/all holds: a larger recordsPerPage is cut to it.
+        self.max_page_size: int | None = 100
+        #: False: every agent's `status` and `lastActivity` are null, a platform without hints.
+        self.hints = hints
         self.api_keys: set[str] = set(api_keys)
         self.bearer_tokens: set[str] = set(bearer_tokens)
         self.organization_id = organization_id
@@ -93,6 +108,8 @@ class World(SimServer):
         self._next_agent_id = 1000
         self._next_run_id = 100_000
         self._next_file_id = 10_000
+        self._next_schedule_id = 1
+        self.schedules: dict[int, SimSchedule] = {}
         self._queue: list[tuple[datetime, int, _Job]] = []  # a heap, ordered by due time
         self._seq = itertools.count()
 
@@ -115,8 +132,18 @@ class World(SimServer):
         runs = self._runs[self.agent(agent_id).id].values()
         if not include_unlisted:
             runs = [r for r in runs if r.listed]
-        epoch = datetime.min.replace(tzinfo=UTC)
-        return sorted(runs, key=lambda r: (r.created or epoch, r.id), reverse=True)
+        return sorted(runs, key=lambda r: (r.created or _EPOCH, r.id), reverse=True)
+
+    def last_run(self, agent_id: int) -> SimRun | None:
+        """The agent's newest run (by created, then id), whether listed or not; None if none."""
+        runs = self._runs[self.agent(agent_id).id].values()
+        return max(runs, key=lambda r: (r.created or _EPOCH, r.id), default=None)
+
+    def last_activity(self, agent_id: int) -> datetime | None:
+        """When any run of the agent last changed (created, a new status, archived, restarted,
+        stopped); None if it never ran."""
+        runs = self._runs[self.agent(agent_id).id].values()
+        return max((r.changed for r in runs if r.changed is not None), default=None)
 
     def file(self, agent_id: int, run_id: int, file_id: int) -> SimFile:
         for f in self.run(agent_id, run_id).files:
@@ -198,17 +225,20 @@ class World(SimServer):
         agent_id: int,
         *,
         fate: str | None = None,
+        inputParameters: Any = None,
         parallelism: int | None = None,
         parallelMaxConcurrency: int | None = None,
         parallelExport: str | None = None,
     ) -> SimRun:
-        """What `POST /agent/{id}/start` does: a new run in Queuing (4), moved along by `step()`.
+        """What `POST /agent/{id}/start` does: a new run in Queuing (4), moved along by `step()`,
+        that keeps the `inputParameters` it was started with.
 
         `fate` picks the path it will take ("success", "failure", "stopped", "flash", "skipped");
         None lets the world's random generator choose.
         """
         agent = self.agent(agent_id)
         run = self.begin_run(agent, self.now(), fate or self._random_fate())
+        run.inputParameters = inputParameters
         if parallelism is not None:
             run.parallelism = parallelism
         if parallelMaxConcurrency is not None:
@@ -217,9 +247,10 @@ class World(SimServer):
             run.parallelExport = parallelExport
         return run
 
-    def run_sync(self, agent_id: int) -> SimRun:
+    def run_sync(self, agent_id: int, inputParameters: Any = None) -> SimRun:
         """A synchronous start: a new run taken straight to Success, returned finished."""
         run = self.begin_run(self.agent(agent_id), self.now(), "success")
+        run.inputParameters = inputParameters
         now = self.now()
         while run.plan:
             status, _ = run.plan.pop(0)
@@ -230,7 +261,7 @@ class World(SimServer):
     def stop_run(self, agent_id: int, run_id: int) -> SimRun:
         """Ask a run to stop: Stopping (5) now, Stopped (8) on the next `step()`."""
         run = self.run(agent_id, run_id)
-        if run.status not in ACTIVE_CODES:
+        if run.status not in CLOUD_ACTIVE:
             raise SimConflict(f"Run {run_id} is not active")
         now = self.now()
         if run.status != STOPPING:
@@ -311,7 +342,6 @@ class World(SimServer):
         run_id = self._next_run_id
         self._next_run_id += 1
         agent.runs_started += 1
-        agent.lastActivity = end
         ok = status in (COMPLETED, SUCCESS)
         failed = status in (FAILURE, FAILED)
         actions, pages, dynamic, requests, data, inputs, traffic = content.count_values(
@@ -341,6 +371,7 @@ class World(SimServer):
             runTimeSec=max(0, math.ceil(seconds)),
             serverName=content.server_name(run_id),
             tableType="run",
+            changed=end,
         )
         self._runs[agent.id][run_id] = run
         return run
@@ -359,6 +390,10 @@ class World(SimServer):
             due, _, job = heapq.heappop(self._queue)
             if job.kind == "start":
                 self._autostart(job, due)
+                done += 1
+                continue
+            if job.kind == "schedule":
+                self._fire(job.run_id, due)
                 done += 1
                 continue
             run = self._runs.get(job.agent_id, {}).get(job.run_id)
@@ -380,8 +415,7 @@ class World(SimServer):
         running_ticks: float | None = None,
     ) -> None:
         """Have the autopilot start a run of the agent at `at` (and then every `start_every`)."""
-        job = _Job("start", agent_id, 0, fate, running_ticks)
-        heapq.heappush(self._queue, (at, next(self._seq), job))
+        self._due_at(at, "start", agent_id, 0, fate, running_ticks)
 
     # -------------------------------------------------------------- factories
 
@@ -395,7 +429,7 @@ class World(SimServer):
         agents finish as success, failure, stopped and a short success that starts and finishes
         between two polls; later runs take random paths.
         """
-        from watcher.sim.scenarios import build_demo
+        from watcher_sim.scenarios import build_demo
 
         world = cls(now=now, seed=seed, tick=tick, **kw)
         build_demo(world)
@@ -418,7 +452,7 @@ class World(SimServer):
 
         With `start_every` (seconds), every agent also starts a new run that often, staggered.
         """
-        from watcher.sim.scenarios import build_bulk
+        from watcher_sim.scenarios import build_bulk
 
         world = cls(now=now, seed=seed, tick=tick, **kw)
         build_bulk(world, agents, runs_per_agent, active_fraction, start_every)
@@ -446,9 +480,9 @@ class World(SimServer):
             sequence=agent.runs_started,
             created=created,
             tableType="run",
+            changed=created,
         )
         self._runs[agent.id][rid] = run
-        agent.lastActivity = created
         return run
 
     def new_file(
@@ -476,7 +510,7 @@ class World(SimServer):
         agent = self.agents.get(job.agent_id)
         if agent is None:
             return
-        busy = any(r.status in ACTIVE_CODES for r in self._runs[agent.id].values())
+        busy = any(r.status in CLOUD_ACTIVE for r in self._runs[agent.id].values())
         if not busy:  # the autopilot runs agents exclusively
             self.begin_run(agent, at, job.fate or self._random_fate(), job.running_ticks)
         if agent.start_every:
@@ -485,8 +519,11 @@ class World(SimServer):
 
     def _schedule_run(self, run: SimRun, due: datetime) -> None:
         run.due = due
-        job = _Job("run", run.configId, run.id)
-        heapq.heappush(self._queue, (due, next(self._seq), job))
+        self._due_at(due, "run", run.configId, run.id)
+
+    def _due_at(self, when: datetime, *job: Any) -> None:
+        """Queue a job (the fields of `_Job`) due at `when`."""
+        heapq.heappush(self._queue, (when, next(self._seq), _Job(*job)))
 
     def _random_fate(self) -> str:
         return lifecycle.random_fate(self.rng)
@@ -496,12 +533,9 @@ class World(SimServer):
 
     def _enter(self, run: SimRun, status: int, at: datetime, message: str | None = None) -> None:
         """Put `run` in `status` at time `at` (see `lifecycle.enter`), writing its output files
-        when it finishes and marking the agent's last activity."""
+        when it finishes."""
         if lifecycle.enter(run, status, at, message):
             self._write_files(run, at)
-        agent = self.agents.get(run.configId)
-        if agent is not None:
-            agent.lastActivity = at
 
     def _write_files(self, run: SimRun, at: datetime) -> None:
         name = run.configName or f"agent-{run.configId}"
@@ -513,15 +547,17 @@ class World(SimServer):
         self.new_file(run, f"{name}.log", log, content.FILE_TYPE_LOG, at)
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 _LAUNCH = timedelta(milliseconds=10)  # from a run's creation to its start, in history
 
 
 class _Job(NamedTuple):
-    """A scheduled autopilot job: the next transition of a run, or an agent's next start."""
+    """A job due at a time: the next transition of a run, an agent's next autopilot start, or
+    a schedule's next firing."""
 
-    kind: str  # "run" | "start"
+    kind: str  # "run" | "start" | "schedule"
     agent_id: int
-    run_id: int = 0
+    run_id: int = 0  # the run's id, or the schedule's
     fate: str | None = None
     running_ticks: float | None = None
 

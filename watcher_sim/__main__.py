@@ -1,9 +1,9 @@
-"""`python -m watcher.sim`: serve a simulated platform on 127.0.0.1 for manual use.
+"""`python -m watcher_sim`: serve a simulated platform on 127.0.0.1 for manual use.
 
-python -m watcher.sim --port 8081 --demo             # Sequentum Cloud, the demo agents (default)
-python -m watcher.sim --port 8081 --agents 500       # Sequentum Cloud, a bulk world of 500 agents
-python -m watcher.sim --port 8082 --platform acc     # the Agent Control Center demo
-python -m watcher.sim --port 8083 --platform automation   # the automation-runs demo
+python -m watcher_sim --port 8081 --demo             # Sequentum Cloud, the demo agents (default)
+python -m watcher_sim --port 8081 --agents 500       # Sequentum Cloud, a bulk world of 500 agents
+python -m watcher_sim --port 8082 --platform acc     # the Agent Control Center demo
+python -m watcher_sim --port 8083 --platform automation   # the automation-runs demo
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import argparse
 import asyncio
 import contextlib
 
-from watcher.sim.acc_world import AccWorld
-from watcher.sim.automation_world import AutomationWorld
-from watcher.sim.server import autopilot, serve
-from watcher.sim.world import World
+from watcher_sim.acc_world import AccWorld
+from watcher_sim.automation_world import AutomationWorld
+from watcher_sim.server import autopilot, serve
+from watcher_sim.world import World
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m watcher.sim", description=__doc__.split("\n")[0]
+        prog="python -m watcher_sim", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--port", type=int, default=8081, help="port on 127.0.0.1 (0: any free)")
     parser.add_argument("--agents", type=int, default=0, help="serve a bulk world of N agents")
@@ -28,6 +28,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the world")
     parser.add_argument("--tick", type=float, default=1.5, help="seconds per run stage")
     parser.add_argument("--strings", action="store_true", help="send statuses as names")
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=100,
+        help="Cloud requests per minute per key (default 100, as the Cloud; 0: unlimited)",
+    )
+    parser.add_argument(
+        "--no-hints", action="store_true", help="Cloud agents without status/lastActivity hints"
+    )
     parser.add_argument(
         "--platform",
         choices=["cloud", "acc", "automation"],
@@ -61,10 +70,13 @@ async def _run(args: argparse.Namespace) -> None:
     if args.platform != "cloud":
         await _run_other(args)
         return
+    options = {"rate_limit": args.rate_limit or None, "hints": not args.no_hints}
     if args.agents and not args.demo:
-        world = World.bulk(args.agents, seed=args.seed, tick=args.tick, start_every=60 * args.tick)
+        world = World.bulk(
+            args.agents, seed=args.seed, tick=args.tick, start_every=60 * args.tick, **options
+        )
     else:
-        world = World.demo(seed=args.seed, tick=args.tick)
+        world = World.demo(seed=args.seed, tick=args.tick, **options)
     world.status_as_string = args.strings
     runner, base_url = await serve(world, "127.0.0.1", args.port)
     key = sorted(world.api_keys)[0]

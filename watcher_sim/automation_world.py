@@ -4,7 +4,7 @@ Automations are made of steps; a run (uuid id) goes pending → running → succ
 a step, whose error the run's steps show; the steps after it are skipped) or cancelled. Tests
 script a world directly (`add_automation`, `add_run`, `set_status` — any string, so unknown
 statuses can be served — `cancel`, `retry`, `inject`); the demo lets `step()` move planned runs
-along by the injected clock. `watcher.sim.automation` serves a world over HTTP.
+along by the injected clock. `watcher_sim.automation` serves a world over HTTP.
 
 Deterministic: the seed, the clock readings and the sequence of calls fix every id and time.
 """
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.sim.faults import SimServer
-from watcher.sim.model import Clock, SimConflict, SimNotFound, utc_now
-from watcher.sim.timeline import Timeline, random_uuid
+from watcher_sim.faults import SimServer
+from watcher_sim.model import Clock, SimConflict, SimNotFound, utc_now
+from watcher_sim.statuses import AUTOMATION_ACTIVE, AUTOMATION_FINISHED, AUTOMATION_RETRYABLE
+from watcher_sim.timeline import Timeline, random_uuid
 
 # The JSON fields of a run and of a step, in the seed's order.
 RUN_FIELDS: tuple[str, ...] = (
@@ -33,10 +34,7 @@ STEP_FIELDS: tuple[str, ...] = (
     "name", "result", "resultTruncated", "startedAt", "status",
 )  # fmt: skip
 
-ACTIVE = frozenset({"pending", "running"})
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 FATES = ("success", "failure", "cancelled")
-RETRY_MODES = ("from_failed", "from_step", "full")
 
 DEFAULT_STEPS: tuple[tuple[str, str], ...] = (
     ("fetch", "Fetch page"),
@@ -123,9 +121,12 @@ class AutomationWorld(SimServer):
         bearer_tokens: Iterable[str] = ("sim-automation-token",),
         tenant_id: str = "tenant-sim",
         latency: float = 0.0,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
     ) -> None:
-        super().__init__(latency=latency)
-        self.now: Clock = now or utc_now
+        super().__init__(
+            now=now or utc_now, latency=latency, rate_limit=rate_limit, rate_window=rate_window
+        )
         self.rng = random.Random(seed)
         self.tick = tick
         self.api_keys: set[str] = set(api_keys)
@@ -227,7 +228,7 @@ class AutomationWorld(SimServer):
     def cancel(self, run_id: str) -> AutoRun:
         """What `POST …/{id}/cancel` does: an active run becomes cancelled."""
         run = self.run(run_id)
-        if run.status not in ACTIVE:
+        if run.status not in AUTOMATION_ACTIVE:
             raise SimConflict(f"Run is {run.status}; only pending or running runs can be cancelled")
         return self.set_status(run_id, "cancelled")
 
@@ -235,7 +236,7 @@ class AutomationWorld(SimServer):
         """What `POST …/{id}/retry` does: a new run of the same automation, pending, that then
         succeeds. Only a failed or cancelled run can be retried."""
         run = self.run(run_id)
-        if run.status not in ("failed", "cancelled"):
+        if run.status not in AUTOMATION_RETRYABLE:
             raise SimConflict(f"Run is {run.status}; only failed or cancelled runs can be retried")
         if mode == "from_step" and step_key not in {s.key for s in run.steps}:
             raise SimConflict("stepKey must name a step of the run for mode from_step")
@@ -257,7 +258,9 @@ class AutomationWorld(SimServer):
             if automation is None:
                 return
             busy = any(
-                r.status in ACTIVE for r in self.runs.values() if r.automationId == automation_id
+                r.status in AUTOMATION_ACTIVE
+                for r in self.runs.values()
+                if r.automationId == automation_id
             )
             if not busy:
                 self.start_run(automation_id, fate, at=when)
@@ -318,7 +321,7 @@ class AutomationWorld(SimServer):
 
     def _plan(self, run: AutoRun, version: int, when: datetime, status: str, **kw: Any) -> None:
         def apply(at: datetime) -> None:
-            if run.version == version and run.status not in FINISHED:
+            if run.version == version and run.status not in AUTOMATION_FINISHED:
                 self._enter(run, status, at, **kw)
 
         self.timeline.at(when, apply)
@@ -344,10 +347,10 @@ class AutomationWorld(SimServer):
         run.status, run.updatedAt = status, at
         if status != "pending" and run.startedAt is None:
             run.startedAt = at
-        if status in FINISHED:
+        if status in AUTOMATION_FINISHED:
             run.completedAt = at
             run.durationSeconds = round((at - (run.startedAt or at)).total_seconds(), 3)
-        elif status in ACTIVE:
+        elif status in AUTOMATION_ACTIVE:
             run.completedAt = run.durationSeconds = None
             run.error = None
         if status == "running":

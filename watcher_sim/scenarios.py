@@ -9,8 +9,8 @@ from __future__ import annotations
 import gc
 from datetime import timedelta
 
-from watcher.sim.model import COMPLETED, FAILED, STOPPED, SUCCESS
-from watcher.sim.world import World
+from watcher_sim.model import COMPLETED, FAILED, STOPPED, SUCCESS
+from watcher_sim.world import World
 
 # (agent id, name, start URL). 2537 "steam" is the seed's own example agent.
 DEMO_AGENTS: tuple[tuple[int, str, str], ...] = (
