@@ -372,6 +372,9 @@ async def test_check_resolves_every_agent(acc, acc_app):
     assert [line.text for line in ok.lines] == [
         f"agent {PATH} → {GUID} (quick): 1 recent run(s) readable; job history readable",
         f"agent {other.agentId}: 0 recent run(s) readable; job history readable",
+        "request budget: no limit",
+        "mode: sweep (the platform has no change hints): every agent is listed in turn",
+        "a change is seen within 1m 0s; all 2 agent(s) are listed at least every 1m 0s",
     ]
     assert not bad.ok and "HTTP 401" in bad.lines[0].text
 

@@ -324,6 +324,9 @@ async def test_check(auto, auto_app):
     assert [line.text for line in ok.lines] == [
         "authenticated; 2 run(s) in the listing",
         "watching automation(s) sync, prices",
+        "request budget: no limit",
+        "mode: sweep (the platform has no change hints): every agent is listed in turn",
+        "a change is seen within 1m 0s; all 2 agent(s) are listed at least every 1m 0s",
     ]
     assert not bad.ok and "HTTP 401" in bad.lines[0].text
 

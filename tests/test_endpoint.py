@@ -133,6 +133,21 @@ async def test_metrics_count_what_happened(steam, served, client, clock: FakeClo
     assert got[("watcher_source_last_success_timestamp_seconds", cloud)] == (
         app.pollers[0].last_success.timestamp()  # type: ignore[union-attr]
     )
+    # The request budget: what was spent, on what, and how much may be.
+    requests = {
+        labels[0][1]: value  # labels sorted by name: purpose, source
+        for (name, labels), value in got.items()
+        if name == "watcher_requests_total" and labels[1] == ("source", "cloud")
+    }
+    assert requests.keys() == {"hints", "runs", "sweep", "enrich"}
+    assert requests["hints"] == 6  # one a poll, and the failing one tried three times
+    assert sum(requests.values()) == len(steam.calls)  # every request it sent, counted once
+    assert got[("watcher_request_budget_per_minute", cloud)] == 90
+    assert got[("watcher_request_budget_configured_per_minute", cloud)] == 90
+    assert got[("watcher_throttled_total", cloud)] == 0
+    assert got[("watcher_concurrency", cloud)] >= 4
+    assert got[("watcher_sweep_oldest_age_seconds", cloud)] >= 0
+    assert not any(name.endswith("_created") for name, _ in got)
 
 
 async def test_outbox_gauges_show_what_waits(steam, served, client, clock: FakeClock) -> None:

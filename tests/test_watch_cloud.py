@@ -386,8 +386,30 @@ async def test_check_reports_each_source(steam, app_factory):
         (ok,) = await check_sources(app.settings, app.http)
         steam.api_keys = set()
         (bad,) = await check_sources(app.settings, app.http)
-    assert ok.ok and "steam" in ok.lines[0].text
+    assert ok.ok
+    assert [line.text for line in ok.lines] == [
+        "authenticated; 1 of 1 agent(s) listed",
+        "agent steam (2537): 2 recent run(s) readable",
+        "request budget: 90 requests/min",
+        "mode: change hints: each cycle lists the agents whose hint moved, then those with a "
+        "run in progress",
+        "a hinted change is seen within 15s; all 1 agent(s) are listed at least every 15m 0s",
+    ]
     assert not bad.ok and "HTTP 401" in bad.lines[0].text
+
+
+async def test_check_says_what_the_budget_allows_without_hints(world, app_factory):
+    world.hints = False
+    for agent in range(1, 1001):
+        world.add_agent(id=agent)
+    async with app_factory() as app:
+        (ok,) = await check_sources(app.settings, app.http)
+    assert [line.text for line in ok.lines][2:] == [
+        "request budget: 90 requests/min",
+        "mode: sweep (the platform gives no lastActivity): every agent is listed in turn",
+        "a change is seen within 11m 7s; all 1000 agent(s) are listed at least every 11m 7s",
+    ]
+    assert sum(1 for c in world.calls) == 11  # ten pages of the agent listing, one run list
 
 
 async def test_daemon_schedules_one_job_per_source_and_stops(steam, app_factory, tmp_path):

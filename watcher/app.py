@@ -29,8 +29,10 @@ from watcher.endpoint import Endpoint, EventStream, Readiness, assess
 from watcher.errors import ConfigError, SourceError, WatcherError
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
+from watcher.messages import duration_of
 from watcher.metrics import Metrics, OutboxState, source_states
 from watcher.models import Event, source_event
+from watcher.planner import coverage
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
 from watcher.settings import Settings, SourceConfig
@@ -95,7 +97,8 @@ def build_channels(
 
 
 async def check_sources(settings: Settings, http: HttpClient) -> list[SourceCheck]:
-    """Connectivity and auth of every enabled source (`watcher check`). Touches no state."""
+    """Connectivity and auth of every enabled source, and what its request budget allows
+    (`watcher check`). Touches no state."""
     results = []
     for config in settings.sources:
         if not config.enabled:
@@ -103,12 +106,56 @@ async def check_sources(settings: Settings, http: HttpClient) -> list[SourceChec
         source = build_source(config, http)
         try:
             lines = await source.check()
-            results.append(SourceCheck(source.name, source.kind, True, lines))
         except SourceError as err:
             results.append(
                 SourceCheck(source.name, source.kind, False, [CheckResult(False, err.detail)])
             )
+            continue
+        lines.extend(budget_lines(source))
+        results.append(SourceCheck(source.name, source.kind, all(x.ok for x in lines), lines))
     return results
+
+
+def budget_lines(source: Source) -> list[CheckResult]:
+    """What the budget means for this source: the mode, how soon a change is seen, how often
+    every agent is listed."""
+    cfg = source.config
+    rate = cfg.requests_per_minute
+    budget = f"{rate} requests/min" if rate else "no limit"
+    lines = [CheckResult(True, f"request budget: {budget}")]
+    hinted = bool(source.hinted) and cfg.use_hints
+    count = source.checked_agents
+    if not hinted:
+        why = (
+            "the platform has no change hints"
+            if source.hinted is None
+            else "use_hints = false"
+            if not cfg.use_hints
+            else "the platform gives no lastActivity"
+        )
+        lines.append(CheckResult(True, f"mode: sweep ({why}): every agent is listed in turn"))
+    else:
+        text = "mode: change hints: each cycle lists the agents whose hint moved, then those "
+        lines.append(CheckResult(True, text + "with a run in progress"))
+    idle = cfg.sweep_interval if hinted else cfg.poll_interval
+    cover = coverage(
+        agents=count,
+        per_minute=rate,
+        cycle=cfg.poll_interval_active,
+        idle=idle,
+        hinted=hinted,
+        listing_cost=source.listing_cost,
+        jitter=cfg.jitter,
+    )
+    seen = "a hinted change" if hinted else "a change"
+    lines.append(
+        CheckResult(
+            True,
+            f"{seen} is seen within {duration_of(cover.detect)}; all {count} agent(s) are "
+            f"listed at least every {duration_of(cover.sweep)}",
+        )
+    )
+    return lines
 
 
 class App:

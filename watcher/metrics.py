@@ -14,11 +14,17 @@ notification events record it), passed through `redact` once more.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watcher.models import Event, Phase
@@ -27,6 +33,8 @@ from watcher.redact import redact
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Content-Type of `render()`'s output (Prometheus text format 0.0.4)."""
+
+disable_created_metrics()  # a `_created` series beside every counter is noise to alert rules
 
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Poll durations span a fast local answer to several retried timeouts."""
@@ -40,6 +48,13 @@ class SourceState:
     up: bool
     last_success: float | None  # Unix time of the last fully successful poll
     runs_by_phase: dict[str, int]
+    requests: dict[str, int] = field(default_factory=dict)  # sent, by purpose
+    budget: int = 0  # requests per minute in use (0: unlimited)
+    budget_configured: int = 0
+    spent: int = 0  # requests sent within the last minute
+    throttled: int = 0  # 429s received
+    concurrency: int = 0  # requests allowed in flight at once, now
+    sweep_age: float | None = None  # seconds since the least recently listed agent was listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +73,20 @@ def source_states(pollers: Iterable[SourcePoller]) -> list[SourceState]:
             for state in runs.values():
                 phases[str(state.phase)] += 1
         last = poller.last_success
+        source = poller.source
         states.append(
             SourceState(
                 name=poller.name,
                 up=not poller.health.failing,
                 last_success=last.timestamp() if last is not None else None,
                 runs_by_phase=phases,
+                requests=dict(source.requests),
+                budget=source.budget.rate(),
+                budget_configured=source.budget.per_minute,
+                spent=source.budget.spent(),
+                throttled=source.budget.throttled,
+                concurrency=source.concurrency.limit,
+                sweep_age=poller.sweep_age(),
             )
         )
     return states
@@ -108,7 +131,8 @@ class _Present(Collector):
             "Unix time of the source's last fully successful poll.",
             labels=["source"],
         )
-        for source in self._sources():
+        sources = self._sources()
+        for source in sources:
             for phase, count in sorted(source.runs_by_phase.items()):
                 runs.add_metric([source.name, phase], count)
             up.add_metric([source.name], 1.0 if source.up else 0.0)
@@ -117,6 +141,56 @@ class _Present(Collector):
         yield runs
         yield up
         yield last
+        yield from _budget_metrics(sources)
+
+
+def _budget_metrics(sources: Sequence[SourceState]) -> Iterator[Metric]:
+    """What each source spends of its request budget, and how."""
+    requests = CounterMetricFamily(
+        "watcher_requests",
+        "Requests sent to a platform, by purpose (hints, runs, sweep, enrich, download).",
+        labels=["source", "purpose"],
+    )
+    throttled = CounterMetricFamily(
+        "watcher_throttled", "429 answers received (the platform's budget).", labels=["source"]
+    )
+    gauges = {
+        "budget": GaugeMetricFamily(
+            "watcher_request_budget_per_minute",
+            "Requests per minute the source may send now (lower than configured after a 429; "
+            "0: unlimited).",
+            labels=["source"],
+        ),
+        "budget_configured": GaugeMetricFamily(
+            "watcher_request_budget_configured_per_minute",
+            "requests_per_minute as configured (0: unlimited).",
+            labels=["source"],
+        ),
+        "spent": GaugeMetricFamily(
+            "watcher_requests_last_minute", "Requests sent within the last 60 s.", labels=["source"]
+        ),
+        "concurrency": GaugeMetricFamily(
+            "watcher_concurrency",
+            "Requests the source allows in flight at once now (adaptive).",
+            labels=["source"],
+        ),
+        "sweep_age": GaugeMetricFamily(
+            "watcher_sweep_oldest_age_seconds",
+            "Seconds since the runs of the least recently listed agent were listed.",
+            labels=["source"],
+        ),
+    }
+    for source in sources:
+        for purpose, count in sorted(source.requests.items()):
+            requests.add_metric([source.name, purpose], count)
+        throttled.add_metric([source.name], source.throttled)
+        for attribute, family in gauges.items():
+            value = getattr(source, attribute)
+            if value is not None:
+                family.add_metric([source.name], value)
+    yield requests
+    yield throttled
+    yield from gauges.values()
 
 
 class Metrics:

@@ -118,3 +118,35 @@ def _overdue(track: Track, now: float, interval: float, cadence: Cadence) -> boo
 
 def _least_recent(track: Track) -> float:
     return float("-inf") if track.listed_at is None else track.listed_at
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What a configuration promises (`watcher check`)."""
+
+    detect: float
+    """Seconds, at worst, from a change to its listing: for a hinted change, the next cycle;
+    without hints, a full sweep."""
+    sweep: float
+    """Seconds in which every agent's runs are listed at least once."""
+
+
+def coverage(
+    *,
+    agents: int,
+    per_minute: int,
+    cycle: float,
+    idle: float,
+    hinted: bool,
+    listing_cost: int = 1,
+    jitter: float = 0.0,
+) -> Coverage:
+    """The worst-case detection latency and the full sweep period of `agents` agents polled
+    every `cycle` seconds (idle ones every `idle`), within `per_minute` requests (0: no limit),
+    one of which each cycle spends on the change hints when there are hints."""
+    sweep = idle
+    if per_minute > 0:
+        overhead = 60 / cycle if hinted else 0.0  # a page of hints a cycle
+        spare = max(per_minute - overhead, 1.0)
+        sweep = max(idle, agents * listing_cost / spare * 60)
+    return Coverage(detect=cycle + jitter if hinted else sweep + jitter, sweep=sweep)

@@ -151,6 +151,7 @@ class SourcePoller:
         self._saved = marks
         source.budget.restore(marks.budget)
         source.fingerprints.restore(store.listings(source.name))
+        self._started = clock().timestamp()
         self.hinted: bool | None = None
         """Does the platform give usable change hints? (None: not asked yet.)"""
         self._agents_at = float("-inf")
@@ -176,6 +177,15 @@ class SourcePoller:
         if removed:
             self.runs = self.store.load_runs(self.name)
         return removed
+
+    def sweep_age(self) -> float | None:
+        """Seconds since the runs of the agent listed least recently were listed (an agent
+        this process has not listed yet counts from its start); None without agents."""
+        if not self.fleet:
+            return None
+        now = self.clock().timestamp()
+        oldest = min((m.listed_at or self._started) for m in self.fleet.members.values())
+        return max(0.0, now - oldest)
 
     @property
     def cadence(self) -> Cadence:

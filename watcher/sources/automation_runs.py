@@ -217,6 +217,7 @@ class AutomationRuns(Source):
 
     async def check(self) -> list[CheckResult]:
         """Auth and the listing: one page of one run."""
+        self.checked_agents = len(self.config.agents)
         _, total = await self._page(1, 0)
         lines = [CheckResult(True, f"authenticated; {total} run(s) in the listing")]
         if self.config.agents != [WILDCARD]:

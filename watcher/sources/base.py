@@ -129,6 +129,10 @@ class RunFile:
 
 class Source(ABC):
     kind: ClassVar[str]
+    #: Whether the platform's change hints are usable, as `check` found (None: it gives none).
+    hinted: bool | None = None
+    #: How many agents `check` found to watch (each one listing, in the budget's arithmetic).
+    checked_agents: int = 0
     #: Whether `outputs()` can list a run's files (the outputs sink fetches from no other).
     has_outputs: ClassVar[bool] = False
 
@@ -229,6 +233,7 @@ class Source(ABC):
     async def check(self) -> list[CheckResult]:
         """Connectivity and auth, for `watcher check`. Raises a SourceError on failure."""
         agents = await self.agents()
+        self.checked_agents = len(agents)
         lines = [CheckResult(True, f"authenticated; {len(agents)} agent(s) to watch")]
         if agents:
             runs = await self.runs(agents[0])

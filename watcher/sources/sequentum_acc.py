@@ -287,6 +287,7 @@ class SequentumAcc(Source):
 
     async def check(self) -> list[CheckResult]:
         """Every configured agent: its path resolved, its history (and job history) readable."""
+        self.checked_agents = len(self.config.agents)
         lines = []
         for agent_id in self.config.agents:
             guid, name = await self._target(agent_id, fresh=True)

@@ -262,13 +262,26 @@ class SequentumCloud(Source):
         return files
 
     async def check(self) -> list[CheckResult]:
+        """Auth, the agent listing (every configured agent in it; hints or none) and one
+        agent's runs: a few requests, never one per agent (the budget is 100 a minute)."""
+        listing = await self.hints(None, complete=True)
+        self.hinted = any(hint.last_activity is not None for _, hint in listing.agents)
+        found = {agent.id: agent for agent, _ in listing.agents}
+        self.checked_agents = len(found)
         if self.config.agents == ["*"]:
-            return await super().check()
-        lines = []
-        for agent_id in self.config.agents:
-            data = await self.get(f"/api/v1/agent/{agent_id}", agent_id=str(agent_id))
-            name = _text(data.get("name")) if isinstance(data, dict) else None
-            lines.append(CheckResult(True, f"agent {agent_id} ({name or 'unnamed'}) found"))
+            lines = [CheckResult(True, f"authenticated; {len(found)} agent(s) to watch")]
+        else:
+            wanted = len(self.config.agents)
+            lines = [CheckResult(True, f"authenticated; {len(found)} of {wanted} agent(s) listed")]
+            missing = [a for a in self.config.agents if a not in found]
+            if missing:
+                shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+                lines.append(CheckResult(False, f"not in the agent listing: {shown}"))
+        if found:
+            agent = next(iter(found.values()))
+            runs = await self.runs(agent)
+            label = f"{agent.name} ({agent.id})" if agent.name else agent.id
+            lines.append(CheckResult(True, f"agent {label}: {len(runs)} recent run(s) readable"))
         return lines
 
 
