@@ -19,18 +19,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 import structlog
 
 from watcher import statefile
 from watcher.dispatch import Dispatcher
-from watcher.endpoint import Endpoint, EventStream, Readiness, assess
+from watcher.durations import duration_of
 from watcher.errors import ConfigError, SourceError, WatcherError
+from watcher.live import EventStream, Readiness, assess
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
-from watcher.messages import duration_of
-from watcher.metrics import Metrics, OutboxState, source_states
 from watcher.models import Event, source_event
 from watcher.planner import coverage
 from watcher.poller import PollReport, SourcePoller
@@ -38,9 +38,6 @@ from watcher.redact import redact
 from watcher.settings import Settings, SourceConfig
 from watcher.sinks.base import Sink
 from watcher.sinks.eventlog import EventLog
-from watcher.sinks.fetcher import Fetcher
-from watcher.sinks.notify import Channel, Subscription
-from watcher.sinks.outputs import OutputsSink
 from watcher.sources.automation_runs import AutomationRuns
 from watcher.sources.base import CheckResult, Source
 from watcher.sources.http import HttpClient, make_session
@@ -48,6 +45,12 @@ from watcher.sources.sequentum_acc import SequentumAcc
 from watcher.sources.sequentum_cloud import SequentumCloud
 from watcher.statefile import StateFileError
 from watcher.store import Store
+
+if TYPE_CHECKING:  # loaded only when configured: a `watcher once` imports what it uses
+    from watcher.endpoint import Endpoint
+    from watcher.metrics import OutboxState
+    from watcher.sinks.fetcher import Fetcher
+    from watcher.sinks.notify import Channel
 
 log = structlog.get_logger("watcher")
 
@@ -65,6 +68,29 @@ ORPHAN_MAX_AGE = 24 * 3600.0
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Counting(Protocol):
+    """What the App and the daemon tell the metrics (`watcher.metrics.Metrics`)."""
+
+    def observe_poll(self, report: PollReport, seconds: float) -> None: ...
+
+    def observe_events(self, events: list[Event]) -> None: ...
+
+    def observe_reload(self, result: str) -> None: ...
+
+
+class Uncounted:
+    """The metrics of an App without an HTTP endpoint: nobody could read them."""
+
+    def observe_poll(self, report: PollReport, seconds: float) -> None:
+        pass
+
+    def observe_events(self, events: list[Event]) -> None:
+        pass
+
+    def observe_reload(self, result: str) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -89,6 +115,10 @@ def build_channels(
     settings: Settings, *, record: Callable[[list[Event]], None], clock: Clock
 ) -> list[Channel]:
     """One alert channel per (subscription, URL) of `settings`."""
+    if not settings.subscriptions:
+        return []
+    from watcher.sinks.notify import Channel, Subscription  # apprise and Jinja2: when used
+
     return [
         Channel(Subscription(sub), url, record=record, clock=clock)
         for sub in settings.subscriptions
@@ -181,7 +211,13 @@ class App:
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.pollers: list[SourcePoller] = []
-        self.metrics = Metrics(sources=lambda: source_states(self.pollers), outbox=self._outbox)
+        self.metrics: Counting = Uncounted()
+        if settings.http.listen:  # counted only where they can be read (Prometheus: when used)
+            from watcher.metrics import Metrics, source_states
+
+            self.metrics = Metrics(
+                sources=lambda: source_states(self.pollers), outbox=self._outbox
+            )
         self.stream = EventStream()
         self.endpoint: Endpoint | None = None
         self.failure: WatcherError | None = None
@@ -221,6 +257,8 @@ class App:
             sinks.append(EventLog(cfg.watcher.events_path))
         sinks.extend(self.channels())
         if cfg.outputs.enabled:
+            from watcher.sinks.outputs import OutputsSink
+
             sinks.append(OutputsSink(self.fetcher(), record=self.record, clock=self.clock))
         sinks.extend(self._extra_sinks)
         self.dispatcher = Dispatcher(store, sinks, clock=self.clock, record=self.record)
@@ -268,6 +306,8 @@ class App:
 
     def fetcher(self, *, concurrency: int | None = None) -> Fetcher:
         """What fetches run outputs to disk: for the outputs sink and `watcher fetch`."""
+        from watcher.sinks.fetcher import Fetcher
+
         return Fetcher(
             self.settings.outputs, self.source, clock=self.clock, concurrency=concurrency
         )
@@ -382,6 +422,8 @@ class App:
         """The outbox gauges at scrape time; None once the state file is closed."""
         if self.store is None:
             return None
+        from watcher.metrics import OutboxState
+
         oldest = self.store.oldest_pending()
         age = max(0.0, self.clock().timestamp() - oldest) if oldest is not None else None
         return OutboxState(self.store.outbox_depth(), age)
@@ -391,6 +433,10 @@ class App:
         address = self.settings.http.address
         if address is None or self.endpoint is not None:
             return self.endpoint.address if self.endpoint else None
+        from watcher.endpoint import Endpoint
+        from watcher.metrics import Metrics
+
+        assert isinstance(self.metrics, Metrics)
         endpoint = Endpoint(readiness=self.readiness, metrics=self.metrics, stream=self.stream)
         bound = await endpoint.start(*address)
         self.endpoint = endpoint

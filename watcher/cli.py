@@ -23,17 +23,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from watcher import __version__, logs
 from watcher.app import App, build_channels, check_sources, utcnow
-from watcher.daemon import Daemon, Loader
+from watcher.durations import duration_of
 from watcher.errors import ConfigError, WatcherError
-from watcher.messages import duration_of
 from watcher.models import iso
 from watcher.settings import Settings, WatcherSection, find_config, load_settings
 from watcher.sources.http import HttpClient, make_session
 from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.daemon import Loader
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -161,6 +163,8 @@ def _settings(args: argparse.Namespace, path: Path | None = None) -> Settings:
 
 
 async def _run(settings: Settings, loader: Loader = load_settings) -> int:
+    from watcher.daemon import Daemon  # the scheduler: only the daemon needs it
+
     async with App(settings) as app:
         code = await Daemon(app, loader=loader).run()
     if app.failure is not None:
@@ -320,6 +324,8 @@ async def _demo(args: argparse.Namespace) -> int:
             stop = asyncio.Event()
             if args.duration:
                 asyncio.get_running_loop().call_later(args.duration, stop.set)
+            from watcher.daemon import Daemon
+
             async with App(settings) as app:
                 await Daemon(app).run(stop)
     finally:

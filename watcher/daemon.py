@@ -257,7 +257,7 @@ class Daemon:
             return await self._reload(path)
         except Exception as err:  # a bug must not take the daemon down with it
             log.error("config reload failed", config=str(path), exc_info=err)
-            self.app.metrics.reloads.labels("rejected").inc()
+            self.app.metrics.observe_reload("rejected")
             return False
         finally:
             self.notifier.ready()
@@ -274,10 +274,10 @@ class Daemon:
             problems = err.problems if isinstance(err, ConfigError) else [redact(str(err))]
             for problem in problems:
                 log.error("config reload rejected", config=str(path), problem=problem)
-            app.metrics.reloads.labels("rejected").inc()
+            app.metrics.observe_reload("rejected")
             return False
         await self._apply(plan, sources, channels)
-        app.metrics.reloads.labels("applied").inc()
+        app.metrics.observe_reload("applied")
         changes = plan.summary()
         log.info("config reloaded", config=str(path), changed=bool(changes), **changes)
         if plan.needs_restart:

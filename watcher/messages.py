@@ -23,7 +23,10 @@ from typing import Any, NamedTuple
 from jinja2 import TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from watcher.durations import duration_of
 from watcher.models import Event, Outcome
+
+__all__ = ["Message", "Templates", "check_template", "duration_of", "render_digests"]
 
 DIGEST_LINES = 40
 """Events listed in one digest message; a larger burst is sent in parts."""
@@ -222,19 +225,6 @@ def steps_of(value: Any) -> list[Step]:
         key, name, error = (None if f is None else _one_line(str(f)) for f in fields)
         steps.append(Step(key or "?", name or None, error or None))
     return steps
-
-
-def duration_of(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 def _default_title(event: Event):  # type: ignore[no-untyped-def]

@@ -255,6 +255,10 @@ class Metrics:
             status = str(error.http_status) if error.http_status is not None else "none"
             self.api_errors.labels(report.source, error.kind, status).inc()
 
+    def observe_reload(self, result: str) -> None:
+        """Count a config reload: "applied" or "rejected"."""
+        self.reloads.labels(result).inc()
+
     def observe_events(self, events: Iterable[Event]) -> None:
         """Count freshly recorded events (each is recorded once, so counted once)."""
         for event in events:
