@@ -40,7 +40,7 @@ from aiohttp import web
 
 from watcher import logs
 from watcher.app import App
-from watcher.settings import Settings, SourceConfig, SubscriptionConfig, WatcherSection
+from watcher.config import Settings, SourceConfig, SubscriptionConfig, WatcherSection
 from watcher.sources.http import HttpClient
 from watcher_sim import World, serve
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from watcher.app import App
-from watcher.settings import Settings, SourceConfig, WatcherSection
+from watcher.config import Settings, SourceConfig, WatcherSection
 from watcher.sources.http import HttpClient
 from watcher_sim import World, make_cloud_app, serve
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from watcher.app import App, check_sources
-from watcher.settings import SourceConfig
+from watcher.config import SourceConfig
 from watcher.sources.fields import parse_timespan
 from watcher.sources.http import HttpClient
 from watcher_sim import AccWorld, World, make_acc_app

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from watcher.app import App, check_sources
-from watcher.settings import SourceConfig
+from watcher.config import SourceConfig
 from watcher.sources.http import HttpClient
 from watcher_sim import AutomationWorld, make_automation_app
 

@@ -18,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from watcher import logs
 from watcher.app import App
+from watcher.config import HttpSection, Settings, SubscriptionConfig
 from watcher.endpoint import EventStream
 from watcher.errors import WatcherError
 from watcher.models import Event
-from watcher.settings import HttpSection, Settings, SubscriptionConfig
 from watcher.sources.http import HttpClient
 from watcher_sim import World
 

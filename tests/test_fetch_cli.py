@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from watcher.cli import main
+from watcher.config import load_settings
 from watcher.fetch_cli import fetch_command
-from watcher.settings import load_settings
 from watcher_sim import SimFile, World
 
 from .conftest import served_in_a_thread

@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 
 from watcher import logs
 from watcher.app import App
-from watcher.settings import Settings, SubscriptionConfig
+from watcher.config import Settings, SubscriptionConfig
 from watcher_sim import AutomationWorld, make_automation_app
 
 from .conftest import FakeClock, make_settings, source_config
@@ -513,7 +513,7 @@ urls = ["json://127.0.0.1:9/other"]
 async def test_fetched_outputs_can_be_alerted_with_their_paths(
     steam, build, receiver, clock: FakeClock, tmp_path: Path
 ) -> None:
-    from watcher.settings import OutputsConfig
+    from watcher.config import OutputsConfig
 
     rec, base = receiver
     sub = subscription("data", f"json://{base.removeprefix('http://')}/hook",

@@ -17,7 +17,7 @@ import pytest
 
 from watcher import logs
 from watcher.app import App
-from watcher.settings import OutputsConfig, OutputSourceRules
+from watcher.config import OutputsConfig, OutputSourceRules
 from watcher.sinks.outputs import OutputsSink
 from watcher.sinks.rundir import MANIFEST, PART_PREFIX, RunDir
 from watcher_sim import SimFile, World

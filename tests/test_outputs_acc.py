@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from watcher.app import App
-from watcher.settings import OutputsConfig, Settings, SourceConfig, WatcherSection
+from watcher.config import OutputsConfig, Settings, SourceConfig, WatcherSection
 from watcher.sinks.rundir import MANIFEST
 from watcher.sources.base import RunFile
 from watcher_sim import AccWorld, make_acc_app

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from watcher.config import OutputsConfig, OutputSourceRules, load_settings
 from watcher.errors import ConfigError
-from watcher.settings import OutputsConfig, OutputSourceRules, load_settings
 from watcher.sinks.fetcher import selects
 from watcher.sources.base import RunFile
 

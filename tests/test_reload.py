@@ -14,9 +14,8 @@ from aiohttp import web
 
 from watcher import logs
 from watcher.app import App
+from watcher.config import Settings, load_settings, plan_reload
 from watcher.daemon import Daemon
-from watcher.reload import plan_reload
-from watcher.settings import Settings, load_settings
 from watcher.sources.http import HttpClient
 from watcher_sim import World
 

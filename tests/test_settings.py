@@ -1,4 +1,4 @@
-"""Tests of watcher.settings: models, TOML loading, ${NAME} references, env overrides, errors."""
+"""Tests of watcher.config: models, TOML loading, ${NAME} references, env overrides, errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from watcher.errors import ConfigError
-from watcher.settings import (
+from watcher.config import (
     DEFAULT_SEARCH_PATHS,
     Settings,
     SourceConfig,
@@ -19,6 +18,7 @@ from watcher.settings import (
     find_config,
     load_settings,
 )
+from watcher.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 CANARY = "canary-secret-123"
@@ -229,8 +229,7 @@ def test_several_sources(tmp_path: Path) -> None:
         ),
         (
             VALID.replace('"sequentum_cloud"', '"sequentum_rpa"'),
-            "sources[0].kind: must be one of 'sequentum_cloud', 'sequentum_acc' or "
-            "'automation_runs'",
+            "sources[0].kind: must be one of 'automation_runs', 'sequentum_acc', 'sequentum_cloud'",
         ),
         (
             VALID.replace("https://dashboard.sequentum.com", "dashboard"),

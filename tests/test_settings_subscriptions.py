@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from watcher.config import load_settings
 from watcher.errors import ConfigError
-from watcher.settings import load_settings
 
 SOURCE = """
 [[sources]]

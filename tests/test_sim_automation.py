@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from watcher.app import App
-from watcher.settings import Settings, WatcherSection
+from watcher.config import Settings, WatcherSection
 from watcher_sim import AutomationWorld, make_automation_app
 from watcher_sim.automation_world import RUN_FIELDS, STEP_FIELDS
 from watcher_sim.demo import start_platforms

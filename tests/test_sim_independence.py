@@ -30,7 +30,7 @@ from watcher_sim.statuses import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_IN_DEMO = {"watcher.settings", "watcher.config"}
+ALLOWED_IN_DEMO = {"watcher.config"}
 
 
 def imports(path: Path) -> Iterator[tuple[str, ast.AST, list[ast.AST]]]:

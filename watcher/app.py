@@ -25,6 +25,7 @@ import aiohttp
 import structlog
 
 from watcher import statefile
+from watcher.config import Settings, SourceConfig
 from watcher.dispatch import Dispatcher
 from watcher.durations import duration_of
 from watcher.errors import ConfigError, SourceError, WatcherError
@@ -35,14 +36,10 @@ from watcher.models import Event, source_event
 from watcher.planner import coverage
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
-from watcher.settings import Settings, SourceConfig
 from watcher.sinks.base import Sink
 from watcher.sinks.eventlog import EventLog
-from watcher.sources.automation_runs import AutomationRuns
-from watcher.sources.base import CheckResult, Source
+from watcher.sources.base import CheckResult, Source, source_class
 from watcher.sources.http import HttpClient, make_session
-from watcher.sources.sequentum_acc import SequentumAcc
-from watcher.sources.sequentum_cloud import SequentumCloud
 from watcher.statefile import StateFileError
 from watcher.store import Store
 
@@ -53,12 +50,6 @@ if TYPE_CHECKING:  # loaded only when configured: a `watcher once` imports what 
     from watcher.sinks.notify import Channel
 
 log = structlog.get_logger("watcher")
-
-SOURCE_KINDS: dict[str, type[Source]] = {
-    SequentumCloud.kind: SequentumCloud,
-    SequentumAcc.kind: SequentumAcc,
-    AutomationRuns.kind: AutomationRuns,
-}
 
 Clock = Callable[[], datetime]
 
@@ -102,12 +93,9 @@ class SourceCheck:
 
 
 def build_source(config: SourceConfig, http: HttpClient) -> Source:
-    try:
-        cls = SOURCE_KINDS[config.kind]
-    except KeyError:
-        raise ConfigError(
-            [f"sources.{config.name}.kind: unsupported kind {config.kind!r}"]
-        ) from None
+    cls = source_class(config.kind)
+    if cls is None:
+        raise ConfigError([f"sources.{config.name}.kind: unsupported kind {config.kind!r}"])
     return cls(config, http)
 
 
@@ -215,9 +203,7 @@ class App:
         if settings.http.listen:  # counted only where they can be read (Prometheus: when used)
             from watcher.metrics import Metrics, source_states
 
-            self.metrics = Metrics(
-                sources=lambda: source_states(self.pollers), outbox=self._outbox
-            )
+            self.metrics = Metrics(sources=lambda: source_states(self.pollers), outbox=self._outbox)
         self.stream = EventStream()
         self.endpoint: Endpoint | None = None
         self.failure: WatcherError | None = None

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, TextIO
 
 from watcher import __version__, logs
 from watcher.app import App, build_channels, check_sources, utcnow
+from watcher.config import Settings, WatcherSection, find_config, load_settings
 from watcher.durations import duration_of
 from watcher.errors import ConfigError, WatcherError
 from watcher.models import iso
-from watcher.settings import Settings, WatcherSection, find_config, load_settings
 from watcher.sources.http import HttpClient, make_session
 from watcher.store import Store
 

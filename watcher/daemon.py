@@ -27,12 +27,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from watcher import logs
 from watcher.app import App, build_source
+from watcher.config import ReloadPlan, Settings, load_settings, plan_reload
 from watcher.errors import ConfigError
 from watcher.poller import SourcePoller
 from watcher.redact import redact
-from watcher.reload import ReloadPlan, plan_reload
 from watcher.sdnotify import Notifier
-from watcher.settings import Settings, load_settings
 from watcher.sinks.notify import Channel
 from watcher.sources.base import Source
 

@@ -18,8 +18,8 @@ from typing import TextIO
 from tqdm import tqdm
 
 from watcher.app import build_source
+from watcher.config import Settings
 from watcher.errors import ConfigError, WatcherError
-from watcher.settings import Settings
 from watcher.sinks.fetcher import Fetcher, FetchError, FileResult
 from watcher.sources.http import HttpClient, make_session
 

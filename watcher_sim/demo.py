@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from watcher.settings import SourceConfig
+from watcher.config import SourceConfig
 from watcher_sim.acc_world import AccWorld
 from watcher_sim.automation_world import AutomationWorld
 from watcher_sim.server import autopilot, serve

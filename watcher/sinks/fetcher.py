@@ -25,10 +25,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from watcher.config import OutputsConfig, OutputSourceRules
 from watcher.errors import SourceError, SourceProtocolError, SourceTooLarge, SourceUnavailable
 from watcher.models import iso
 from watcher.safezip import UnsafeArchive, ZipLimits, extract_zip
-from watcher.settings import OutputsConfig, OutputSourceRules
 from watcher.sinks.rundir import MANIFEST, ManifestEntry, RunDir, UnsafePath, safe_name
 from watcher.sinks.rundir import unique_names as _unique
 from watcher.sources.base import RunFile, Source

@@ -28,9 +28,9 @@ import apprise
 import structlog
 
 from watcher import redact
+from watcher.config import SubscriptionConfig
 from watcher.messages import Message, Templates, render_digests
 from watcher.models import Event, Outcome, follow_up
-from watcher.settings import SubscriptionConfig
 from watcher.sinks.base import DeliveryError, Done, Sink
 
 log = structlog.get_logger("watcher.notify")

@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
 from watcher.models import Agent, Event, Outcome, RunSnapshot, parse_iso, with_data
 from watcher.redact import redact
@@ -42,8 +43,23 @@ FailedStep = tuple[str, str | None, str | None]  # (key, name, error)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
+def parse_automation_id(item: object) -> str | None:
+    """An automation id: a non-empty string (or an int) of at most 128 characters, as text."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return str(item)
+    if isinstance(item, str) and item.strip() and len(item.strip()) <= 128:
+        return item.strip()
+    return None
+
+
 class AutomationRuns(Source):
-    kind = "automation_runs"
+    rules = KindRules(
+        name="automation_runs",
+        parse_agent=parse_automation_id,
+        agent_complaint="must be an automation id",
+        auth_schemes=("x-api-key", "bearer"),
+        keys=("max_pages",),
+    )
 
     def auth_headers(self) -> dict[str, str]:
         if self.config.auth == "bearer":

@@ -23,13 +23,14 @@ import structlog
 from yarl import URL
 
 from watcher import __version__, redact
+from watcher.config.kinds import KindRules, register
 from watcher.errors import SourceProtocolError
 from watcher.models import Agent, Event, Hint, RunSnapshot
 from watcher.sources.budget import AdaptiveLimit, Gate, RequestBudget
 from watcher.sources.http import Downloaded, HttpClient, RetryPolicy, Unchanged
 
 if TYPE_CHECKING:
-    from watcher.settings import SourceConfig
+    from watcher.config import SourceConfig
 
 log = structlog.get_logger("watcher.source")
 
@@ -127,14 +128,36 @@ class RunFile:
     """A 404 means the run has no such file (ACC backup data when backups are off)."""
 
 
+_CLASSES: dict[str, type[Source]] = {}
+
+
+def source_class(kind: str) -> type[Source] | None:
+    """The source class of a kind (the config has checked that it exists)."""
+    from watcher.config import kinds
+
+    kinds()  # loads the built-in sources
+    return _CLASSES.get(kind)
+
+
 class Source(ABC):
+    """A platform's API, as watcher speaks it. A subclass declares its `rules` (what its
+    config may say); defining it registers the kind, so a new platform is one module."""
+
     kind: ClassVar[str]
+    rules: ClassVar[KindRules]
     #: Whether the platform's change hints are usable, as `check` found (None: it gives none).
     hinted: bool | None = None
     #: How many agents `check` found to watch (each one listing, in the budget's arithmetic).
     checked_agents: int = 0
     #: Whether `outputs()` can list a run's files (the outputs sink fetches from no other).
     has_outputs: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "rules" in cls.__dict__:
+            cls.kind = cls.rules.name
+            _CLASSES[cls.kind] = cls
+            register(cls.rules)
 
     def __init__(self, config: SourceConfig, http: HttpClient) -> None:
         self.config = config

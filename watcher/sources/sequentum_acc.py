@@ -29,6 +29,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
 from watcher.models import Agent, Counts, Event, Phase, RunSnapshot, parse_iso, with_data
 from watcher.sources.base import CheckResult, RunFile, Source
@@ -36,7 +37,7 @@ from watcher.sources.fields import as_count, as_id, as_text, parse_timespan
 from watcher.status import acc_job_status, acc_run_status
 
 if TYPE_CHECKING:
-    from watcher.settings import SourceConfig
+    from watcher.config import SourceConfig
     from watcher.sources.http import HttpClient
 
 JOB_PREFIX = "job-"
@@ -45,8 +46,32 @@ JOB_PREFIX = "job-"
 _GUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 
 
+def parse_agent(item: object) -> str | None:
+    """An Agent Control Center agent: its id (a GUID) or its repository path
+    ("sequentum/Test2/quick"), as text; None if it is neither."""
+    if not isinstance(item, str):
+        return None
+    text = item.strip()
+    if _GUID.fullmatch(text):
+        return text.lower()
+    parts = text.strip("/").split("/")
+    if len(parts) >= 2 and all(p.strip() for p in parts) and len(text) <= 400:
+        return "/".join(p.strip() for p in parts)
+    return None
+
+
 class SequentumAcc(Source):
-    kind = "sequentum_acc"
+    rules = KindRules(
+        name="sequentum_acc",
+        parse_agent=parse_agent,
+        agent_complaint="must be an agent id (a GUID) or a repository path like "
+        '"sequentum/Test2/quick"',
+        auth_schemes=("bearer",),
+        wildcard=False,
+        agents_required="agent ids or repository paths (the ACC API cannot list every agent, so "
+        '"*" is not available)',
+        keys=("watch_jobs",),
+    )
     has_outputs = True
 
     def __init__(self, config: SourceConfig, http: HttpClient) -> None:

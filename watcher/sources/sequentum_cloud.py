@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
 from watcher.models import Agent, Counts, Event, Hint, Outcome, RunSnapshot, parse_iso, with_data
 from watcher.sources.base import CheckResult, Hints, RunFile, Source
@@ -38,8 +39,26 @@ PAGE_SIZE = 100
 MAX_PAGES = 1000
 
 
+def parse_agent_id(item: object) -> str | None:
+    """A Sequentum Cloud agent id (an int, or a string of digits) as text, None if it is not one."""
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return str(item) if item > 0 else None
+    if isinstance(item, str) and _is_number(item.strip()) and int(item) > 0:
+        return str(int(item))
+    return None
+
+
 class SequentumCloud(Source):
-    kind = "sequentum_cloud"
+    rules = KindRules(
+        name="sequentum_cloud",
+        parse_agent=parse_agent_id,
+        agent_complaint="must be a positive integer agent id",
+        auth_schemes=("apikey", "bearer"),
+        requests_per_minute=90,  # the platform allows 100 a minute per key: room for scripts
+        keys=("use_hints",),
+    )
     has_outputs = True
     _first_page = 1
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from watcher.settings import Settings, SourceConfig
+from watcher.config.settings import Settings
+from watcher.config.sources import SourceConfig
 
 RESTART_ONLY = ("watcher.state_path", "watcher.events_path", "http.listen")
 """Keys read once at start-up: a reload keeps their running values and says so."""

@@ -1,0 +1,94 @@
+"""The `[watcher]` and `[http]` tables."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from watcher.config.problems import DIGITS, problem
+
+
+class WatcherSection(BaseModel):
+    """The `[watcher]` table: where state and events go, how to log, how long shutdown may take."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    state_path: Path = Path("/var/lib/watcher/state.db")
+    """The SQLite file with the last snapshot of every run and the event outbox."""
+    events_path: Path | None = Path("/var/lib/watcher/events.jsonl")
+    """The JSONL event log; None (an empty string in TOML or the environment) turns it off."""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: console lines on a terminal, JSON otherwise."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+    """Seconds in-flight work may take to finish after SIGTERM."""
+    event_retention_days: float = Field(default=30.0, gt=0)
+    """Delivered events older than this are forgotten by the state file (not the events file)."""
+
+    @field_validator("state_path", mode="before")
+    @classmethod
+    def _state_path_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise problem("must not be empty")
+        return value
+
+    @field_validator("events_path", mode="before")
+    @classmethod
+    def _empty_events_path_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split "HOST:PORT" ("127.0.0.1:9465", "[::1]:9465", "0.0.0.0:9465"); raise ValueError
+    unless the host is present and the port is 0-65535 (0: any free port)."""
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 host must be in brackets")
+    if not sep or not host or re.search(r"[\s/\[\]]", host) or not DIGITS.fullmatch(port):
+        raise ValueError("not HOST:PORT")
+    if int(port) > 65535:
+        raise ValueError("port out of range")
+    return host, int(port)
+
+
+class HttpSection(BaseModel):
+    """The `[http]` table: the optional endpoint for health, readiness, metrics and events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str | None = None
+    """"HOST:PORT" to serve /healthz, /readyz, /metrics and /events on; None (or "") is off."""
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _check_listen(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            try:
+                parse_listen(value)
+            except ValueError:
+                raise problem(
+                    'must be "HOST:PORT" with a port 0-65535, e.g. "127.0.0.1:9465"'
+                ) from None
+            return value.strip()
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen else None
+
+
+# What an `[outputs]` table's `on` may name, and the file types its `type:` patterns may name.

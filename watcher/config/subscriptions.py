@@ -1,0 +1,117 @@
+"""One `[[subscriptions]]` entry: who is told about what, through which channels."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from watcher.config.problems import problem, problem_detail, valid_name
+
+SUBSCRIPTION_OUTCOMES = ("failure", "stopped", "success", "skipped")
+SUBSCRIPTION_EVENTS = (
+    "recovered",
+    "run.reopened",
+    "run.warning",
+    "run.unknown_status",
+    "run.discovered",
+    "source.failed",
+    "source.recovered",
+    "output.fetched",
+    "output.failed",
+)
+
+
+def _check_apprise_url(url: str) -> None:
+    """Raise a problem unless apprise can load `url`. The URL itself is never echoed — and
+    apprise, which logs a URL it rejects verbatim (tokens and all), is silenced meanwhile."""
+    import apprise
+
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        usable = apprise.Apprise().add(url)
+    finally:
+        apprise_log.disabled = was_disabled
+    if not usable:
+        raise problem("not a usable apprise URL (check its scheme and required parts)")
+
+
+class SubscriptionConfig(BaseModel):
+    """One `[[subscriptions]]` entry: who is told about what, through which channels."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str
+    """Unique; appears in digests and in notification events."""
+    urls: list[SecretStr] = Field(min_length=1)
+    """apprise URLs (slack://…, mailto://…, json://…): one channel each. They hold tokens."""
+    on: list[str] = Field(default_factory=lambda: ["failure"])
+    """Outcomes and event types that notify; see SUBSCRIPTION_OUTCOMES / SUBSCRIPTION_EVENTS."""
+    sources: list[str] = Field(default_factory=list)
+    """Only events of these sources; empty means every source."""
+    agents: list[str] = Field(default_factory=list)
+    """Only these agents: ids, names or glob patterns (`amazon-*`); empty means every agent."""
+    title: str | None = None
+    """Jinja2 template of the title; the default depends on the event type."""
+    body: str | None = None
+    """Jinja2 template of the body."""
+    format: Literal["text", "markdown", "html"] = "text"
+    """How the body is written; "text" reads right on every channel (email, Slack, webhooks)."""
+    group_threshold: int = Field(default=5, ge=1)
+    """More events than this within `group_wait` go out as one digest."""
+    group_wait: float = Field(default=30.0, ge=0)
+    max_age: float = Field(default=24 * 3600.0, gt=0)
+    """Seconds a failing delivery is retried before it is given up (`notification.failed`)."""
+
+    def url_values(self) -> list[str]:
+        return [u.get_secret_value() for u in self.urls]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return valid_name(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: list[SecretStr]) -> list[SecretStr]:
+        problems = []
+        for index, url in enumerate(value):
+            try:
+                _check_apprise_url(url.get_secret_value().strip())
+            except PydanticCustomError as err:
+                problems.append(problem_detail((index,), err.message()))
+        if problems:
+            raise ValidationError.from_exception_data("urls", problems)
+        return [SecretStr(u.get_secret_value().strip()) for u in value]
+
+    @field_validator("on")
+    @classmethod
+    def _check_on(cls, value: list[str]) -> list[str]:
+        allowed = SUBSCRIPTION_OUTCOMES + SUBSCRIPTION_EVENTS
+        if not value:
+            raise problem("must name at least one outcome or event type")
+        for item in value:
+            if item not in allowed:
+                raise problem(f'unknown trigger "{item[:40]}" (one of {", ".join(allowed)})')
+        return value
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agents_as_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("title", "body")
+    @classmethod
+    def _check_template(cls, value: str | None) -> str | None:
+        from watcher.messages import check_template
+
+        if value is not None:
+            wrong = check_template(value)
+            if wrong:
+                raise problem(wrong)
+        return value
