@@ -261,7 +261,6 @@ async def test_a_removed_channel_waits_max_age_for_its_return_then_is_given_up(
     assert [(e["run_id"], e["reason"]) for e in failed] == [("102", "channel removed")]
 
 
-
 async def test_restart_only_keys_are_kept_and_named(
     steam, config, clock: FakeClock, http, tmp_path, captured_logs
 ) -> None:

@@ -212,15 +212,16 @@ def test_a_replaced_file_is_moved_aside_not_lost(tmp_path: Path) -> None:
 
 def test_a_second_lease_is_refused_naming_the_holder(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from watcher.lock import FileLease
+        FileLease(Path({str(state)!r})).acquire()
+        print("held", flush=True)
+        time.sleep(30)
+    """)
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
-            from pathlib import Path
-            from watcher.lock import FileLease
-            FileLease(Path({str(state)!r})).acquire()
-            print("held", flush=True)
-            time.sleep(30)
-        """)],  # fmt: skip
+        [sys.executable, "-c", script],
         stdout=subprocess.PIPE,
         text=True,
     )
