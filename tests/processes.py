@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def write_config(
     key: str = 'api_key = "${TEST_DAEMON_KEY}"',
     *,
     kind: str = "sequentum_cloud",
+    name: str = "cloud",
     watcher: str = "",
     state_path: Path | None = None,
 ) -> Path:
@@ -45,7 +47,7 @@ def write_config(
     path.write_text(
         f'[watcher]\nstate_path = "{state_path or tmp_path / "state.db"}"\n'
         f'events_path = "{tmp_path / "events.jsonl"}"\nlog_format = "json"\n{watcher}\n'
-        f'[[sources]]\nname = "cloud"\nkind = "{kind}"\nbase_url = "{base_url}"\n'
+        f'[[sources]]\nname = "{name}"\nkind = "{kind}"\nbase_url = "{base_url}"\n'
         f"{key}\nretries = 0\ntimeout = 5\njitter = 0\n"
         "poll_interval = 1\npoll_interval_active = 1\n" + tail
     )
@@ -79,6 +81,12 @@ def watcher(
     )
 
 
+def watchers(config: Path, *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Several `watcher` commands run at the same time: their results, in the order given."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: watcher(config, *args), commands))
+
+
 def events(path: Path) -> list[dict]:
     """The events file, one dict per line (none when it does not exist yet)."""
     if not path.exists():
@@ -92,14 +100,6 @@ def of_type(path: Path, type: str, **fields: object) -> list[dict]:
         for e in events(path)
         if e["type"] == type and all(e.get(k) == v for k, v in fields.items())
     ]
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Daemon:
@@ -154,10 +154,10 @@ class Daemon:
             or "Traceback" in json.dumps(line)
         ]
 
-    def stop(self, timeout: float = 15) -> float:
-        """SIGTERM; return how long the process took to exit."""
+    def stop(self, timeout: float = 15, sig: signal.Signals = signal.SIGTERM) -> float:
+        """SIGTERM (or `sig`); return how long the process took to exit."""
         started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         self.proc.wait(timeout)
         self._reader.join(5)
         return time.monotonic() - started
@@ -171,8 +171,8 @@ class Daemon:
 
 class Receiver:
     """A webhook receiver (apprise json://) on 127.0.0.1, from a thread: the (path, body) of
-    each POST, answered with `status` after `delay` seconds. With `hold_first`, the first
-    request is held that long (or until `close()`) before it is answered."""
+    each POST, answered with `status` after `delay` seconds. With `hold_first`, the answer to
+    the first request takes that long (or until `released`), whatever the sender's timeouts."""
 
     def __init__(self, *, status: int = 200, delay: float = 0.0, hold_first: float = 0.0):
         self.got: list[tuple[str, dict]] = []
@@ -186,15 +186,26 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.got.append((self.path, json.loads(body)))
-                if receiver.hold_first and len(receiver.got) == 1:
-                    receiver.released.wait(receiver.hold_first)
-                elif receiver.delay:
-                    time.sleep(receiver.delay)
                 try:
+                    if receiver.hold_first and len(receiver.got) == 1:
+                        self.answer_slowly(receiver.hold_first)
+                        return
+                    if receiver.delay:
+                        time.sleep(receiver.delay)
                     self.send_response(receiver.status)
                     self.end_headers()
                 except OSError:
                     pass  # the sender is gone (killed, or gave up)
+
+            def answer_slowly(self, seconds: float) -> None:
+                """The answer a byte every 0.2 s for `seconds` (or until released): slow
+                enough to take that long, never silent long enough for a read timeout."""
+                self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline and not receiver.released.wait(0.2):
+                    self.wfile.write(b".")
+                    self.wfile.flush()
+                self.wfile.write(b"\r\nContent-Length: 0\r\n\r\n")
 
             def log_message(self, *args: object) -> None:  # keep the test output quiet
                 pass
