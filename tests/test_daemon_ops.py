@@ -8,14 +8,9 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +18,7 @@ import pytest
 from watcher_sim import World
 
 from .conftest import served_in_a_thread
-
-KEY = "daemon-ops-key-31337"
-ROOT = Path(__file__).resolve().parent.parent
+from .processes import KEY, Daemon, Receiver, free_port, write_config
 
 
 @pytest.fixture
@@ -42,96 +35,8 @@ def sim() -> Iterator[tuple[World, str]]:
 @pytest.fixture
 def hook() -> Iterator[tuple[list[tuple[str, dict]], str]]:
     """A webhook receiver (apprise json://): (path, body) of each POST, and its host:port."""
-    got: list[tuple[str, dict]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            got.append((self.path, json.loads(body)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:  # keep the test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield got, f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_config(
-    tmp_path: Path, base_url: str, tail: str = "", key: str = 'api_key = "${TEST_DAEMON_KEY}"'
-) -> Path:
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f'[watcher]\nstate_path = "{tmp_path / "state.db"}"\n'
-        f'events_path = "{tmp_path / "events.jsonl"}"\nlog_format = "json"\n\n'
-        f'[[sources]]\nname = "cloud"\nkind = "sequentum_cloud"\nbase_url = "{base_url}"\n'
-        f"{key}\nretries = 0\ntimeout = 5\njitter = 0\n"
-        "poll_interval = 1\npoll_interval_active = 1\n" + tail
-    )
-    return path
-
-
-class Daemon:
-    """`python -m watcher run` with its stderr (JSON log lines) collected by a thread."""
-
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "--config", str(config), "run"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "TEST_DAEMON_KEY": KEY, "PYTHONPATH": str(ROOT), **env},
-        )
-        self.lines: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                self.lines.append({"event": line.rstrip("\n"), "level": "unparsed"})
-
-    def wait_for(self, condition: Callable[[], object], what: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.proc.poll() is not None:
-                self._reader.join(5)
-                code = self.proc.returncode
-                pytest.fail(f"daemon exited ({code}) waiting for {what}: {self.lines[-5:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}; last lines: {self.lines[-5:]}")
-            time.sleep(0.05)
-
-    def logged(self, event: str) -> list[dict]:
-        return [line for line in self.lines if line.get("event") == event]
-
-    def stop(self, timeout: float = 15) -> float:
-        """SIGTERM; return how long the process took to exit."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout)
-        self._reader.join(5)
-        return time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+    with Receiver() as receiver:
+        yield receiver.got, receiver.host
 
 
 def http_get(url: str) -> tuple[int, bytes]:

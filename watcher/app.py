@@ -431,9 +431,12 @@ class App:
     # --- one pass (`watcher once`, tests) ----------------------------------------------------
 
     async def once(self) -> list[PollReport]:
-        """Poll every source once (all agents), then deliver what that caused — and what the
+        """Poll every source once (all agents), give up the rows of channels removed from the
+        config (as the daemon does at start), then deliver what that caused — and what the
         deliveries record in turn — within `shutdown_timeout`."""
         reports = await asyncio.gather(*(self.poll(p, force=True) for p in self.pollers))
+        assert self.dispatcher is not None
+        await self.dispatcher.expire_orphans(self.orphan_max_age)
         await self.settle()
         return list(reports)
 

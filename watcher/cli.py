@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -279,7 +280,7 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
                     str(t.depth),
                     duration_of(max(0.0, now - t.oldest)),
                     str(t.attempts),
-                    (t.last_error or "")[:80],
+                    _why(t.last_error or "")[:80],
                 )
             )
         _table(table, out)
@@ -292,6 +293,15 @@ def _target_names(settings: Settings) -> dict[str, str]:
     for channel in build_channels(settings, record=lambda events: None, clock=utcnow):
         names[channel.name] = f"{channel.subscription.name}: {channel.masked}"
     return names
+
+
+_URL_FIRST = re.compile(r"^\w[\w+.-]*://\S*?: ")
+
+
+def _why(error: str) -> str:
+    """A channel's delivery error without the masked URL it starts with: the CHANNEL column
+    names the channel already, and a long URL would leave no room for the reason."""
+    return _URL_FIRST.sub("", error, count=1)
 
 
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
