@@ -556,7 +556,10 @@ async def test_a_large_first_baseline_is_written_in_chunks(many, app_factory, cl
         assert report.ok
         assert app.store.counters.transactions >= 4  # 120 runs, 10 a chunk, then the poll
         assert app.store.run_count() == 120
-        assert app.pollers[0].last_outcome == {str(a): "failure" for a in range(1, 41)}
+        standings = app.pollers[0].standings
+        assert {a: s.last_outcome for a, s in standings.items()} == {
+            str(a): "failure" for a in range(1, 41)
+        }
         many.add_run(7, status=9)
         await poll(app, clock, 60)
     events = read_events(tmp_path)

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from watcher.planner import FIRST_ROUND, SECOND_ROUND, Cadence, Reason, plan
 from watcher.redact import redact
 from watcher.sources.base import Source, purpose
 from watcher.sources.http import UNCHANGED, Unchanged
+from watcher.standing import Standing, standings
 from watcher.store import AgentRecord, Route, SourceHealth, SourceMarks, Store
 
 log = structlog.get_logger("watcher.poller")
@@ -143,7 +144,7 @@ class SourcePoller:
         self.on_events = on_events
         self.runs = store.load_runs(source.name)
         self.health = store.source_health(source.name)
-        self.last_outcome: dict[str, str] = store.last_outcomes(source.name)
+        self.standings: dict[str, Standing] = standings(store.finishes(source.name))
         self.fleet = Fleet(store.load_agents(source.name), wildcard=source.config.agents == ["*"])
         marks = store.marks(source.name)
         self.last_success: datetime | None = marks.last_success
@@ -401,7 +402,7 @@ class SourcePoller:
         self._listed(cycle)
         if cycle.first:
             self._announce_baseline(cycle)
-        last_outcome = self._annotate(cycle)
+        after = self._annotate(cycle)
         health = self._health_change(report.errors, cycle.now, cycle.events)
         success = None if report.errors else cycle.now
         writes = bool(cycle.changes or cycle.records or cycle.events or health)
@@ -426,7 +427,7 @@ class SourcePoller:
             report.ok = False
             return
         self._apply(cycle.changes, cycle.listed, cycle.ts, health)
-        self.last_outcome = last_outcome
+        self.standings = after
         if marks is not None:
             self._saved = marks
         if report.errors:
@@ -473,18 +474,22 @@ class SourcePoller:
             ),
         )
 
-    def _annotate(self, cycle: Cycle) -> dict[str, str]:
-        """Give each finish the agent's previous outcome (for "recovered" alerts); return the
-        outcomes after."""
-        outcomes = dict(self.last_outcome)
+    def _annotate(self, cycle: Cycle) -> dict[str, Standing]:
+        """Give each finish where its agent stands: the outcome before it (for "recovered"
+        alerts), the failures in a row and since when, the last success. Returns the
+        standings after the cycle (kept once it commits)."""
+        after = {agent_id: replace(s) for agent_id, s in self.standings.items()}
         new_ids = {a.id for a in cycle.baselined}
-        _baseline_outcomes(outcomes, (c for c in cycle.changes if c.snapshot.agent_id in new_ids))
+        _fold(after, (c for c in cycle.changes if c.snapshot.agent_id in new_ids))
         for index, event in enumerate(cycle.events):
             if event.type == EventType.RUN_FINISHED and event.agent_id and event.outcome:
-                previous = outcomes.get(event.agent_id)
-                outcomes[event.agent_id] = event.outcome.value
-                cycle.events[index] = with_data(event, agent_previous_outcome=previous)
-        return outcomes
+                standing = after.setdefault(event.agent_id, Standing())
+                previous = standing.last_outcome
+                standing.finished(event.outcome.value, event.ended_at)
+                cycle.events[index] = with_data(
+                    event, agent_previous_outcome=previous, **standing.fields()
+                )
+        return after
 
     def _write_ahead(self, cycle: Cycle) -> bool:
         """Write the agents of a quiet baseline collected so far, ahead of the poll's commit:
@@ -508,7 +513,7 @@ class SourcePoller:
             self._write_failed(err)
             return False
         self._apply(quiet.changes, ids, cycle.ts, None)
-        _baseline_outcomes(self.last_outcome, quiet.changes)
+        _fold(self.standings, quiet.changes)
         cycle.listed = [a for a in cycle.listed if a not in ids]
         for agent_id in ids:
             cycle.records.pop(agent_id, None)  # written: the commit must not write it back
@@ -660,10 +665,10 @@ class SourcePoller:
             cycle.records[record.id] = record
 
 
-def _baseline_outcomes(outcomes: dict[str, str], changes: Iterable[Change]) -> None:
-    """Record each baselined agent's last outcome: its latest finish (changes run oldest first),
-    the outcome a "recovered" alert compares against."""
+def _fold(into: dict[str, Standing], changes: Iterable[Change]) -> None:
+    """Take the finishes a baseline records quietly (changes run oldest first) into the
+    agents' standings: what a later "recovered" or a streak counts from."""
     for change in changes:
         snap = change.snapshot
         if snap.outcome is not None:
-            outcomes[snap.agent_id] = snap.outcome.value
+            into.setdefault(snap.agent_id, Standing()).finished(snap.outcome.value, snap.ended_at)

@@ -269,18 +269,16 @@ class Store(OutboxQueries):
             )
         return out
 
-    def last_outcomes(self, source: str) -> dict[str, str]:
-        """Each agent's most recent finished outcome (by end time), for "recovered" alerts."""
+    def finishes(self, source: str) -> list[tuple[str, str, datetime | None]]:
+        """Every finished run of the source, (agent id, outcome, ended at), in the order they
+        ended (those without an end time first): what `standing.standings` folds."""
         rows = self._db.execute(
-            "SELECT agent_id, outcome, json_extract(snapshot, '$.ended_at') FROM runs "
-            "WHERE source = ? AND outcome IS NOT NULL",
+            "SELECT agent_id, outcome, json_extract(snapshot, '$.ended_at') AS ended FROM runs "
+            "WHERE source = ? AND outcome IS NOT NULL ORDER BY ended IS NOT NULL, ended, "
+            "first_seen",
             (source,),
         )
-        latest: dict[str, tuple[str, str]] = {}
-        for agent_id, outcome, ended in rows:
-            if agent_id not in latest or (ended or "") >= latest[agent_id][0]:
-                latest[agent_id] = (ended or "", outcome)
-        return {agent_id: outcome for agent_id, (_, outcome) in latest.items()}
+        return [(agent_id, outcome, parse_iso(ended)) for agent_id, outcome, ended in rows]
 
     def listings(self, source: str) -> dict[str, bytes]:
         """The hash of each agent's last committed listing body (see `Fingerprints`)."""

@@ -1,0 +1,57 @@
+"""Where each agent stands: its last outcome, its streak of failures, when it last succeeded.
+
+Pure: a fold over an agent's finishes in the order they ended. The poller keeps one `Standing`
+per agent — rebuilt from the state file at start, updated with every finish — and puts what an
+alert needs into each `run.finished` event: the outcome before (for "recovered"), the failures
+in a row and since when, the last success. The status page, `watcher status` and the per-agent
+metrics read the same standings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from watcher.models import Outcome, iso
+
+
+@dataclass(slots=True)
+class Standing:
+    last_outcome: str | None = None
+    last_finish: datetime | None = None
+    last_success: datetime | None = None
+    failures: int = 0
+    """Failures in a row, up to now (stopped and skipped runs neither count nor break it)."""
+    failing_since: datetime | None = None
+    """When the first failure of the current streak ended."""
+
+    def finished(self, outcome: str, ended: datetime | None) -> None:
+        """Take one finish, in the order they ended."""
+        self.last_outcome = outcome
+        self.last_finish = ended or self.last_finish
+        if outcome == Outcome.SUCCESS:
+            self.failures, self.failing_since = 0, None
+            self.last_success = ended or self.last_success
+        elif outcome == Outcome.FAILURE:
+            self.failures += 1
+            if self.failing_since is None:
+                self.failing_since = ended
+
+    def fields(self) -> dict[str, Any]:
+        """What a `run.finished` event carries of it, once taken."""
+        return {
+            "failures_in_a_row": self.failures,
+            "failing_since": iso(self.failing_since),
+            "last_success": iso(self.last_success),
+        }
+
+
+def standings(finishes: Iterable[tuple[str, str, datetime | None]]) -> dict[str, Standing]:
+    """Each agent's standing from its finishes — (agent id, outcome, ended at) in the order
+    they ended."""
+    out: dict[str, Standing] = {}
+    for agent_id, outcome, ended in finishes:
+        out.setdefault(agent_id, Standing()).finished(outcome, ended)
+    return out
