@@ -79,8 +79,9 @@ def _survives(
     result = diff_agent({}, snaps, now=NOW, source_kind=kind)
     store = Store.open(":memory:")
     try:
-        store.commit(source=source, changes=result.changes, events=events or result.events,
-                     route=lambda e: ["eventlog"], now=NOW, now_ts=0)  # fmt: skip
+        written = events or result.events
+        store.commit(source=source, changes=result.changes, events=written,
+                     targets={e.id: ["eventlog"] for e in written}, now=NOW, now_ts=0)  # fmt: skip
     finally:
         store.close()
 

@@ -42,10 +42,22 @@ def commit_listing(store: Store, listing, *, now=T0, route=lambda e: ["eventlog"
         changes=result.changes,
         agents=[AgentRecord("2537", "steam")] if previous is None else [],
         events=result.events,
-        route=route,
+        targets=Targets(route),
         now=now,
         now_ts=now.timestamp(),
     )
+
+
+class Targets(dict):
+    """Where each event goes, as the dispatcher would say: `route(event)`, asked as the
+    store writes (so a route that raises does so inside the transaction)."""
+
+    def __init__(self, route) -> None:
+        super().__init__()
+        self.route = route
+
+    def get(self, event_id, default=()):
+        return self.route(event_id)
 
 
 def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
@@ -100,7 +112,7 @@ def test_a_failing_commit_changes_nothing(store: Store) -> None:
 def test_replayed_events_are_recognised(store: Store) -> None:
     commit_listing(store, [])
     fresh = commit_listing(store, [snap("1", 6)])
-    again = store.commit(events=fresh, route=lambda e: ["eventlog"], now=T0, now_ts=0)
+    again = store.commit(events=fresh, targets=Targets(lambda e: ["eventlog"]), now=T0, now_ts=0)
     assert again == []
     assert store.outbox_depth() == len(fresh)
 
@@ -200,7 +212,8 @@ WRITER = textwrap.dedent(
         res = diff_agent(prev, listing, now=now, source_kind="k")
         store.commit(source="cloud", changes=res.changes, events=res.events,
                      agents=[AgentRecord("2537")] if prev is None else [],
-                     route=lambda e: ["eventlog"], now=now, now_ts=now.timestamp())
+                     targets={e.id: ["eventlog"] for e in res.events},
+                     now=now, now_ts=now.timestamp())
     """
 )
 

@@ -99,16 +99,14 @@ def build_source(config: SourceConfig, http: HttpClient) -> Source:
     return cls(config, http)
 
 
-def build_channels(
-    settings: Settings, *, record: Callable[[list[Event]], None], clock: Clock
-) -> list[Channel]:
+def build_channels(settings: Settings, *, clock: Clock) -> list[Channel]:
     """One alert channel per (subscription, URL) of `settings`."""
     if not settings.subscriptions:
         return []
     from watcher.sinks.notify import Channel, Subscription  # apprise and Jinja2: when used
 
     return [
-        Channel(Subscription(sub), url, record=record, clock=clock)
+        Channel(Subscription(sub), url, clock=clock)
         for sub in settings.subscriptions
         for url in sub.url_values()
     ]
@@ -245,9 +243,9 @@ class App:
         if cfg.outputs.enabled:
             from watcher.sinks.outputs import OutputsSink
 
-            sinks.append(OutputsSink(self.fetcher(), record=self.record, clock=self.clock))
+            sinks.append(OutputsSink(self.fetcher(), clock=self.clock))
         sinks.extend(self._extra_sinks)
-        self.dispatcher = Dispatcher(store, sinks, clock=self.clock, record=self.record)
+        self.dispatcher = Dispatcher(store, sinks, clock=self.clock, on_events=self._on_events)
         try:
             self.pollers = [
                 self.poller(build_source(sc, self._http)) for sc in cfg.sources if sc.enabled
@@ -288,7 +286,7 @@ class App:
 
     def channels(self, settings: Settings | None = None) -> list[Channel]:
         """One alert channel per (subscription, URL) of `settings` (default: the running ones)."""
-        return build_channels(settings or self.settings, record=self.record, clock=self.clock)
+        return build_channels(settings or self.settings, clock=self.clock)
 
     def fetcher(self, *, concurrency: int | None = None) -> Fetcher:
         """What fetches run outputs to disk: for the outputs sink and `watcher fetch`."""
@@ -315,13 +313,9 @@ class App:
         return self._http
 
     def record(self, events: list[Event]) -> None:
-        """Record events that sinks produce (notification.sent, …) like any other event."""
-        assert self.store is not None and self.dispatcher is not None
-        now = self.clock()
-        fresh = self.store.commit(
-            events=events, route=self.dispatcher.route, now=now, now_ts=now.timestamp()
-        )
-        self._on_events(fresh)
+        """Record events that arise outside a poll (state.restored) like any other event."""
+        assert self.dispatcher is not None
+        self.dispatcher.record(events)
 
     def _on_events(self, events: list[Event]) -> None:
         """Every freshly recorded event passes here once: log line, metrics, live stream."""

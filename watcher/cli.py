@@ -221,9 +221,7 @@ async def _notify_test(settings: Settings, only: str | None, out: TextIO | None 
     if not names:
         raise ConfigError(["subscriptions: none configured (add a [[subscriptions]] table)"])
     channels = [
-        c
-        for c in build_channels(settings, record=lambda events: None, clock=utcnow)
-        if only in (None, c.subscription.name)
+        c for c in build_channels(settings, clock=utcnow) if only in (None, c.subscription.name)
     ]
     results = await asyncio.gather(*(c.send_test() for c in channels))
     for channel, (ok, why) in zip(channels, results, strict=True):
@@ -290,7 +288,7 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
 def _target_names(settings: Settings) -> dict[str, str]:
     """Outbox target → what a person recognises: the subscription and its masked URL."""
     names = {"eventlog": "events file", "outputs": "outputs"}
-    for channel in build_channels(settings, record=lambda events: None, clock=utcnow):
+    for channel in build_channels(settings, clock=utcnow):
         names[channel.name] = f"{channel.subscription.name}: {channel.masked}"
     return names
 

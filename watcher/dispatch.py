@@ -1,9 +1,11 @@
 """Feeds the outbox to the sinks: each sink on its own, retried with backoff, never lost.
 
-Every event was written to the outbox with one row per sink that accepts it (`route`). The
-dispatcher delivers due rows sink by sink, concurrently — a slow or dead sink delays only
-itself — and deletes a row only after its sink succeeded. A failed delivery is retried with
-exponential backoff until `max_age`; then it is given up with an error line.
+The dispatcher decides which sinks receive an event (`targets`, before the event is written)
+and the outbox holds one row per (event, sink). It delivers due rows sink by sink,
+concurrently — a slow or dead sink delays only itself — and deletes a row only after its sink
+succeeded, in the same transaction as the events the sink produced about it (`notification.
+sent`, `output.fetched`). A failed delivery is retried with exponential backoff until
+`max_age`; then it is given up with an error line and the sink's word on it.
 
 `settle(timeout)` delivers what is due and what those deliveries cause in turn (the events the
 sinks record), within a deadline: `watcher once` ends with it, and so does a shutdown. What is
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,10 +55,11 @@ class Dispatcher:
         backoff: Backoff = Backoff(),
         max_age: float = 24 * 3600,
         batch: int = 500,
-        record: Callable[[list[Event]], None] | None = None,
+        on_events: Callable[[list[Event]], None] = lambda events: None,
     ) -> None:
         self.store = store
-        self.record = record
+        self.on_events = on_events
+        """Told of every event recorded through the dispatcher (log line, metrics, stream)."""
         self.sinks = {s.name: s for s in sinks}
         self.clock = clock
         self.backoff = backoff
@@ -69,6 +72,26 @@ class Dispatcher:
     def route(self, event: Event) -> list[str]:
         """The sinks that must receive `event` (one outbox row each)."""
         return [name for name, sink in self.sinks.items() if sink.accepts(event)]
+
+    def targets(self, events: Iterable[Event]) -> dict[str, list[str]]:
+        """Where each event goes, decided before it is written (never inside the store's
+        transaction: a sink's `accepts` is its own code)."""
+        return {event.id: self.route(event) for event in events}
+
+    def record(self, events: list[Event]) -> list[Event]:
+        """Record events that arise outside a poll (state.restored, …) like any other; return
+        those that were new."""
+        now = self.clock()
+        fresh = self.store.commit(
+            events=events, targets=self.targets(events), now=now, now_ts=now.timestamp()
+        )
+        self._recorded(fresh)
+        return fresh
+
+    def _recorded(self, fresh: list[Event]) -> None:
+        if fresh:
+            self.on_events(fresh)
+            self.wake()
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -111,11 +134,14 @@ class Dispatcher:
         by_id = {p.event.id: p for p in items}
         marked: set[str] = set()
 
-        def done(event_ids: Sequence[str]) -> None:
-            fresh = [by_id[i] for i in event_ids if i in by_id and i not in marked]
-            if fresh:
-                self.store.delivered(fresh)
-                marked.update(p.event.id for p in fresh)
+        def done(event_ids: Sequence[str], produced: Sequence[Event] = ()) -> None:
+            rows = [by_id[i] for i in event_ids if i in by_id and i not in marked]
+            if rows or produced:
+                fresh = self.store.delivered(
+                    rows, produced, self.targets(produced), self.clock().timestamp()
+                )
+                marked.update(p.event.id for p in rows)
+                self._recorded(fresh)
 
         try:
             await sink.deliver([p.event for p in items], done)
@@ -146,11 +172,15 @@ class Dispatcher:
 
     async def _abandon(self, sink: Sink, items: list[Pending], message: str) -> None:
         log.error("delivery abandoned", sink=sink.name, events=len(items), error=message)
+        produced: list[Event] = []
         try:
-            await sink.abandoned([p.event for p in items], message)
+            produced = await sink.abandoned([p.event for p in items], message)
         except Exception as err:
             log.warning("abandon hook failed", sink=sink.name, error=redact(str(err)))
-        self.store.give_up(items)
+        fresh = self.store.give_up(
+            items, produced, self.targets(produced), self.clock().timestamp()
+        )
+        self._recorded(fresh)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set: on every wake-up, and when the next retry falls due.
@@ -218,8 +248,8 @@ class Dispatcher:
     async def expire_orphans(self, max_age: Callable[[str], float]) -> int:
         """Give up the rows of targets that no sink serves any more (a channel or a whole
         subscription removed from the config) once they are `max_age(target)` seconds old —
-        0 gives them up at once. Each becomes a `notification.failed` ("channel removed") when
-        `record` is set. Returns how many rows left the outbox."""
+        0 gives them up at once. Each becomes a `notification.failed` ("channel removed").
+        Returns how many rows left the outbox."""
         now = self.clock().timestamp()
         stale = [
             p
@@ -231,10 +261,10 @@ class Dispatcher:
         for target in sorted({p.target for p in stale}):
             log.error("undelivered events of a removed channel given up", target=target,
                       events=sum(1 for p in stale if p.target == target))  # fmt: skip
-        if self.record is not None:
-            ts = self.clock()
-            self.record([orphaned(p, ts) for p in stale])
-        self.store.give_up(stale)
+        ts = self.clock()
+        produced = [orphaned(p, ts) for p in stale]
+        fresh = self.store.give_up(stale, produced, self.targets(produced), ts.timestamp())
+        self._recorded(fresh)
         return len(stale)
 
     async def _drain_guarded(self, sink: Sink) -> int:

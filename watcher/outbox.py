@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +48,15 @@ class OutboxQueries:
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
 
+    def _insert_events(
+        self,
+        db: sqlite3.Connection,
+        events: Sequence[Event],
+        targets: Mapping[str, Sequence[str]],
+        now_ts: float,
+    ) -> list[Event]:
+        raise NotImplementedError
+
     def due(
         self, now_ts: float, *, limit: int = 500, targets: Iterable[str] | None = None
     ) -> list[Pending]:
@@ -79,16 +88,29 @@ class OutboxQueries:
         row = self._db.execute(sql, args).fetchone()
         return row[0] if row else None
 
-    def delivered(self, items: Sequence[Pending]) -> None:
-        """Remove delivered rows. Called only after the sink succeeded."""
-        if not items:
-            return
+    def delivered(
+        self,
+        items: Sequence[Pending],
+        produced: Sequence[Event] = (),
+        targets: Mapping[str, Sequence[str]] | None = None,
+        now_ts: float = 0.0,
+    ) -> list[Event]:
+        """Remove delivered rows — called only after the sink succeeded — and record what the
+        sink produced about them (to `targets`), in one transaction. Returns the produced
+        events that were new."""
+        if not items and not produced:
+            return []
         with self._tx() as db:
             db.executemany(
                 "DELETE FROM outbox WHERE event_seq = ? AND target = ?",
                 [(p.seq, p.target) for p in items],
             )
             self._rows += len(items)
+            fresh = self._insert_events(
+                db, produced, targets if targets is not None else {}, now_ts
+            )
+            self._rows += len(fresh)
+        return fresh
 
     def retry_later(
         self, items: Sequence[Pending], *, error: str, next_at: Callable[[Pending], float]
@@ -103,8 +125,15 @@ class OutboxQueries:
             )
             self._rows += len(items)
 
-    def give_up(self, items: Sequence[Pending]) -> None:
-        self.delivered(items)
+    def give_up(
+        self,
+        items: Sequence[Pending],
+        produced: Sequence[Event] = (),
+        targets: Mapping[str, Sequence[str]] | None = None,
+        now_ts: float = 0.0,
+    ) -> list[Event]:
+        """Remove rows that will never be delivered, recording why (`produced`)."""
+        return self.delivered(items, produced, targets, now_ts)
 
     def orphans(self, served: Iterable[str]) -> list[Pending]:
         """Undelivered rows of targets not in `served` (sinks removed from the config)."""

@@ -41,11 +41,13 @@ from watcher.redact import redact
 from watcher.sources.base import Source, purpose
 from watcher.sources.http import UNCHANGED, Unchanged
 from watcher.standing import Standing, standings
-from watcher.store import AgentRecord, Route, SourceHealth, SourceMarks, Store
+from watcher.store import AgentRecord, SourceHealth, SourceMarks, Store
 
 log = structlog.get_logger("watcher.poller")
 
 Clock = Callable[[], datetime]
+Route = Callable[[Event], list[str]]
+"""The sinks that must receive an event (`Dispatcher.route`), decided before the commit."""
 OnEvents = Callable[[list[Event]], None]
 _WILDCARD = "*"
 
@@ -134,7 +136,7 @@ class SourcePoller:
         store: Store,
         *,
         clock: Clock,
-        route: Route | None = None,
+        route: Route = lambda event: [],
         on_events: OnEvents | None = None,
     ) -> None:
         self.source = source
@@ -418,7 +420,7 @@ class SourcePoller:
                 health=health,
                 listings=self.source.fingerprints.pending(cycle.listed),
                 marks=marks,
-                route=self.route,
+                targets={event.id: self.route(event) for event in cycle.events},
                 now=cycle.now,
                 now_ts=cycle.ts,
             )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,7 +112,8 @@ _COLUMNS_SINCE: dict[int, tuple[tuple[str, str, str], ...]] = {
 }
 """The columns each version added to tables an older file already has: (table, column, type)."""
 
-Route = Callable[[Event], Iterable[str]]
+Targets = Mapping[str, Sequence[str]]
+"""Event id → the outbox targets (sinks) that must receive it, decided by the dispatcher."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,22 +338,21 @@ class Store(OutboxQueries):
         health: SourceHealth | None = None,
         listings: Mapping[str, bytes] | None = None,
         marks: SourceMarks | None = None,
-        route: Route | None = None,
+        targets: Targets | None = None,
         now: datetime,
         now_ts: float,
     ) -> list[Event]:
         """Write a poll's outcome atomically; return the events that were new (not replays).
 
-        `route(event)` names the targets that must receive each event; one outbox row is
-        written per target. `agents` are written whole (new ones, or a changed hint). `listings`
-        (the hashes of the listing bodies the changes came from) ride along with a write but
-        never cause one; `marks` are written when given. Nothing to write → the file is not
-        touched.
+        `targets[event.id]` names the sinks that must receive each event (the dispatcher
+        decided, before the transaction); one outbox row is written per target. `agents` are
+        written whole (new ones, or a changed hint). `listings` (the hashes of the listing
+        bodies the changes came from) ride along with a write but never cause one; `marks` are
+        written when given. Nothing to write → the file is not touched.
         """
         if not (changes or agents or events or health is not None or marks is not None):
             return []
         stamp = iso(now)
-        fresh: list[Event] = []
         with self._tx() as db:
             rows = 0
             if agents:
@@ -410,23 +410,8 @@ class Store(OutboxQueries):
                     ),
                 )
                 rows += 1
-            for event in events:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO events(id, type, ts, body) VALUES (?, ?, ?, ?)",
-                    (event.id, event.type, iso(event.ts), json.dumps(event.to_dict())),
-                )
-                if cur.rowcount == 0:
-                    continue  # a replay of an event already recorded
-                fresh.append(event)
-                rows += 1
-                targets = list(route(event)) if route else []
-                if targets:
-                    db.executemany(
-                        "INSERT OR IGNORE INTO outbox(event_seq, target, first_at, next_at) "
-                        "VALUES (?, ?, ?, ?)",
-                        [(cur.lastrowid, t, now_ts, now_ts) for t in targets],
-                    )
-                    rows += len(targets)
+            fresh = self._insert_events(db, events, targets if targets is not None else {}, now_ts)
+            rows += len(fresh)
             self._rows += rows
         return fresh
 
@@ -447,6 +432,30 @@ class Store(OutboxQueries):
             )
             self._rows += cur.rowcount
         return cur.rowcount
+
+    def _insert_events(
+        self, db: sqlite3.Connection, events: Sequence[Event], targets: Targets, now_ts: float
+    ) -> list[Event]:
+        """Insert `events` and their outbox rows (within the caller's transaction); return
+        those that were new, not replays of events already recorded."""
+        fresh: list[Event] = []
+        for event in events:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO events(id, type, ts, body) VALUES (?, ?, ?, ?)",
+                (event.id, event.type, iso(event.ts), json.dumps(event.to_dict())),
+            )
+            if cur.rowcount == 0:
+                continue  # a replay of an event already recorded
+            fresh.append(event)
+            names = targets.get(event.id, ())
+            if names:
+                db.executemany(
+                    "INSERT OR IGNORE INTO outbox(event_seq, target, first_at, next_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(cur.lastrowid, t, now_ts, now_ts) for t in names],
+                )
+                self._rows += len(names)
+        return fresh
 
     # --- reading, for `watcher status` and tests --------------------------------------------
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from watcher.models import Event
 
@@ -16,7 +17,12 @@ class DeliveryError(Exception):
         self.retryable = retryable
 
 
-Done = Callable[[Sequence[str]], None]
+class Done(Protocol):
+    """`done(event_ids, produced)`: these events are delivered — their outbox rows go — and
+    `produced` (what the sink has to say about them: notification.sent, output.fetched) is
+    recorded, in the same transaction."""
+
+    def __call__(self, event_ids: Sequence[str], produced: Sequence[Event] = ()) -> None: ...
 
 
 class Sink(ABC):
@@ -33,14 +39,17 @@ class Sink(ABC):
     async def deliver(self, events: Sequence[Event], done: Done) -> None:
         """Deliver a batch; raise `DeliveryError` when (some of) it failed.
 
-        A sink that delivers a batch piece by piece calls `done(event_ids)` as each piece
-        succeeds: those rows leave the outbox at once, so a crash in the middle of a batch
-        repeats only the one delivery in flight. Whatever is not marked when `deliver`
-        returns is marked then; whatever is not marked when it raises is retried.
+        A sink calls `done(event_ids, produced)` as each piece succeeds: those rows leave the
+        outbox at once — with the events the sink produced about them, in one transaction —
+        so a crash in the middle of a batch repeats only the one delivery in flight.
+        Whatever is not marked when `deliver` returns is marked then; whatever is not marked
+        when it raises is retried.
         """
 
-    async def abandoned(self, events: Sequence[Event], error: str) -> None:  # noqa: B027
-        """Delivery of `events` was given up (too old, or a permanent error). Optional hook."""
+    async def abandoned(self, events: Sequence[Event], error: str) -> list[Event]:
+        """Delivery of `events` was given up (too old, or a permanent error): the events
+        that say so, to be recorded (none by default)."""
+        return []
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the sink holds."""

@@ -35,8 +35,6 @@ from watcher.sinks.base import DeliveryError, Done, Sink
 
 log = structlog.get_logger("watcher.notify")
 
-Record = Callable[[list[Event]], None]
-
 SEND_TIMEOUT = 30.0
 
 _NOTIFY_TYPES = {
@@ -89,7 +87,6 @@ class Channel(Sink):
         subscription: Subscription,
         url: str,
         *,
-        record: Record,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -101,7 +98,6 @@ class Channel(Sink):
         self.masked = self._apprise[0].url(privacy=True)
         self.max_age = subscription.config.max_age
         _register_secrets(url, self.masked)
-        self._record = record
         self._clock = clock
         self._monotonic = monotonic
         self._recent: deque[float] = deque()  # when recent events went out (for grouping)
@@ -119,18 +115,16 @@ class Channel(Sink):
             parts = render_digests(events, self.subscription.name)
             for n, (part, message) in enumerate(parts, 1):
                 await self._send(message, _worst(part))
-                done([e.id for e in part])
-                self._sent(part, digest=True, part=n, parts=len(parts))
+                done([e.id for e in part], self._sent(part, digest=True, part=n, parts=len(parts)))
             return
         for event in events:  # each marked the moment it went out: a crash repeats one at most
             message = self.subscription.templates.render(event, self.subscription.name)
             await self._send(message, _notify_type(event))
-            done([event.id])
-            self._sent([event], digest=False)
+            done([event.id], self._sent([event], digest=False))
 
-    async def abandoned(self, events: Sequence[Event], error: str) -> None:
+    async def abandoned(self, events: Sequence[Event], error: str) -> list[Event]:
         """Delivery was given up: say so in the event log, once per event."""
-        self._record([self._about(e, "notification.failed", error=error) for e in events])
+        return [self._about(e, "notification.failed", error=error) for e in events]
 
     async def send_test(self) -> tuple[bool, str]:
         """A clearly marked test message (`watcher notify-test`): (worked, why not)."""
@@ -156,10 +150,10 @@ class Channel(Sink):
         if not result:
             raise DeliveryError(f"{self.masked}: {_reason(result)}")
 
-    def _sent(self, events: Sequence[Event], **data: object) -> None:
+    def _sent(self, events: Sequence[Event], **data: object) -> list[Event]:
         now = self._monotonic()
         self._recent.extend(now for _ in events)
-        self._record([self._about(e, "notification.sent", **data) for e in events])
+        return [self._about(e, "notification.sent", **data) for e in events]
 
     def _about(self, event: Event, type: str, **data: object) -> Event:
         return follow_up(

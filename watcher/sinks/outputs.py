@@ -6,9 +6,9 @@ failed for a temporary reason (the platform down, a download cut off or stalled,
 raises a retryable `DeliveryError` after one clear error line, so the dispatcher retries it
 with backoff until `max_age` (then `output.failed`); the files already in place are not fetched
 again. A permanent failure (a file over `max_file_bytes`, a hostile archive, an unknown run) is
-recorded at once as `output.failed`. The sink records `output.fetched` (files, bytes, path,
-output_paths) and `output.failed` (reason) through the `record` callback, as the alert
-channels record their notifications.
+recorded at once as `output.failed`. The sink produces `output.fetched` (files, bytes, path,
+output_paths) and `output.failed` (reason) with each settled run, as the alert channels produce
+their notifications.
 """
 
 from __future__ import annotations
@@ -25,19 +25,16 @@ from watcher.sinks.fetcher import Fetcher, FetchError, FetchResult
 
 log = structlog.get_logger("watcher.outputs")
 
-Record = Callable[[list[Event]], None]
-
 
 class OutputsSink(Sink):
     """Fetches the outputs of each accepted `run.finished` event (see the module docstring)."""
 
     name = "outputs"
 
-    def __init__(self, fetcher: Fetcher, *, record: Record, clock: Callable[[], datetime]) -> None:
+    def __init__(self, fetcher: Fetcher, *, clock: Callable[[], datetime]) -> None:
         self.fetcher = fetcher
         self.config = fetcher.config
         self.max_age = fetcher.config.max_age
-        self._record = record
         self._clock = clock
 
     def accepts(self, event: Event) -> bool:
@@ -53,9 +50,9 @@ class OutputsSink(Sink):
 
     async def deliver(self, events: Sequence[Event], done: Done) -> None:
         async def one(event: Event) -> str | None:
-            why = await self._one(event)
+            why, produced = await self._one(event)
             if why is None:
-                done([event.id])  # this run is settled, whatever happens to the others
+                done([event.id], produced)  # this run is settled, whatever happens to the others
             return why
 
         problems = await asyncio.gather(*(one(e) for e in events))
@@ -64,8 +61,9 @@ class OutputsSink(Sink):
             more = f" (and {len(failed) - 1} more run(s))" if len(failed) > 1 else ""
             raise DeliveryError(failed[0] + more)
 
-    async def _one(self, event: Event) -> str | None:
-        """Fetch one run's outputs; the reason to try again later, or None when it is done."""
+    async def _one(self, event: Event) -> tuple[str | None, list[Event]]:
+        """Fetch one run's outputs: the reason to try again later (None when it is done), and
+        the events that say what came of it."""
         assert event.agent_id is not None and event.run_id is not None
         where = f"{event.source}/{event.agent_id}/{event.run_id}"
         try:
@@ -73,20 +71,18 @@ class OutputsSink(Sink):
         except FetchError as err:
             if err.retryable:
                 log.error("outputs not fetched; will retry", run=where, error=str(err))
-                return f"{where}: {err}"
-            self._record([self._about(event, "output.failed", reason=str(err))])
-            return None
+                return f"{where}: {err}", []
+            return None, [self._about(event, "output.failed", reason=str(err))]
         retry = result.retryable
         if retry:
             reason = "; ".join(f"{f.name}: {f.reason}" for f in retry[:3])
             log.error("outputs incomplete; will retry", run=where, error=reason)
-            return f"{where}: {reason}"
-        self._record(self._summary(event, result))
-        return None
+            return f"{where}: {reason}", []
+        return None, self._summary(event, result)
 
-    async def abandoned(self, events: Sequence[Event], error: str) -> None:
+    async def abandoned(self, events: Sequence[Event], error: str) -> list[Event]:
         """The dispatcher gave up (max_age): say so once per run."""
-        self._record([self._about(e, "output.failed", reason=f"gave up: {error}") for e in events])
+        return [self._about(e, "output.failed", reason=f"gave up: {error}") for e in events]
 
     def _summary(self, event: Event, result: FetchResult) -> list[Event]:
         """`output.fetched` for what is in place, `output.failed` for what never will be."""
