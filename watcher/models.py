@@ -35,6 +35,9 @@ class Outcome(StrEnum):
 
 
 class EventType(StrEnum):
+    """Every type of event watcher records, whoever records it: one vocabulary."""
+
+    # what the platforms' runs and the sources did (the poller)
     SOURCE_BASELINED = "source.baselined"
     SOURCE_FAILED = "source.failed"
     SOURCE_RECOVERED = "source.recovered"
@@ -44,6 +47,20 @@ class EventType(StrEnum):
     RUN_REOPENED = "run.reopened"
     RUN_UNKNOWN_STATUS = "run.unknown_status"
     RUN_WARNING = "run.warning"
+    # what no status shows (rules)
+    RUN_STUCK = "run.stuck"
+    AGENT_MISSED_SCHEDULE = "agent.missed_schedule"
+    RUN_ANOMALY = "run.anomaly"
+    RUN_RETRY_REQUESTED = "run.retry_requested"
+    AGENT_FLAPPING = "agent.flapping"
+    # what the sinks did about events
+    NOTIFICATION_SENT = "notification.sent"
+    NOTIFICATION_FAILED = "notification.failed"
+    NOTIFICATION_SUPPRESSED = "notification.suppressed"
+    OUTPUT_FETCHED = "output.fetched"
+    OUTPUT_FAILED = "output.failed"
+    # watcher itself
+    STATE_RESTORED = "state.restored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +196,52 @@ class RunSnapshot:
         )
 
 
+def snapshot(
+    *,
+    source: str,
+    agent_id: str,
+    run_id: str,
+    info: StatusInfo,
+    agent_name: str | None = None,
+    started: datetime | None = None,
+    ended: datetime | None = None,
+    duration: float | None = None,
+    counts: Counts | None = None,
+    message: str | None = None,
+    url: str | None = None,
+    extra: dict[str, Any] | None = None,
+    end_only_when_finished: bool = False,
+) -> RunSnapshot:
+    """The one way a source builds a `RunSnapshot`: the status fields from `info`; the
+    duration the platform gave, else the time from start to end (never negative). With
+    `end_only_when_finished`, a platform that stamps an end on runs still going (the ACC) has
+    it kept only once the run is finished."""
+    finished = info.phase is Phase.FINISHED
+    if end_only_when_finished and not finished:
+        ended, duration = None, None
+    if duration is None and started and ended:
+        duration = max(0.0, (ended - started).total_seconds())
+    return RunSnapshot(
+        source=source,
+        agent_id=agent_id,
+        run_id=run_id,
+        status=info.status,
+        status_code=info.status_code,
+        phase=info.phase,
+        outcome=info.outcome,
+        with_errors=info.with_errors,
+        warning=info.warning,
+        agent_name=agent_name,
+        started_at=started,
+        ended_at=ended,
+        duration_s=duration,
+        counts=counts or Counts(),
+        message=message,
+        url=url,
+        extra=tuple(sorted(extra.items())) if extra else (),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RunState:
     """What watcher remembers of a run between polls: enough to diff the next listing."""
@@ -250,7 +313,7 @@ class Event:
         return cls(
             id=d["id"],
             type=d["type"],
-            ts=parse_iso(d["ts"]) or datetime.now(UTC),
+            ts=_required_time(d["ts"]),
             source=d["source"],
             source_kind=d["source_kind"],
             agent_id=d.get("agent_id"),
@@ -274,6 +337,13 @@ class Event:
     def get(self, key: str, default: Any = None) -> Any:
         """A type-specific field from `data`."""
         return dict(self.data).get(key, default)
+
+
+def _required_time(value: Any) -> datetime:
+    moment = parse_iso(value)
+    if moment is None:
+        raise ValueError(f"not a time: {value!r:.40}")
+    return moment
 
 
 def dumps_compact(data: Any) -> str:

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from watcher.files import fsync_dir
+
 CHUNK = 64 * 1024
 RATIO_GRACE = 1 << 20
 """Entries that stay below this many bytes never trip the ratio limit: small, repetitive files
@@ -99,7 +101,7 @@ def extract_zip(archive: Path, dest: Path, limits: ZipLimits | None = None) -> l
             budget = _Budget(limits.max_total_bytes)
             with _staging(dest) as stage:
                 written = [_extract_one(zf, i, rel, stage, limits, budget) for i, rel in plan]
-                _fsync_dir(stage)
+                fsync_dir(stage)
                 _replace_dir(stage, dest)
     except zipfile.BadZipFile as err:
         raise UnsafeArchive(f"not a readable zip archive ({err})") from None
@@ -229,17 +231,9 @@ def _replace_dir(stage: Path, dest: Path) -> None:
         old = dest.parent / f"{STAGING_PREFIX}old-{secrets.token_hex(6)}"
         dest.rename(old)
     stage.rename(dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _show(name: str) -> str:

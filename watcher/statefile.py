@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from watcher.errors import WatcherError
+from watcher.files import fsync_dir
 
 CONFIG_KEY = "watcher.state_path"
 _MAGIC = b"SQLite format 3\x00"
@@ -219,17 +220,3 @@ def write_back(
 
 def _sides(path: Path) -> list[Path]:
     return [Path(str(path) + suffix) for suffix in _SIDE_FILES]
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or a new file in `directory` durable (where the OS allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import structlog
 
 from watcher import safezip
+from watcher.files import fsync_dir
 
 log = structlog.get_logger("watcher.outputs")
 
@@ -181,7 +182,7 @@ class RunDir:
         finally:
             os.close(fd)
         os.replace(part, self._inside(final))
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def clean_stale(self) -> None:
         """Remove what a killed process left: temporary files and extraction staging dirs."""
@@ -215,11 +216,3 @@ class RunDir:
             self.commit(part, self.path / MANIFEST)
         finally:
             part.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,7 +27,7 @@ from typing import Any
 
 from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import Agent, Event, Outcome, RunSnapshot, parse_iso, with_data
+from watcher.models import Agent, Event, Outcome, RunSnapshot, parse_iso, snapshot, with_data
 from watcher.redact import redact
 from watcher.sources.base import Answer, CheckResult, Source
 from watcher.sources.fields import as_id, as_number, as_text, error_text, is_path_segment
@@ -166,27 +166,15 @@ class AutomationRuns(Source):
         run_id = as_id(item.get("id"))
         if run_id is None:
             return None
-        info = automation_status(item.get("status"))
-        started = parse_iso(item.get("startedAt"))
-        ended = parse_iso(item.get("completedAt"))
-        duration = as_number(item.get("durationSeconds"))
-        if duration is None and started and ended:
-            duration = max(0.0, (ended - started).total_seconds())
-        message = error_text(item.get("error"))
-        return RunSnapshot(
+        return snapshot(
             source=self.name,
             agent_id=automation,
             run_id=run_id,
-            status=info.status,
-            status_code=None,
-            phase=info.phase,
-            outcome=info.outcome,
-            with_errors=info.with_errors,
-            warning=info.warning,
-            started_at=started,
-            ended_at=ended,
-            duration_s=duration,
-            message=message,
+            info=automation_status(item.get("status")),
+            started=parse_iso(item.get("startedAt")),
+            ended=parse_iso(item.get("completedAt")),
+            duration=as_number(item.get("durationSeconds")),
+            message=error_text(item.get("error")),
             url=self.run_url(automation, run_id, None),
         )
 

@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import Agent, Counts, Event, Phase, RunSnapshot, parse_iso, with_data
+from watcher.models import (
+    Agent,
+    Counts,
+    Event,
+    Phase,
+    RunSnapshot,
+    parse_iso,
+    snapshot,
+    with_data,
+)
 from watcher.sources.base import CheckResult, RunFile, Source
 from watcher.sources.fields import as_count, as_id, as_text, parse_timespan
 from watcher.status import acc_job_status, acc_run_status
@@ -164,38 +173,30 @@ class SequentumAcc(Source):
         if run_id is None:
             self.warn_once(agent.id, "run without a usable agentRunHistoryId")
             return None
-        fields = item
-        info = acc_run_status(item.get("status"))
-        started, ended = parse_iso(fields.get("startTime")), parse_iso(fields.get("endTime"))
-        duration = parse_timespan(fields.get("runTime"))
-        if duration is None and started and ended:
-            duration = max(0.0, (ended - started).total_seconds())
         extra: dict[str, Any] = {}
-        if as_text(fields.get("logPath")):
-            extra["log_path"] = as_text(fields.get("logPath"))
+        if as_text(item.get("logPath")):
+            extra["log_path"] = as_text(item.get("logPath"))
         if guid != agent.id:
             extra["acc_agent_id"] = guid
-        return RunSnapshot(
+        return snapshot(
             source=self.name,
             agent_id=agent.id,
             run_id=run_id,
-            status=info.status,
-            status_code=info.status_code,
-            phase=info.phase,
-            outcome=info.outcome,
+            info=acc_run_status(item.get("status")),
             agent_name=agent.name,
-            started_at=started,
-            ended_at=ended if info.phase is Phase.FINISHED else None,
-            duration_s=duration if info.phase is Phase.FINISHED else None,
+            started=parse_iso(item.get("startTime")),
+            ended=parse_iso(item.get("endTime")),
+            duration=parse_timespan(item.get("runTime")),
+            end_only_when_finished=True,
             counts=Counts(
-                pages=as_count(fields.get("pageLoadCount")),
-                records=as_count(fields.get("dataCount")),
-                errors=as_count(fields.get("errors")),
-                requests=as_count(fields.get("requestCount")),
+                pages=as_count(item.get("pageLoadCount")),
+                records=as_count(item.get("dataCount")),
+                errors=as_count(item.get("errors")),
+                requests=as_count(item.get("requestCount")),
             ),
-            message=as_text(fields.get("statusMessage")),
+            message=as_text(item.get("statusMessage")),
             url=self.run_url(agent.id, run_id, agent.name),
-            extra=tuple(sorted(extra.items())),
+            extra=extra,
         )
 
     def _job(self, agent: Agent, guid: str, item: Any) -> RunSnapshot | None:
@@ -208,8 +209,6 @@ class SequentumAcc(Source):
             return None
         run_id = JOB_PREFIX + job_id
         info = acc_job_status(item.get("status"))
-        started, ended = parse_iso(item.get("startTime")), parse_iso(item.get("endTime"))
-        finished = info.phase is Phase.FINISHED
         done, total = as_count(item.get("completedRunCount")), as_count(item.get("totalRunCount"))
         message = f"{done} of {total} run(s) completed" if None not in (done, total) else None
         if info.warning:
@@ -217,21 +216,15 @@ class SequentumAcc(Source):
         extra: dict[str, Any] = {"job_run_id": as_count(item.get("runId"))}
         if guid != agent.id:
             extra["acc_agent_id"] = guid
-        return RunSnapshot(
+        return snapshot(
             source=self.name,
             agent_id=agent.id,
             run_id=run_id,
-            status=info.status,
-            status_code=info.status_code,
-            phase=info.phase,
-            outcome=info.outcome,
-            warning=info.warning,
+            info=info,
             agent_name=agent.name,
-            started_at=started,
-            ended_at=ended if finished else None,
-            duration_s=max(0.0, (ended - started).total_seconds())
-            if finished and started and ended
-            else None,
+            started=parse_iso(item.get("startTime")),
+            ended=parse_iso(item.get("endTime")),
+            end_only_when_finished=True,
             counts=Counts(
                 pages=as_count(item.get("totalPageLoadCount")),
                 records=as_count(item.get("totalDataCount")),
@@ -240,7 +233,7 @@ class SequentumAcc(Source):
             ),
             message=message,
             url=self.run_url(agent.id, run_id, agent.name),
-            extra=tuple(sorted(extra.items())),
+            extra=extra,
         )
 
     # ------------------------------------------------------------------ run details

@@ -23,7 +23,17 @@ import structlog
 
 from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import Agent, Counts, Event, Hint, Outcome, RunSnapshot, parse_iso, with_data
+from watcher.models import (
+    Agent,
+    Counts,
+    Event,
+    Hint,
+    Outcome,
+    RunSnapshot,
+    parse_iso,
+    snapshot,
+    with_data,
+)
 from watcher.sources.base import CheckResult, Hints, RunFile, Source
 from watcher.sources.fields import as_count as _count
 from watcher.sources.fields import as_id as _id
@@ -191,33 +201,24 @@ class SequentumCloud(Source):
         if run_id is None or not _is_number(run_id):  # it goes into URL paths
             self.warn_once(agent.id, "run without a numeric id; skipped")
             return None
-        info = cloud_status(item.get("status"))
-        started, ended = parse_iso(item.get("startTime")), parse_iso(item.get("endTime"))
-        duration = _number(item.get("runTimeSec"))
-        if duration is None and started and ended:
-            duration = max(0.0, (ended - started).total_seconds())
         name = _text(item.get("configName")) or agent.name
-        return RunSnapshot(
+        return snapshot(
             source=self.name,
             agent_id=agent.id,
             run_id=run_id,
-            status=info.status,
-            status_code=info.status_code,
-            phase=info.phase,
-            outcome=info.outcome,
-            with_errors=info.with_errors,
+            info=cloud_status(item.get("status")),
             agent_name=name,
-            started_at=started,
-            ended_at=ended,
-            duration_s=duration,
+            started=parse_iso(item.get("startTime")),
+            ended=parse_iso(item.get("endTime")),
+            duration=_number(item.get("runTimeSec")),
             counts=Counts(
                 pages=_count(item.get("pageCount")),
-                records=_count(item.get("dataCount")),
+                records=_count(item.get("dataCount", item.get("recordsExtracted"))),
                 errors=_count(item.get("errorCount")),
                 requests=_count(item.get("requestCount")),
-                exported=_count(item.get("exportCount")),
+                exported=_count(item.get("exportCount", item.get("recordsExported"))),
             ),
-            message=_text(item.get("message")),
+            message=_text(item.get("message")) or _text(item.get("errorMessage")),
             url=self.run_url(agent.id, run_id, name),
         )
 
