@@ -34,7 +34,8 @@ from watcher.redact import redact
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Content-Type of `render()`'s output (Prometheus text format 0.0.4)."""
 
-disable_created_metrics()  # a `_created` series beside every counter is noise to alert rules
+# A `_created` series beside every counter is noise to alert rules. (The function is untyped.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Poll durations span a fast local answer to several retried timeouts."""

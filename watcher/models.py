@@ -468,6 +468,7 @@ def parse_iso(value: Any) -> datetime | None:
     """Parse an ISO 8601 timestamp; naive values are taken as UTC. Unparseable → None."""
     if not value or not isinstance(value, str):
         return None
+    parsed: datetime | None
     try:  # the common case, fast: "2024-12-18T13:08:49.748151Z"
         parsed = datetime.fromisoformat(value)
     except ValueError:

@@ -159,10 +159,11 @@ class OutboxQueries:
         return [OutboxTarget(*row) for row in rows]
 
     def outbox_depth(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def oldest_pending(self) -> float | None:
-        return self._db.execute("SELECT MIN(first_at) FROM outbox").fetchone()[0]
+        oldest = self._db.execute("SELECT MIN(first_at) FROM outbox").fetchone()[0]
+        return None if oldest is None else float(oldest)
 
     def prune_events(self, older_than: datetime) -> int:
         """Forget delivered events older than `older_than` (their ids stop deduplicating)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -408,7 +408,7 @@ class SourcePoller:
         health = self._health_change(report.errors, cycle.now, cycle.events)
         success = None if report.errors else cycle.now
         writes = bool(cycle.changes or cycle.records or cycle.events or health)
-        marks = self._marks(success or self.last_success)
+        marks: SourceMarks | None = self._marks(success or self.last_success)
         if not writes and not self._marks_due(cycle.now):
             marks = None  # a quiet poll writes nothing; the marks go at least once a minute
         try:
@@ -588,7 +588,7 @@ class SourcePoller:
             return
         cycle.report.errors.append(err)
 
-    async def _answers(self, due: Sequence[Agent]) -> AsyncIterator[tuple[Agent, Any]]:
+    async def _answers(self, due: Sequence[Agent]) -> AsyncGenerator[tuple[Agent, Any], None]:
         """The source's answers, each a list of runs, UNCHANGED or a SourceError."""
         answered: set[str] = set()
         try:

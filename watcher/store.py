@@ -477,10 +477,10 @@ class Store(OutboxQueries):
         return list(self._db.execute("SELECT source, agent_id, name FROM agents ORDER BY 1, 2"))
 
     def run_count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return int(self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def events(self, *, type: str | None = None) -> list[Event]:
-        sql, args = "SELECT body FROM events", ()
+        sql, args = "SELECT body FROM events", tuple[str, ...]()
         if type:
             sql, args = sql + " WHERE type = ?", (type,)
         return [
@@ -488,7 +488,7 @@ class Store(OutboxQueries):
         ]
 
     def integrity_check(self) -> str:
-        return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
     @property
     def counters(self) -> Counters:

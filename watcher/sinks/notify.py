@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
+from typing import Any
 from urllib.parse import unquote
 
 import apprise
@@ -95,7 +96,8 @@ class Channel(Sink):
         self._apprise = apprise.Apprise()
         if not self._apprise.add(url):
             raise ValueError(f"subscription {subscription.name}: not a usable apprise URL")
-        self.masked = self._apprise[0].url(privacy=True)
+        # apprise is untyped; url(privacy=True) is its masked form of the URL, a str
+        self.masked: str = self._apprise[0].url(privacy=True)  # type: ignore[no-untyped-call]
         self.max_age = subscription.config.max_age
         _register_secrets(url, self.masked)
         self._clock = clock
@@ -155,7 +157,7 @@ class Channel(Sink):
         self._recent.extend(now for _ in events)
         return [self._about(e, "notification.sent", **data) for e in events]
 
-    def _about(self, event: Event, type: str, **data: object) -> Event:
+    def _about(self, event: Event, type: str, **data: Any) -> Event:
         return follow_up(
             event,
             type,

@@ -44,8 +44,8 @@ def as_text(value: Any, limit: int = 2000) -> str | None:
     platform may quote our key in a message, which would then be stored and sent on)."""
     if not isinstance(value, str) or not value.strip():
         return None
-    value = redact(value)
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+    text = redact(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def as_number(value: Any) -> float | None:

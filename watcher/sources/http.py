@@ -73,7 +73,7 @@ class RetryPolicy:
     max_wait: float = 30.0
 
     def backoff(self, attempt: int, rand: Callable[[], float]) -> float:
-        return rand() * min(self.cap, self.base * 2**attempt)
+        return rand() * min(self.cap, self.base * 2.0**attempt)
 
 
 def make_session(*, limit: int = 100) -> aiohttp.ClientSession:

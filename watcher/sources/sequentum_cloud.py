@@ -39,7 +39,7 @@ from watcher.sources.fields import as_count as _count
 from watcher.sources.fields import as_id as _id
 from watcher.sources.fields import as_number as _number
 from watcher.sources.fields import as_text as _text
-from watcher.sources.http import UNCHANGED, Unchanged
+from watcher.sources.http import Unchanged
 from watcher.status import cloud_status
 
 log = structlog.get_logger("watcher.source")
@@ -175,8 +175,8 @@ class SequentumCloud(Source):
             agent_id=agent.id,
             fingerprint=agent.id if skip_known else None,
         )
-        if data is UNCHANGED:
-            return UNCHANGED
+        if isinstance(data, Unchanged):
+            return data
         return self.parse_runs(agent, data, path)
 
     def parse_runs(self, agent: Agent, data: Any, path: str) -> list[RunSnapshot]:
