@@ -16,11 +16,11 @@ def at(minutes: int) -> datetime:
 def test_failures_in_a_row_count_until_a_success() -> None:
     s = standings(
         [
-            ("a", "success", at(0)),
-            ("a", "failure", at(10)),
-            ("a", "stopped", at(15)),  # neither counts nor breaks the streak
-            ("a", "failure", at(20)),
-            ("b", "failure", at(5)),
+            ("a", "success", at(0), 60.0, 1000),
+            ("a", "failure", at(10), 5.0, 3),
+            ("a", "stopped", at(15), None, None),  # neither counts nor breaks the streak
+            ("a", "failure", at(20), 5.0, 3),
+            ("b", "failure", at(5), None, None),
         ]
     )
     a = s["a"]

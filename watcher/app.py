@@ -29,13 +29,15 @@ from watcher.config import Settings, SourceConfig
 from watcher.dispatch import Dispatcher
 from watcher.durations import duration_of
 from watcher.errors import ConfigError, SourceError, WatcherError
+from watcher.heartbeat import Heartbeat
 from watcher.live import EventStream, Readiness, assess
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
-from watcher.models import Event, source_event
+from watcher.models import Event, EventType, source_event
 from watcher.planner import coverage
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
+from watcher.rules import RuleBook
 from watcher.sinks.base import Sink
 from watcher.sinks.eventlog import EventLog
 from watcher.sources.base import CheckResult, Source, source_class
@@ -204,6 +206,7 @@ class App:
             self.metrics = Metrics(sources=lambda: source_states(self.pollers), outbox=self._outbox)
         self.stream = EventStream()
         self.endpoint: Endpoint | None = None
+        self.heartbeat: Heartbeat | None = None
         self.failure: WatcherError | None = None
         """Set when the App cannot go on (the state file lost): the daemon stops, exit 1."""
         self.halted = asyncio.Event()
@@ -236,6 +239,14 @@ class App:
             if self._session is None:
                 self._session = make_session()
             self._http = HttpClient(self._session)
+        if cfg.watcher.heartbeat_url is not None:
+            fail = cfg.watcher.heartbeat_fail_url
+            self.heartbeat = Heartbeat(
+                cfg.watcher.heartbeat_url.get_secret_value(),
+                fail.get_secret_value() if fail else None,
+                session=self._http.session,
+                clock=self.clock,
+            )
         sinks: list[Sink] = []
         if cfg.watcher.events_path:
             sinks.append(EventLog(cfg.watcher.events_path))
@@ -262,6 +273,7 @@ class App:
             clock=self.clock,
             route=self.dispatcher.route,
             on_events=self._on_events,
+            rules=RuleBook(self.settings.rules),
         )
 
     async def close(self) -> None:
@@ -336,6 +348,11 @@ class App:
         report = await poller.poll(force=force)
         self.metrics.observe_poll(report, time.perf_counter() - started)
         self.readiness()
+        if self.heartbeat is not None:
+            if any(e.type == EventType.SOURCE_FAILED for e in report.events):
+                await self.heartbeat.failing()
+            elif report.ok and not any(p.health.failing for p in self.pollers):
+                await self.heartbeat.healthy()
         return report
 
     # --- the state file ---------------------------------------------------------------------

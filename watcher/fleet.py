@@ -35,6 +35,7 @@ class Member:
     listed: bool = False
     since: datetime | None = None
     listed_at: float | None = None
+    recorded_at: datetime | None = None
 
     @property
     def changed(self) -> bool:
@@ -48,7 +49,9 @@ class Fleet:
     def __init__(self, records: Mapping[str, AgentRecord], *, wildcard: bool) -> None:
         self.wildcard = wildcard
         self.members: dict[str, Member] = {
-            r.id: Member(Agent(r.id, r.name), r.hint, r.hint, r.listed, r.since)
+            r.id: Member(
+                Agent(r.id, r.name), r.hint, r.hint, r.listed, r.since, None, r.recorded_at
+            )
             for r in records.values()
         }
         self.complete_at: datetime | None = None
@@ -88,21 +91,21 @@ class Fleet:
                     member.agent = agent
                 continue
             if self.wildcard and not first:
-                member = Member(agent, None, hint, since=since)  # no hint yet: changed
+                member = Member(agent, None, hint, since=since, recorded_at=now)  # changed
             else:
-                member = Member(agent, hint, hint, since=now)
+                member = Member(agent, hint, hint, since=now, recorded_at=now)
             self.members[agent.id] = member
             new.append(member.record())
         return new
 
-    def adopt(self, agents: Iterable[Agent]) -> list[AgentRecord]:
+    def adopt(self, agents: Iterable[Agent], *, now: datetime) -> list[AgentRecord]:
         """Take the agents of a source without hints: new ones are listed as soon as the
         budget allows, their history recorded quietly."""
         new: list[AgentRecord] = []
         for agent in agents:
             member = self.members.get(agent.id)
             if member is None:
-                self.members[agent.id] = member = Member(agent)
+                self.members[agent.id] = member = Member(agent, recorded_at=now)
                 new.append(member.record())
             elif agent.name and agent.name != member.agent.name:
                 member.agent = agent

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,9 +35,11 @@ import structlog
 from watcher.diff import Change, diff_agent
 from watcher.errors import SourceError, SourceProtocolError, SourceThrottled, SourceUnavailable
 from watcher.fleet import Fleet
+from watcher.judge import AgentView, Judge
 from watcher.models import Agent, Event, EventType, iso, source_event, with_data
 from watcher.planner import FIRST_ROUND, SECOND_ROUND, Cadence, Reason, plan
 from watcher.redact import redact
+from watcher.rules import RuleBook
 from watcher.sources.base import Source, purpose
 from watcher.sources.http import UNCHANGED, Unchanged
 from watcher.standing import Standing, standings
@@ -138,6 +140,7 @@ class SourcePoller:
         clock: Clock,
         route: Route = lambda event: [],
         on_events: OnEvents | None = None,
+        rules: RuleBook | None = None,
     ) -> None:
         self.source = source
         self.store = store
@@ -161,12 +164,20 @@ class SourcePoller:
         self._not_before = float("-inf")
         self._lock = asyncio.Lock()
         self._current: asyncio.Task[object] | None = None
+        self.judge = Judge(
+            source=source.name,
+            kind=source.kind,
+            book=rules or RuleBook([]),
+            store=store,
+            run_url=source.run_url,
+        )
         self._stages: tuple[Stage, ...] = (
             self._discover,
             self._first_round,
             self._enrich,
             self._sweep,
             self._enrich,
+            self._apply_rules,
         )
 
     @property
@@ -255,7 +266,7 @@ class SourcePoller:
                     self._agents_at = cycle.ts
                     if self.fleet.wildcard and self.hinted is not None:
                         self.fleet.forget(a.id for a in agents)
-                    self._record(cycle, self.fleet.adopt(agents))
+                    self._record(cycle, self.fleet.adopt(agents, now=cycle.now))
         except Exception as err:
             self._failed(cycle, self._as_source_error(err))
 
@@ -269,7 +280,7 @@ class SourcePoller:
         hints = await self.source.hints(self.fleet.watermark, complete=complete)
         if hints is None:  # a platform without hints: its agents, then, from now on
             self.hinted = False
-            self._record(cycle, self.fleet.adopt(await self.source.agents()))
+            self._record(cycle, self.fleet.adopt(await self.source.agents(), now=cycle.now))
             self._agents_at = cycle.ts
             return
         since = self.fleet.complete_at or self.last_success
@@ -395,6 +406,26 @@ class SourcePoller:
         with purpose("enrich"):
             await asyncio.gather(*(one(i) for i in todo))
 
+    async def _apply_rules(self, cycle: Cycle) -> None:
+        """What no status shows: stuck runs, anomalies, missed schedules (`watcher.judge`)."""
+        views = {
+            agent_id: AgentView(m.agent.name, m.recorded_at, m.listed_at)
+            for agent_id, m in self.fleet.members.items()
+        }
+        for agent_id in cycle.listed:  # listed in this cycle: its runs are known up to now
+            member = self.fleet.members.get(agent_id)
+            if member is not None:
+                views[agent_id] = AgentView(member.agent.name, member.recorded_at, cycle.ts)
+        cycle.events.extend(
+            self.judge.judge(
+                now=cycle.now,
+                events=cycle.events,
+                changes=cycle.changes,
+                standings=self.standings,
+                agents=views,
+            )
+        )
+
     # --- the commit ----------------------------------------------------------------------------
 
     def _commit(self, cycle: Cycle) -> None:
@@ -480,14 +511,18 @@ class SourcePoller:
         """Give each finish where its agent stands: the outcome before it (for "recovered"
         alerts), the failures in a row and since when, the last success. Returns the
         standings after the cycle (kept once it commits)."""
-        after = {agent_id: replace(s) for agent_id, s in self.standings.items()}
+        after = {agent_id: s.copy() for agent_id, s in self.standings.items()}
         new_ids = {a.id for a in cycle.baselined}
         _fold(after, (c for c in cycle.changes if c.snapshot.agent_id in new_ids))
         for index, event in enumerate(cycle.events):
-            if event.type == EventType.RUN_FINISHED and event.agent_id and event.outcome:
+            outcome = event.outcome
+            if event.type == EventType.RUN_FINISHED and event.agent_id and outcome:
                 standing = after.setdefault(event.agent_id, Standing())
                 previous = standing.last_outcome
-                standing.finished(event.outcome.value, event.ended_at)
+                if self.judge.was_stuck(event.agent_id, event.run_id or "", event.attempt):
+                    event = with_data(event, was_stuck=True)
+                records = event.counts.records if event.counts else None
+                standing.finished(outcome.value, event.ended_at, event.duration_s, records)
                 cycle.events[index] = with_data(
                     event, agent_previous_outcome=previous, **standing.fields()
                 )
@@ -673,4 +708,6 @@ def _fold(into: dict[str, Standing], changes: Iterable[Change]) -> None:
     for change in changes:
         snap = change.snapshot
         if snap.outcome is not None:
-            into.setdefault(snap.agent_id, Standing()).finished(snap.outcome.value, snap.ended_at)
+            into.setdefault(snap.agent_id, Standing()).finished(
+                snap.outcome.value, snap.ended_at, snap.duration_s, snap.counts.records
+            )

@@ -9,12 +9,14 @@ metrics read the same standings.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from watcher.models import Outcome, iso
+from watcher.rules import HISTORY, Success
 
 
 @dataclass(slots=True)
@@ -26,14 +28,26 @@ class Standing:
     """Failures in a row, up to now (stopped and skipped runs neither count nor break it)."""
     failing_since: datetime | None = None
     """When the first failure of the current streak ended."""
+    successes: deque[Success] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    """The last successes' durations and record counts (what rules compare against)."""
 
-    def finished(self, outcome: str, ended: datetime | None) -> None:
+    def copy(self) -> Standing:
+        return replace(self, successes=deque(self.successes, maxlen=HISTORY))
+
+    def finished(
+        self,
+        outcome: str,
+        ended: datetime | None,
+        duration: float | None = None,
+        records: int | None = None,
+    ) -> None:
         """Take one finish, in the order they ended."""
         self.last_outcome = outcome
         self.last_finish = ended or self.last_finish
         if outcome == Outcome.SUCCESS:
             self.failures, self.failing_since = 0, None
             self.last_success = ended or self.last_success
+            self.successes.append(Success(duration, records))
         elif outcome == Outcome.FAILURE:
             self.failures += 1
             if self.failing_since is None:
@@ -48,10 +62,13 @@ class Standing:
         }
 
 
-def standings(finishes: Iterable[tuple[str, str, datetime | None]]) -> dict[str, Standing]:
-    """Each agent's standing from its finishes — (agent id, outcome, ended at) in the order
-    they ended."""
+Finish = tuple[str, str, datetime | None, float | None, int | None]
+"""(agent id, outcome, ended at, duration, records) of one finished run."""
+
+
+def standings(finishes: Iterable[Finish]) -> dict[str, Standing]:
+    """Each agent's standing from its finishes, in the order they ended."""
     out: dict[str, Standing] = {}
-    for agent_id, outcome, ended in finishes:
-        out.setdefault(agent_id, Standing()).finished(outcome, ended)
+    for agent_id, outcome, ended, duration, records in finishes:
+        out.setdefault(agent_id, Standing()).finished(outcome, ended, duration, records)
     return out

@@ -28,6 +28,7 @@ from watcher import statefile
 from watcher.diff import Change
 from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 from watcher.outbox import OutboxQueries, OutboxTarget, Pending
+from watcher.standing import Finish
 
 __all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
 
@@ -128,6 +129,8 @@ class AgentRecord:
     """Its runs have been listed (and recorded) at least once."""
     since: datetime | None = None
     """Never listed: its runs that changed after this are news (None: none of its history)."""
+    recorded_at: datetime | None = None
+    """When the source first recorded it (read back only; written once, with the agent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,16 +273,18 @@ class Store(OutboxQueries):
             )
         return out
 
-    def finishes(self, source: str) -> list[tuple[str, str, datetime | None]]:
-        """Every finished run of the source, (agent id, outcome, ended at), in the order they
-        ended (those without an end time first): what `standing.standings` folds."""
+    def finishes(self, source: str) -> list[Finish]:
+        """Every finished run of the source — (agent id, outcome, ended at, duration, records)
+        — in the order they ended (those without an end time first): what
+        `standing.standings` folds."""
         rows = self._db.execute(
-            "SELECT agent_id, outcome, json_extract(snapshot, '$.ended_at') AS ended FROM runs "
-            "WHERE source = ? AND outcome IS NOT NULL ORDER BY ended IS NOT NULL, ended, "
-            "first_seen",
+            "SELECT agent_id, outcome, json_extract(snapshot, '$.ended_at') AS ended, "
+            "json_extract(snapshot, '$.duration_s'), json_extract(snapshot, '$.counts.records') "
+            "FROM runs WHERE source = ? AND outcome IS NOT NULL "
+            "ORDER BY ended IS NOT NULL, ended, first_seen",
             (source,),
         )
-        return [(agent_id, outcome, parse_iso(ended)) for agent_id, outcome, ended in rows]
+        return [(a, o, parse_iso(e), d, r) for a, o, e, d, r in rows]
 
     def listings(self, source: str) -> dict[str, bytes]:
         """The hash of each agent's last committed listing body (see `Fingerprints`)."""
@@ -299,12 +304,58 @@ class Store(OutboxQueries):
     def load_agents(self, source: str) -> dict[str, AgentRecord]:
         """Every agent the source has recorded, listed or not."""
         rows = self._db.execute(
-            "SELECT agent_id, name, hint, listed, since FROM agents WHERE source = ?", (source,)
+            "SELECT agent_id, name, hint, listed, since, baselined_at FROM agents WHERE source = ?",
+            (source,),
         )
         return {
-            agent_id: AgentRecord(agent_id, name, _hint(hint), bool(listed), parse_iso(since))
-            for agent_id, name, hint, listed, since in rows
+            agent_id: AgentRecord(
+                agent_id, name, _hint(hint), bool(listed), parse_iso(since), parse_iso(recorded)
+            )
+            for agent_id, name, hint, listed, since, recorded in rows
         }
+
+    def active_runs(self, source: str) -> list[tuple[str, str, int, datetime, str, str | None]]:
+        """Runs not finished: (agent, run, attempt, started — or first seen —, status, url)."""
+        rows = self._db.execute(
+            "SELECT agent_id, run_id, attempt, json_extract(snapshot, '$.started_at'), "
+            "first_seen, status, json_extract(snapshot, '$.url') FROM runs "
+            "WHERE source = ? AND phase != 'finished'",
+            (source,),
+        )
+        out = []
+        for agent_id, run_id, attempt, started, first_seen, status, url in rows:
+            moment = parse_iso(started) or parse_iso(first_seen)
+            if moment is not None:
+                out.append((agent_id, run_id, attempt, moment, status, url))
+        return out
+
+    def starts(
+        self, source: str, agent_id: str, after: datetime, until: datetime
+    ) -> list[datetime]:
+        """When the agent's runs started (or were first seen) within [after, until]."""
+        rows = self._db.execute(
+            "SELECT coalesce(json_extract(snapshot, '$.started_at'), first_seen) FROM runs "
+            "WHERE source = ? AND agent_id = ?",
+            (source, agent_id),
+        )
+        moments = (parse_iso(r[0]) for r in rows)
+        return [m for m in moments if m is not None and after <= m <= until]
+
+    def reported(self, source: str, type: str) -> set[tuple[str, str, int]]:
+        """(agent, run, attempt) of the events of `type` the source recorded."""
+        rows = self._db.execute(
+            "SELECT json_extract(body, '$.source'), json_extract(body, '$.agent_id'), "
+            "json_extract(body, '$.run_id'), json_extract(body, '$.attempt') FROM events "
+            "WHERE type = ?",
+            (type,),
+        )
+        return {(a, r, int(n or 0)) for s, a, r, n in rows if s == source and a and r}
+
+    def has_event(self, event_id: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone()
+            is not None
+        )
 
     def last_success(self, source: str) -> datetime | None:
         """When the source last polled successfully: runs of an agent seen for the first time

@@ -7,6 +7,7 @@ sections.py       [watcher] and [http]
 settings.py       the root model, `Settings`
 loader.py         the file, ${NAME}, WATCHER_* and *_file: `load_settings`
 problems.py       one line per problem, naming its key, never a value
+rules.py          [[rules]]: stuck runs, missed schedules, anomalies, retries
 reload.py         what a reload changes
 """
 
@@ -20,6 +21,7 @@ from watcher.config.outputs import (
 )
 from watcher.config.problems import describe_validation_error
 from watcher.config.reload import ReloadPlan, plan_reload
+from watcher.config.rules import RetryRule, RuleConfig
 from watcher.config.sections import HttpSection, WatcherSection, parse_listen
 from watcher.config.settings import ENV_PREFIX, Settings
 from watcher.config.sources import DASHBOARD_URL_FIELDS, AuthScheme, SourceConfig
@@ -44,6 +46,8 @@ __all__ = [
     "OutputSourceRules",
     "OutputsConfig",
     "ReloadPlan",
+    "RetryRule",
+    "RuleConfig",
     "Settings",
     "SourceConfig",
     "SubscriptionConfig",

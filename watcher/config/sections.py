@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from watcher.config.problems import DIGITS, problem
+from watcher.config.rules import duration
 
 
 class WatcherSection(BaseModel):
@@ -27,6 +29,31 @@ class WatcherSection(BaseModel):
     """Seconds in-flight work may take to finish after SIGTERM."""
     event_retention_days: float = Field(default=30.0, gt=0)
     """Delivered events older than this are forgotten by the state file (not the events file)."""
+    heartbeat_url: SecretStr | None = None
+    """A dead man's switch (healthchecks.io, Cronitor): GET after each cycle in which every
+    source polled successfully, at most once a minute."""
+    heartbeat_fail_url: SecretStr | None = None
+    """GET when a source fails; default: `heartbeat_url` + "/fail" (the healthchecks way)."""
+    schedule_refresh: float = 600.0
+    """Seconds between two reads of the platforms' own schedules (rules with
+    `platform_schedules`)."""
+
+    @field_validator("schedule_refresh", mode="before")
+    @classmethod
+    def _refresh_is_a_duration(cls, value: Any) -> Any:
+        return duration(value)
+
+    @field_validator("heartbeat_url", "heartbeat_fail_url", mode="before")
+    @classmethod
+    def _heartbeat_is_a_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            parts = urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise problem("not an http(s) URL")
+            return value.strip()
+        return value
 
     @field_validator("state_path", mode="before")
     @classmethod

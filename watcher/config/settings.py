@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from watcher.config.outputs import OutputsConfig
 from watcher.config.problems import problem_detail, validate_reporting_all
+from watcher.config.rules import RuleConfig
 from watcher.config.sections import HttpSection, WatcherSection
 from watcher.config.sources import SourceConfig
 from watcher.config.subscriptions import SubscriptionConfig
@@ -44,6 +45,7 @@ class Settings(BaseSettings):
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
     http: HttpSection = Field(default_factory=HttpSection)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    rules: list[RuleConfig] = Field(default_factory=list)
 
     _config_path: Path | None = PrivateAttr(default=None)
 
@@ -64,13 +66,15 @@ class Settings(BaseSettings):
         """Only the init arguments: `load_settings` applies the environment it is given."""
         return (init_settings,)
 
-    @field_validator("sources", "subscriptions", mode="wrap")
+    @field_validator("sources", "subscriptions", "rules", mode="wrap")
     @classmethod
     def _unique_names(
         cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> Any:
         """Names are unique; checked on the raw list so other errors are reported too."""
-        what = "source" if info.field_name == "sources" else "subscription"
+        what = {"sources": "source", "subscriptions": "subscription"}.get(
+            info.field_name or "", "rule"
+        )
         problems: list[InitErrorDetails] = []
         if isinstance(value, list):
             seen: set[str] = set()
@@ -87,12 +91,17 @@ class Settings(BaseSettings):
         return validate_reporting_all(cls.__name__, lambda: handler(value), problems)
 
     @model_validator(mode="after")
-    def _subscriptions_name_known_sources(self) -> Settings:
+    def _subscriptions_and_rules_name_known_sources(self) -> Settings:
         known = {source.name for source in self.sources}
+        tables: tuple[tuple[str, Sequence[SubscriptionConfig | RuleConfig]], ...] = (
+            ("subscriptions", self.subscriptions),
+            ("rules", self.rules),
+        )
         problems = [
-            problem_detail(("subscriptions", i, "sources"), f'unknown source "{name}"')
-            for i, sub in enumerate(self.subscriptions)
-            for name in sub.sources
+            problem_detail((table, i, "sources"), f'unknown source "{name}"')
+            for table, entries in tables
+            for i, entry in enumerate(entries)
+            for name in entry.sources
             if name not in known
         ]
         if problems:

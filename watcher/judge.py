@@ -1,0 +1,303 @@
+"""The rules, applied to one source each cycle: stuck runs, anomalies, missed schedules.
+
+The poller hands the judge what the cycle saw (its new events, its run changes) before it
+commits; the judge answers with events — `run.stuck`, `run.anomaly`,
+`agent.missed_schedule` — committed in the same transaction. Nothing is reported twice, across
+restarts too: every finding has a stable event id (a replay is ignored by the store), and what
+was already reported is looked up rather than written again each cycle.
+
+A schedule slot is judged only once the agent's runs have been listed after the slot's grace
+ran out — so a start the budget has not got round to listing yet is never taken for a miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from watcher.config.rules import RuleConfig
+from watcher.diff import Change
+from watcher.durations import duration_of
+from watcher.models import Event, EventType, Phase, event_id, iso, with_data
+from watcher.rules import RuleBook, Success, anomalies, slots, started_for, stuck
+from watcher.standing import Standing
+from watcher.store import Store
+
+LOOKBACK = timedelta(days=1)
+"""How far back, at most, schedule slots are judged after a start (a downtime's misses)."""
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    agent_id: str
+    run_id: str
+    attempt: int
+    started: datetime
+    """When it started (or was first seen, when the platform gave no start)."""
+    status: str
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """What the judge needs to know of an agent."""
+
+    name: str | None
+    recorded_at: datetime | None
+    """When watcher began watching it: no slot before is judged."""
+    listed_at: float | None
+    """When its runs were last listed (a slot is judged once they were listed after it)."""
+
+
+class Judge:
+    def __init__(
+        self,
+        *,
+        source: str,
+        kind: str,
+        book: RuleBook,
+        store: Store,
+        run_url: Callable[[str, str, str | None], str | None],
+    ) -> None:
+        self.source = source
+        self.kind = kind
+        self.book = book
+        self.store = store
+        self.run_url = run_url
+        self.active: dict[tuple[str, str], ActiveRun] = {}
+        self._stuck = store.reported(source, EventType.RUN_STUCK)
+        self._checked: dict[str, datetime] = {}  # schedule slots judged up to, per agent
+        if book:
+            for agent_id, run_id, attempt, started, status, url in store.active_runs(source):
+                self.active[(agent_id, run_id)] = ActiveRun(
+                    agent_id, run_id, attempt, started, status, url
+                )
+
+    def judge(
+        self,
+        *,
+        now: datetime,
+        events: list[Event],
+        changes: Iterable[Change],
+        standings: Mapping[str, Standing],
+        agents: Mapping[str, AgentView],
+    ) -> list[Event]:
+        """What this cycle's runs tell that their statuses do not."""
+        if not self.book:
+            return []
+        self._follow(changes, now)
+        found: list[Event] = []
+        for event in events:
+            if event.type == EventType.RUN_FINISHED:
+                found.extend(self._anomalies(event, standings, agents))
+        found.extend(self._stuck_runs(now, standings, agents))
+        for agent_id, view in agents.items():
+            rule = self.book.rule_for(self.source, agent_id, view.name)
+            if rule is not None and rule.schedule is not None:
+                found.extend(self._missed(rule, agent_id, view, now))
+        return found
+
+    def _rule(self, agent_id: str, agents: Mapping[str, AgentView]) -> RuleConfig | None:
+        view = agents.get(agent_id)
+        return self.book.rule_for(self.source, agent_id, view.name if view else None)
+
+    # --- stuck runs -------------------------------------------------------------------------
+
+    def _follow(self, changes: Iterable[Change], now: datetime) -> None:
+        """Keep the active runs and their starts up to date with the cycle's changes."""
+        for change in changes:
+            snap, state = change.snapshot, change.state
+            key = (snap.agent_id, snap.run_id)
+            if state.phase is Phase.FINISHED:
+                self.active.pop(key, None)
+                continue
+            known = self.active.get(key)
+            started = snap.started_at or (known.started if known else now)
+            self.active[key] = ActiveRun(
+                snap.agent_id, snap.run_id, state.attempt, started, snap.status, snap.url
+            )
+
+    def _stuck_runs(
+        self, now: datetime, standings: Mapping[str, Standing], agents: Mapping[str, AgentView]
+    ) -> list[Event]:
+        found = []
+        for run in self.active.values():
+            key = (run.agent_id, run.run_id, run.attempt)
+            if key in self._stuck:
+                continue
+            rule = self._rule(run.agent_id, agents)
+            if rule is None:
+                continue
+            standing = standings.get(run.agent_id)
+            history: list[Success] = list(standing.successes) if standing else []
+            limit = stuck(rule, run.started, now, history)
+            if limit is None:
+                continue
+            self._stuck.add(key)
+            took = (now - run.started).total_seconds()
+            view = agents.get(run.agent_id)
+            found.append(
+                self._event(
+                    EventType.RUN_STUCK,
+                    now,
+                    agent_id=run.agent_id,
+                    name=view.name if view else None,
+                    run_id=run.run_id,
+                    attempt=run.attempt,
+                    status=run.status,
+                    url=run.url,
+                    message=f"pending or running for {_human(took)}, past {limit.why}",
+                    id_parts=(run.attempt,),
+                    rule=rule.name,
+                    running_s=round(took),
+                    limit_s=round(limit.seconds),
+                    limit=limit.why,
+                    started_at=iso(run.started),
+                )
+            )
+        return found
+
+    def was_stuck(self, agent_id: str, run_id: str, attempt: int) -> bool:
+        """Was this run reported stuck (its finish then says how long it took)?"""
+        return (agent_id, run_id, attempt) in self._stuck
+
+    # --- anomalies ----------------------------------------------------------------------------
+
+    def _anomalies(
+        self, event: Event, standings: Mapping[str, Standing], agents: Mapping[str, AgentView]
+    ) -> list[Event]:
+        if not event.agent_id or event.outcome is None:
+            return []
+        rule = self._rule(event.agent_id, agents)
+        if rule is None:
+            return []
+        standing = standings.get(event.agent_id)
+        history = list(standing.successes) if standing else []
+        counts = event.counts
+        found = anomalies(
+            rule,
+            success=event.outcome.value == "success",
+            records=counts.records if counts else None,
+            errors=counts.errors if counts else None,
+            history=history,
+        )
+        if not found:
+            return []
+        first = found[0]
+        checks = [
+            {"check": a.check, "value": a.value, "threshold": a.threshold, "history": a.history}
+            for a in found
+        ]
+        data = with_data(
+            event,
+            rule=rule.name,
+            check=first.check,
+            value=first.value,
+            threshold=first.threshold,
+            history=first.history,
+            checks=checks,
+        )
+        eid = event_id(self.source, event.agent_id, event.run_id, "run.anomaly", event.attempt)
+        said = "; ".join(_say(a) for a in found)
+        return [replace(data, id=eid, type=EventType.RUN_ANOMALY, message=said)]
+
+    # --- missed schedules ---------------------------------------------------------------------
+
+    def _missed(
+        self, rule: RuleConfig, agent_id: str, view: AgentView, now: datetime
+    ) -> list[Event]:
+        """The slots of `rule.schedule` whose grace ran out without a run starting."""
+        if view.listed_at is None:
+            return []
+        grace = timedelta(seconds=rule.grace)
+        start = self._checked.get(agent_id)
+        if start is None:
+            start = max(view.recorded_at or now, now - LOOKBACK)
+        # Judge a slot only once the agent was listed after its grace ran out.
+        listed = datetime.fromtimestamp(view.listed_at, tz=now.tzinfo)
+        until = min(now, listed) - grace
+        found = []
+        for slot in slots(rule, start, until):
+            eid = event_id(self.source, agent_id, "agent.missed_schedule", iso(slot))
+            if self.store.has_event(eid):
+                continue
+            starts = self.store.starts(
+                self.source, agent_id, slot - timedelta(minutes=1), slot + grace
+            )
+            if started_for(slot, rule.grace, starts):
+                continue
+            found.append(
+                Event(
+                    id=eid,
+                    type=EventType.AGENT_MISSED_SCHEDULE,
+                    ts=now,
+                    source=self.source,
+                    source_kind=self.kind,
+                    agent_id=agent_id,
+                    agent_name=view.name,
+                    message=f"no run started within {_human(rule.grace)} of {iso(slot)} "
+                    f"({rule.schedule} {rule.timezone})",
+                    data=tuple(
+                        sorted(
+                            {
+                                "rule": rule.name,
+                                "expected_at": iso(slot),
+                                "schedule": rule.schedule,
+                                "timezone": rule.timezone,
+                                "grace_s": rule.grace,
+                            }.items()
+                        )
+                    ),
+                )
+            )
+        if until > start:
+            self._checked[agent_id] = until
+        return found
+
+    def _event(
+        self,
+        type: EventType,
+        now: datetime,
+        *,
+        agent_id: str,
+        name: str | None,
+        run_id: str | None,
+        attempt: int,
+        status: str | None,
+        url: str | None,
+        message: str,
+        id_parts: tuple[object, ...],
+        **data: Any,
+    ) -> Event:
+        return Event(
+            id=event_id(self.source, agent_id, run_id, str(type), *id_parts),
+            type=str(type),
+            ts=now,
+            source=self.source,
+            source_kind=self.kind,
+            agent_id=agent_id,
+            agent_name=name,
+            run_id=run_id,
+            status=status,
+            attempt=attempt,
+            message=message,
+            url=url,
+            data=tuple(sorted(data.items())),
+        )
+
+
+def _say(anomaly: Any) -> str:
+    what = {
+        "min_records": "records",
+        "records_drop": "records",
+        "max_errors": "errors",
+    }[anomaly.check]
+    bound = "more than" if anomaly.check == "max_errors" else "below"
+    text = f"{anomaly.value:,.0f} {what}, {bound} {anomaly.threshold:,.0f} ({anomaly.check})"
+    return text + (f", the {anomaly.history}" if anomaly.history else "")
+
+
+def _human(seconds: float) -> str:
+    return duration_of(seconds)
