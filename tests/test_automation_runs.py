@@ -362,7 +362,7 @@ async def test_unreadable_entries_are_skipped_and_odd_values_tolerated(auto, aut
     ],
 )
 def test_422_detail_bodies_become_one_readable_line(body: str, said: str) -> None:
-    from watcher.sources.http import _server_says
+    from watcher.sources.answers import _server_says
 
     assert _server_says(body.encode()) == said
 

@@ -28,6 +28,7 @@ from watcher import statefile
 from watcher.diff import Change
 from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 from watcher.outbox import OutboxQueries, OutboxTarget, Pending
+from watcher.rulestore import RuleQueries
 from watcher.standing import Finish
 
 __all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
@@ -99,6 +100,24 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (event_seq, target)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
+CREATE TABLE IF NOT EXISTS expected_starts (
+    source   TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    PRIMARY KEY (source, agent_id, at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retries (
+    source     TEXT NOT NULL,
+    agent_id   TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    try        INTEGER NOT NULL,
+    due_at     REAL NOT NULL,
+    state      TEXT NOT NULL,
+    new_run_id TEXT,
+    detail     TEXT,
+    PRIMARY KEY (source, run_id, try)
+) WITHOUT ROWID;
 """
 
 _COLUMNS_SINCE: dict[int, tuple[tuple[str, str, str], ...]] = {
@@ -160,7 +179,7 @@ class Counters:
     rows: int
 
 
-class Store(OutboxQueries):
+class Store(OutboxQueries, RuleQueries):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
@@ -313,49 +332,6 @@ class Store(OutboxQueries):
             )
             for agent_id, name, hint, listed, since, recorded in rows
         }
-
-    def active_runs(self, source: str) -> list[tuple[str, str, int, datetime, str, str | None]]:
-        """Runs not finished: (agent, run, attempt, started — or first seen —, status, url)."""
-        rows = self._db.execute(
-            "SELECT agent_id, run_id, attempt, json_extract(snapshot, '$.started_at'), "
-            "first_seen, status, json_extract(snapshot, '$.url') FROM runs "
-            "WHERE source = ? AND phase != 'finished'",
-            (source,),
-        )
-        out = []
-        for agent_id, run_id, attempt, started, first_seen, status, url in rows:
-            moment = parse_iso(started) or parse_iso(first_seen)
-            if moment is not None:
-                out.append((agent_id, run_id, attempt, moment, status, url))
-        return out
-
-    def starts(
-        self, source: str, agent_id: str, after: datetime, until: datetime
-    ) -> list[datetime]:
-        """When the agent's runs started (or were first seen) within [after, until]."""
-        rows = self._db.execute(
-            "SELECT coalesce(json_extract(snapshot, '$.started_at'), first_seen) FROM runs "
-            "WHERE source = ? AND agent_id = ?",
-            (source, agent_id),
-        )
-        moments = (parse_iso(r[0]) for r in rows)
-        return [m for m in moments if m is not None and after <= m <= until]
-
-    def reported(self, source: str, type: str) -> set[tuple[str, str, int]]:
-        """(agent, run, attempt) of the events of `type` the source recorded."""
-        rows = self._db.execute(
-            "SELECT json_extract(body, '$.source'), json_extract(body, '$.agent_id'), "
-            "json_extract(body, '$.run_id'), json_extract(body, '$.attempt') FROM events "
-            "WHERE type = ?",
-            (type,),
-        )
-        return {(a, r, int(n or 0)) for s, a, r, n in rows if s == source and a and r}
-
-    def has_event(self, event_id: str) -> bool:
-        return (
-            self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone()
-            is not None
-        )
 
     def last_success(self, source: str) -> datetime | None:
         """When the source last polled successfully: runs of an agent seen for the first time

@@ -14,31 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
-import orjson
 from yarl import URL
 
 from watcher import __version__
 from watcher.errors import (
-    SourceAuthError,
-    SourceError,
     SourceProtocolError,
     SourceThrottled,
     SourceTooLarge,
     SourceUnavailable,
 )
-from watcher.redact import redact
+from watcher.sources.answers import (
+    RETRY_STATUSES,
+    parse_json,
+    retry_after,
+    status_error,
+    transport_error,
+)
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RESPONSE_BYTES = 32 << 20
 """What a JSON answer may weigh, unless the source says otherwise (`max_response_bytes`)."""
 USER_AGENT = f"watcher/{__version__}"
@@ -205,9 +204,9 @@ class HttpClient:
                     resp, max_bytes if ok else ERROR_BODY_BYTES, what, source, agent_id, ok
                 )
                 if not ok:
-                    retry_after = _retry_after(resp.headers.get("Retry-After"), self.wall)
-                    raise _status_error(
-                        resp.status, resp.reason or "", body, retry_after, what, source, agent_id
+                    wait = retry_after(resp.headers.get("Retry-After"), self.wall)
+                    raise status_error(
+                        resp.status, resp.reason or "", body, wait, what, source, agent_id
                     )
                 content_type = resp.content_type
         except TimeoutError:
@@ -215,12 +214,71 @@ class HttpClient:
                 source, f"{what}: no answer within {timeout:g}s", agent_id=agent_id, timed_out=True
             ) from None
         except aiohttp.ClientError as e:
-            raise _transport_error(e, url, what, source, agent_id) from None
+            raise transport_error(e, url, what, source, agent_id) from None
         finally:
             self.bytes += len(body)
         if unchanged is not None and unchanged(body):
             return UNCHANGED
-        return _parse_json(body, content_type, what, source, agent_id)
+        return parse_json(body, content_type, what, source, agent_id)
+
+    async def post_json(
+        self,
+        url: URL,
+        body: Any,
+        *,
+        source: str,
+        headers: Mapping[str, str],
+        timeout: float,
+        agent_id: str | None = None,
+        gate: Gate | None = None,
+    ) -> Any:
+        """POST `body` as JSON once — never retried here: it asks the platform to *do*
+        something (start a run), and a request whose answer was lost may have done it. A
+        timeout or a dropped connection is a `SourceUnavailable` with `timed_out` or no HTTP
+        status: the caller must take the outcome as unknown. Returns the answer's JSON (None
+        for an empty body)."""
+        what = f"POST {url.path}"
+        if gate is not None:
+            await gate.enter()
+        started = time.monotonic()
+        latency: float | None = None
+        dropped = False
+        self.requests += 1
+        try:
+            async with self.session.post(
+                url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                ok = 200 <= resp.status < 300
+                data = await _read_bounded(
+                    resp, MAX_RESPONSE_BYTES if ok else ERROR_BODY_BYTES, what, source, agent_id, ok
+                )
+                self.bytes += len(data)
+                if not ok:
+                    wait = retry_after(resp.headers.get("Retry-After"), self.wall)
+                    dropped = resp.status == 429
+                    if dropped and gate is not None:
+                        gate.throttled(wait)
+                    error = status_error(
+                        resp.status, resp.reason or "", data, wait, what, source, agent_id
+                    )
+                    if isinstance(error, SourceUnavailable) and dropped:
+                        error = SourceThrottled.of(error)  # not done: safe to ask again
+                    raise error
+                latency = time.monotonic() - started
+                content_type = resp.content_type
+        except TimeoutError:
+            dropped = True
+            raise SourceUnavailable(
+                source, f"{what}: no answer within {timeout:g}s", agent_id=agent_id, timed_out=True
+            ) from None
+        except aiohttp.ClientError as e:
+            raise transport_error(e, url, what, source, agent_id) from None
+        finally:
+            if gate is not None:
+                gate.leave(latency, dropped=dropped)
+        if not data.strip():
+            return None
+        return parse_json(data, content_type, what, source, agent_id)
 
     async def download(
         self,
@@ -276,9 +334,9 @@ class HttpClient:
             async with self.session.get(url, headers=headers, timeout=limits) as resp:
                 if not 200 <= resp.status < 300:
                     body = await resp.content.read(ERROR_BODY_BYTES)
-                    retry_after = _retry_after(resp.headers.get("Retry-After"), self.wall)
-                    raise _status_error(
-                        resp.status, resp.reason or "", body, retry_after, what, source, agent_id
+                    wait = retry_after(resp.headers.get("Retry-After"), self.wall)
+                    raise status_error(
+                        resp.status, resp.reason or "", body, wait, what, source, agent_id
                     )
                 too_large = SourceTooLarge(
                     source, f"{what}: larger than the limit of {max_bytes} bytes", agent_id=agent_id
@@ -298,7 +356,7 @@ class HttpClient:
                 source, f"{what}: no data within {timeout:g}s", agent_id=agent_id, timed_out=True
             ) from None
         except aiohttp.ClientError as e:
-            raise _transport_error(e, url, what, source, agent_id) from None
+            raise transport_error(e, url, what, source, agent_id) from None
         finally:
             self.bytes += size
         dest.flush()
@@ -353,150 +411,4 @@ def _retry_delay(
     return policy.backoff(attempt, rand)
 
 
-def _transport_error(
-    e: aiohttp.ClientError, url: URL, what: str, source: str, agent_id: str | None
-) -> SourceUnavailable:
-    """A connection-level failure as the temporary error it is, in one line."""
-    if isinstance(e, aiohttp.ClientConnectorError):
-        text = f"cannot connect to {url.host}:{url.port}: {_os_reason(e)}"
-    elif isinstance(e, aiohttp.ClientOSError):  # reset by peer, broken pipe
-        text = f"connection dropped ({e.strerror or _short(e)})"
-    elif isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        text = f"connection dropped ({_short(e)})"
-    else:  # TLS errors, bad responses
-        text = f"{type(e).__name__}: {_short(e)}"
-    return SourceUnavailable(source, f"{what}: {text}", agent_id=agent_id)
-
-
-def _status_error(
-    status: int,
-    reason: str,
-    body: bytes,
-    retry_after: float | None,
-    what: str,
-    source: str,
-    agent_id: str | None,
-) -> SourceError:
-    """A non-2xx answer as a typed error: auth (401/403), temporary (429, 5xx), or protocol."""
-    line = f"{what}: HTTP {status} {reason}".rstrip() + _server_says(body)
-    if status in (401, 403):
-        return SourceAuthError(source, line, agent_id=agent_id, http_status=status)
-    if status in RETRY_STATUSES or status >= 500:
-        return SourceUnavailable(
-            source, line, retry_after=retry_after, agent_id=agent_id, http_status=status
-        )
-    return SourceProtocolError(source, line, agent_id=agent_id, http_status=status)
-
-
-def _parse_json(
-    body: bytes, content_type: str, what: str, source: str, agent_id: str | None
-) -> Any:
-    head = body.lstrip()[:1]
-    if "html" in content_type or head == b"<":
-        raise SourceProtocolError(
-            source,
-            f"{what}: expected JSON, got HTML ({content_type or 'no content type'})",
-            agent_id=agent_id,
-        )
-    try:
-        return _loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        where = f" at byte {e.pos}" if isinstance(e, json.JSONDecodeError) else ""
-        raise SourceProtocolError(
-            source,
-            f"{what}: invalid JSON{where} of {len(body)} bytes (truncated or not JSON)",
-            agent_id=agent_id,
-        ) from None
-    except (ValueError, RecursionError):  # an integer of thousands of digits; deep nesting
-        raise SourceProtocolError(
-            source,
-            f"{what}: JSON of {len(body)} bytes beyond what watcher reads "
-            "(a number too long or nesting too deep)",
-            agent_id=agent_id,
-        ) from None
-
-
-def _loads(body: bytes) -> Any:
-    """Decode JSON with orjson (a listing decodes several times faster), or with the standard
-    library for what only it reads (UTF-16, lone surrogates, NaN) and to locate an error."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return _valid_text(json.loads(body))
-
-
-def _valid_text(value: Any) -> Any:
-    """`value` with every string made encodable: a lone surrogate escape ("\\ud800") is valid
-    JSON but no UTF-8, and would make every event that quotes it impossible to write."""
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return value.encode(errors="replace").decode()
-        return value
-    if isinstance(value, list):
-        return [_valid_text(v) for v in value]
-    if isinstance(value, dict):
-        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
-    return value
-
-
-def _server_says(body: bytes) -> str:
-    """The platform's own explanation of an error, from the Cloud, RFC 7807 or 422 shapes."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return ""
-    text: Any = None
-    if isinstance(data, dict):
-        detail = data.get("detail")
-        if isinstance(detail, list):  # FastAPI-style 422: [{loc, msg, type}]
-            text = "; ".join(_validation_error(d) for d in detail if isinstance(d, dict))
-        else:
-            text = data.get("message") or detail or data.get("title") or data.get("error")
-    elif isinstance(data, str):
-        text = data
-    if not text or not isinstance(text, str):
-        return ""
-    return f": {_short(text)}"
-
-
-def _validation_error(item: dict[str, Any]) -> str:
-    """One entry of a FastAPI 422 `detail` list: "query.limit: Input should be …"."""
-    loc = item.get("loc")
-    where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
-    msg = item.get("msg")
-    what = msg if isinstance(msg, str) and msg else str(item.get("type") or "invalid")
-    return f"{where}: {what}" if where else what
-
-
-def _retry_after(value: str | None, wall: Callable[[], float]) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - wall())
-
-
-def _os_reason(e: aiohttp.ClientConnectorError) -> str:
-    err = e.os_error
-    if isinstance(err, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(err, socket.gaierror):
-        return f"host not found ({err.strerror})" if err.strerror else "host not found"
-    return _short(err.strerror or err) if err else _short(e)
-
-
-def _short(value: object, limit: int = 200) -> str:
-    text = " ".join(str(value).split())
-    text = redact(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-__all__ = ["Downloaded", "HttpClient", "RetryPolicy", "SourceError", "make_session"]
+__all__ = ["Downloaded", "HttpClient", "RetryPolicy", "make_session"]

@@ -1,0 +1,142 @@
+"""The part of the state file the rules need: the runs they watch, what they already said,
+the starts they expect, the retries they asked for.
+
+`Store` provides the connection and the transactions; these are its rule-side queries.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import astuple, dataclass
+from datetime import datetime
+
+from watcher.models import iso, parse_iso
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRow:
+    """One retry of a failed run: its `try` (1…max), when it is due, where it stands."""
+
+    source: str
+    agent_id: str
+    run_id: str
+    """The run that failed first: every retry of it counts against the rule's `max`."""
+    try_: int
+    due_at: float
+    state: str
+    """scheduled → sending → sent or failed; sending at a start means the outcome is unknown
+    (a crash while the request was out): it is marked unknown and never repeated blindly."""
+    new_run_id: str | None = None
+    """The run the retry started, where the platform starts a new one (Sequentum Cloud)."""
+    detail: str | None = None
+
+
+class RuleQueries:
+    """The rule-side queries of `Store`."""
+
+    _db: sqlite3.Connection
+    _rows: int
+
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def active_runs(self, source: str) -> list[tuple[str, str, int, datetime, str, str | None]]:
+        """Runs not finished: (agent, run, attempt, started — or first seen —, status, url)."""
+        rows = self._db.execute(
+            "SELECT agent_id, run_id, attempt, json_extract(snapshot, '$.started_at'), "
+            "first_seen, status, json_extract(snapshot, '$.url') FROM runs "
+            "WHERE source = ? AND phase != 'finished'",
+            (source,),
+        )
+        out = []
+        for agent_id, run_id, attempt, started, first_seen, status, url in rows:
+            moment = parse_iso(started) or parse_iso(first_seen)
+            if moment is not None:
+                out.append((agent_id, run_id, attempt, moment, status, url))
+        return out
+
+    def starts(
+        self, source: str, agent_id: str, after: datetime, until: datetime
+    ) -> list[datetime]:
+        """When the agent's runs started (or were first seen) within [after, until]."""
+        rows = self._db.execute(
+            "SELECT coalesce(json_extract(snapshot, '$.started_at'), first_seen) FROM runs "
+            "WHERE source = ? AND agent_id = ?",
+            (source, agent_id),
+        )
+        moments = (parse_iso(r[0]) for r in rows)
+        return [m for m in moments if m is not None and after <= m <= until]
+
+    def reported(self, source: str, type: str) -> set[tuple[str, str, int]]:
+        """(agent, run, attempt) of the events of `type` the source recorded."""
+        rows = self._db.execute(
+            "SELECT json_extract(body, '$.source'), json_extract(body, '$.agent_id'), "
+            "json_extract(body, '$.run_id'), json_extract(body, '$.attempt') FROM events "
+            "WHERE type = ?",
+            (type,),
+        )
+        return {(a, r, int(n or 0)) for s, a, r, n in rows if s == source and a and r}
+
+    def has_event(self, event_id: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone()
+            is not None
+        )
+
+    # --- expected starts ---------------------------------------------------------------------
+
+    def expect(
+        self, source: str, starts: Sequence[tuple[str, datetime, str]], now: datetime
+    ) -> None:
+        """Replace the source's expected starts still to come with `starts` — (agent, at,
+        schedule) — as the platform announces them now; the past ones wait to be judged."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM expected_starts WHERE source = ? AND at > ?", (source, iso(now))
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO expected_starts(source, agent_id, at, schedule) "
+                "VALUES (?, ?, ?, ?)",
+                [(source, agent, iso(at), name) for agent, at, name in starts if at > now],
+            )
+            self._rows += len(starts)
+
+    def expected(self, source: str, until: datetime) -> list[tuple[str, datetime, str]]:
+        """Expected starts due by `until`: (agent, at, schedule)."""
+        rows = self._db.execute(
+            "SELECT agent_id, at, schedule FROM expected_starts WHERE source = ? AND at <= ? "
+            "ORDER BY at",
+            (source, iso(until)),
+        )
+        return [(a, at, name) for a, when, name in rows if (at := parse_iso(when)) is not None]
+
+    def judged(self, source: str, agent_id: str, at: datetime) -> None:
+        """An expected start was judged: forget it."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM expected_starts WHERE source = ? AND agent_id = ? AND at = ?",
+                (source, agent_id, iso(at)),
+            )
+
+    # --- retries -----------------------------------------------------------------------------
+
+    def retries(self, source: str) -> list[RetryRow]:
+        rows = self._db.execute(
+            "SELECT source, agent_id, run_id, try, due_at, state, new_run_id, detail "
+            "FROM retries WHERE source = ? ORDER BY due_at",
+            (source,),
+        )
+        return [RetryRow(*row) for row in rows]
+
+    def save_retry(self, row: RetryRow) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO retries(source, agent_id, run_id, try, due_at, state, new_run_id, "
+                "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source, run_id, try) DO "
+                "UPDATE SET state=excluded.state, new_run_id=excluded.new_run_id, "
+                "detail=excluded.detail",
+                astuple(row),  # the columns, in the order of the fields
+            )
+            self._rows += 1
