@@ -70,7 +70,8 @@ urls = []
         "subscriptions[0].urls[2]: not a usable apprise URL (check its scheme and required parts)",
         'subscriptions[0].on: unknown trigger "exploded" (one of failure, stopped, success, '
         "skipped, recovered, run.reopened, run.warning, run.unknown_status, run.discovered, "
-        "source.failed, source.recovered, output.fetched, output.failed)",
+        "source.failed, source.recovered, output.fetched, output.failed, run.stuck, "
+        "agent.missed_schedule, run.anomaly, run.retry_requested, state.restored)",
         "subscriptions[0].title: template error at line 1: unexpected end of template, "
         "expected 'end of print statement'.",
         "subscriptions[0].group_threshold: must be >= 1",

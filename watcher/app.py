@@ -274,6 +274,7 @@ class App:
             route=self.dispatcher.route,
             on_events=self._on_events,
             rules=RuleBook(self.settings.rules),
+            schedule_refresh=self.settings.watcher.schedule_refresh,
         )
 
     async def close(self) -> None:

@@ -60,8 +60,11 @@ class Judge:
         book: RuleBook,
         store: Store,
         run_url: Callable[[str, str, str | None], str | None],
+        schedule_refresh: float = 600.0,
     ) -> None:
         self.source = source
+        self.schedule_refresh = schedule_refresh
+        self._schedules_at: datetime | None = None
         self.kind = kind
         self.book = book
         self.store = store
@@ -97,6 +100,51 @@ class Judge:
             rule = self.book.rule_for(self.source, agent_id, view.name)
             if rule is not None and rule.schedule is not None:
                 found.extend(self._missed(rule, agent_id, view, now))
+        found.extend(self._missed_platform_starts(now, agents))
+        return found
+
+    # --- the platforms' own schedules ---------------------------------------------------------
+
+    def scheduled_agents(self, now: datetime, agents: Mapping[str, AgentView]) -> list[str]:
+        """The agents whose platform schedules are due to be read again (none, mostly)."""
+        if self._schedules_at is not None and (
+            (now - self._schedules_at).total_seconds() < self.schedule_refresh
+        ):
+            return []
+        wanted = []
+        for agent_id, view in agents.items():
+            rule = self.book.rule_for(self.source, agent_id, view.name)
+            if rule is not None and rule.platform_schedules:
+                wanted.append(agent_id)
+        return wanted
+
+    def expect(self, starts: Iterable[tuple[str, datetime, str]], now: datetime) -> None:
+        """The starts the platform's schedules announce now, to be judged when they are due."""
+        self.store.expect(self.source, list(starts), now)
+        self._schedules_at = now
+
+    def _missed_platform_starts(
+        self, now: datetime, agents: Mapping[str, AgentView]
+    ) -> list[Event]:
+        found = []
+        for agent_id, at, schedule in self.store.expected(self.source, now):
+            view = agents.get(agent_id)
+            rule = self._rule(agent_id, agents)
+            if view is None or view.listed_at is None or rule is None:
+                continue
+            grace = timedelta(seconds=rule.grace)
+            listed = datetime.fromtimestamp(view.listed_at, tz=now.tzinfo)
+            if at + grace > min(now, listed):
+                continue  # not yet judged: its grace runs, or its runs were not listed since
+            eid = event_id(self.source, agent_id, "agent.missed_schedule", iso(at))
+            starts = self.store.starts(self.source, agent_id, at - timedelta(minutes=1), at + grace)
+            if not self.store.has_event(eid) and not started_for(at, rule.grace, starts):
+                found.append(
+                    self._missed_event(
+                        eid, now, agent_id, view, rule, at, f"platform schedule {schedule}"
+                    )
+                )
+            self.store.judged(self.source, agent_id, at)
         return found
 
     def _rule(self, agent_id: str, agents: Mapping[str, AgentView]) -> RuleConfig | None:
@@ -229,32 +277,44 @@ class Judge:
             if started_for(slot, rule.grace, starts):
                 continue
             found.append(
-                Event(
-                    id=eid,
-                    type=EventType.AGENT_MISSED_SCHEDULE,
-                    ts=now,
-                    source=self.source,
-                    source_kind=self.kind,
-                    agent_id=agent_id,
-                    agent_name=view.name,
-                    message=f"no run started within {_human(rule.grace)} of {iso(slot)} "
-                    f"({rule.schedule} {rule.timezone})",
-                    data=tuple(
-                        sorted(
-                            {
-                                "rule": rule.name,
-                                "expected_at": iso(slot),
-                                "schedule": rule.schedule,
-                                "timezone": rule.timezone,
-                                "grace_s": rule.grace,
-                            }.items()
-                        )
-                    ),
+                self._missed_event(
+                    eid, now, agent_id, view, rule, slot, f"{rule.schedule} {rule.timezone}"
                 )
             )
         if until > start:
             self._checked[agent_id] = until
         return found
+
+    def _missed_event(
+        self,
+        eid: str,
+        now: datetime,
+        agent_id: str,
+        view: AgentView,
+        rule: RuleConfig,
+        slot: datetime,
+        schedule: str,
+    ) -> Event:
+        return Event(
+            id=eid,
+            type=EventType.AGENT_MISSED_SCHEDULE,
+            ts=now,
+            source=self.source,
+            source_kind=self.kind,
+            agent_id=agent_id,
+            agent_name=view.name,
+            message=f"no run started within {_human(rule.grace)} of {iso(slot)} ({schedule})",
+            data=tuple(
+                sorted(
+                    {
+                        "rule": rule.name,
+                        "expected_at": iso(slot),
+                        "schedule": schedule,
+                        "grace_s": rule.grace,
+                    }.items()
+                )
+            ),
+        )
 
     def _event(
         self,

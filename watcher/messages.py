@@ -62,6 +62,11 @@ TITLES: dict[str, str] = {
     "output.fetched": "📦 {{ agent }}: outputs of run {{ event.run_id }} fetched ({{ event.files }} file{{ 's' if event.files != 1 }})",
     "output.failed": "📦 {{ agent }}: outputs of run {{ event.run_id }} could not be fetched",
     "source.recovered": "🔌 watcher reads {{ event.source }} again",
+    "run.stuck": "⏳ {{ agent }}: run {{ event.run_id }} is stuck ({{ event.status }} for {{ duration_of(event.running_s) }})",
+    "agent.missed_schedule": "📅 {{ agent }}: no run started for the {{ event.expected_at }} slot",
+    "run.anomaly": "🔍 {{ agent }}: run {{ event.run_id }} {{ title_outcome }}, but {{ event.message }}",
+    "run.retry_requested": "🔁 {{ agent }}: retry {{ event.try }} of run {{ event.run_id }} requested",
+    "state.restored": "💾 watcher wrote its state file back",
 }  # fmt: skip
 DEFAULT_TITLE = "{{ event.type }} {{ agent }}"
 
@@ -314,6 +319,10 @@ SAMPLES = (
         status="failed",
     ),
     _sample("run.reopened"),
+    _sample("run.stuck", running_s=9000.0, limit="max_duration 2h 0m"),
+    _sample("run.anomaly", Outcome.SUCCESS, check="min_records", value=0, threshold=1),
+    replace(_sample("run.retry_requested"), data=(("try", 1),)),
+    replace(_sample("agent.missed_schedule", expected_at="2026-01-01T02:00:00Z"), agent_id="2537"),
     _sample("source.failed", error="auth", http_status=401),
     _sample("source.recovered", down_s=60.0),
 )

@@ -39,7 +39,9 @@ from watcher.judge import AgentView, Judge
 from watcher.models import Agent, Event, EventType, iso, source_event, with_data
 from watcher.planner import FIRST_ROUND, SECOND_ROUND, Cadence, Reason, plan
 from watcher.redact import redact
+from watcher.retrying import Retrier
 from watcher.rules import RuleBook
+from watcher.rulestore import RetryRow
 from watcher.sources.base import Source, purpose
 from watcher.sources.http import UNCHANGED, Unchanged
 from watcher.standing import Standing, standings
@@ -121,6 +123,8 @@ class Cycle:
     """Events up to this index went through enrichment."""
     new_agents: set[str] = field(default_factory=set)
     """Agents recorded for the first time in this cycle."""
+    retries: list[RetryRow] = field(default_factory=list)
+    """Retries the rules scheduled, written with the cycle."""
     abandoned: bool = False
 
     @property
@@ -141,6 +145,7 @@ class SourcePoller:
         route: Route = lambda event: [],
         on_events: OnEvents | None = None,
         rules: RuleBook | None = None,
+        schedule_refresh: float = 600.0,
     ) -> None:
         self.source = source
         self.store = store
@@ -164,13 +169,16 @@ class SourcePoller:
         self._not_before = float("-inf")
         self._lock = asyncio.Lock()
         self._current: asyncio.Task[object] | None = None
+        book = rules or RuleBook([])
         self.judge = Judge(
             source=source.name,
             kind=source.kind,
-            book=rules or RuleBook([]),
+            book=book,
             store=store,
             run_url=source.run_url,
+            schedule_refresh=schedule_refresh,
         )
+        self.retrier = Retrier(source, store, book)
         self._stages: tuple[Stage, ...] = (
             self._discover,
             self._first_round,
@@ -248,7 +256,9 @@ class SourcePoller:
             if cycle.abandoned:
                 report.ok = False
                 return report
-        self._commit(cycle)
+        if self._commit(cycle):
+            self.retrier.committed(cycle.retries)
+            await self._send_retries(cycle.now)
         return report
 
     # --- stages --------------------------------------------------------------------------------
@@ -407,7 +417,8 @@ class SourcePoller:
             await asyncio.gather(*(one(i) for i in todo))
 
     async def _apply_rules(self, cycle: Cycle) -> None:
-        """What no status shows: stuck runs, anomalies, missed schedules (`watcher.judge`)."""
+        """What no status shows — stuck runs, anomalies, missed schedules (`watcher.judge`) —
+        and the retries the rules ask for (`watcher.retrying`)."""
         views = {
             agent_id: AgentView(m.agent.name, m.recorded_at, m.listed_at)
             for agent_id, m in self.fleet.members.items()
@@ -416,6 +427,7 @@ class SourcePoller:
             member = self.fleet.members.get(agent_id)
             if member is not None:
                 views[agent_id] = AgentView(member.agent.name, member.recorded_at, cycle.ts)
+        await self._read_schedules(cycle, views)
         cycle.events.extend(
             self.judge.judge(
                 now=cycle.now,
@@ -425,10 +437,44 @@ class SourcePoller:
                 agents=views,
             )
         )
+        cycle.retries = self.retrier.plan(cycle.events, cycle.now)
+
+    async def _read_schedules(self, cycle: Cycle, views: dict[str, AgentView]) -> None:
+        """The platform's own schedules, every `schedule_refresh`, for the rules that expect
+        them. A failure to read them is logged; it fails nothing."""
+        wanted = self.judge.scheduled_agents(cycle.now, views)
+        if not wanted:
+            return
+        try:
+            with purpose("schedules"):
+                starts = await self.source.schedules(wanted)
+        except SourceError as err:
+            log.warning("schedules unreadable", source=self.name, error=err.detail)
+            return
+        self.judge.expect(((s.agent_id, s.at, s.schedule) for s in starts or ()), cycle.now)
+
+    async def _send_retries(self, now: datetime) -> None:
+        """Ask the platform for the retries that are due (after the cycle's commit)."""
+
+        def record(row: RetryRow, events: list[Event]) -> None:
+            fresh = self.store.commit(
+                source=self.name,
+                retries=[row],
+                events=events,
+                targets={event.id: self.route(event) for event in events},
+                now=now,
+                now_ts=now.timestamp(),
+            )
+            if fresh and self.on_events:
+                self.on_events(fresh)
+
+        for row in self.retrier.due(now):
+            with purpose("retry"):
+                await self.retrier.send(row, now, record)
 
     # --- the commit ----------------------------------------------------------------------------
 
-    def _commit(self, cycle: Cycle) -> None:
+    def _commit(self, cycle: Cycle) -> bool:
         report = cycle.report
         cycle.baselined.extend(cycle.quiet.agents)  # the rest of a quiet baseline goes now
         cycle.changes.extend(cycle.quiet.changes)
@@ -451,6 +497,7 @@ class SourcePoller:
                 health=health,
                 listings=self.source.fingerprints.pending(cycle.listed),
                 marks=marks,
+                retries=cycle.retries,
                 targets={event.id: self.route(event) for event in cycle.events},
                 now=cycle.now,
                 now_ts=cycle.ts,
@@ -458,7 +505,7 @@ class SourcePoller:
         except Exception as err:  # disk full, read-only file system, corrupt file
             self._write_failed(err)
             report.ok = False
-            return
+            return False
         self._apply(cycle.changes, cycle.listed, cycle.ts, health)
         self.standings = after
         if marks is not None:
@@ -471,6 +518,7 @@ class SourcePoller:
         report.events = fresh
         if fresh and self.on_events:
             self.on_events(fresh)
+        return True
 
     def _listed(self, cycle: Cycle) -> None:
         """Agents whose runs were listed now carry the hint they were listed under."""

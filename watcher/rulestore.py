@@ -130,13 +130,13 @@ class RuleQueries:
         )
         return [RetryRow(*row) for row in rows]
 
-    def save_retry(self, row: RetryRow) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO retries(source, agent_id, run_id, try, due_at, state, new_run_id, "
-                "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source, run_id, try) DO "
-                "UPDATE SET state=excluded.state, new_run_id=excluded.new_run_id, "
-                "detail=excluded.detail",
-                astuple(row),  # the columns, in the order of the fields
-            )
-            self._rows += 1
+    def _write_retries(self, db: sqlite3.Connection, rows: Sequence[RetryRow]) -> None:
+        """Write retry rows within the caller's transaction (`Store.commit`)."""
+        db.executemany(
+            "INSERT INTO retries(source, agent_id, run_id, try, due_at, state, new_run_id, "
+            "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source, run_id, try) DO "
+            "UPDATE SET due_at=excluded.due_at, state=excluded.state, "
+            "new_run_id=excluded.new_run_id, detail=excluded.detail",
+            [astuple(row) for row in rows],  # the columns, in the order of the fields
+        )
+        self._rows += len(rows)

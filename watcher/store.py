@@ -28,7 +28,7 @@ from watcher import statefile
 from watcher.diff import Change
 from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 from watcher.outbox import OutboxQueries, OutboxTarget, Pending
-from watcher.rulestore import RuleQueries
+from watcher.rulestore import RetryRow, RuleQueries
 from watcher.standing import Finish
 
 __all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
@@ -365,6 +365,7 @@ class Store(OutboxQueries, RuleQueries):
         health: SourceHealth | None = None,
         listings: Mapping[str, bytes] | None = None,
         marks: SourceMarks | None = None,
+        retries: Sequence[RetryRow] = (),
         targets: Targets | None = None,
         now: datetime,
         now_ts: float,
@@ -377,7 +378,7 @@ class Store(OutboxQueries, RuleQueries):
         bodies the changes came from) ride along with a write but never cause one; `marks` are
         written when given. Nothing to write → the file is not touched.
         """
-        if not (changes or agents or events or health is not None or marks is not None):
+        if not (changes or agents or events or health or marks or retries):
             return []
         stamp = iso(now)
         with self._tx() as db:
@@ -437,6 +438,8 @@ class Store(OutboxQueries, RuleQueries):
                     ),
                 )
                 rows += 1
+            if retries:
+                self._write_retries(db, retries)
             fresh = self._insert_events(db, events, targets if targets is not None else {}, now_ts)
             rows += len(fresh)
             self._rows += rows

@@ -21,6 +21,11 @@ SUBSCRIPTION_EVENTS = (
     "source.recovered",
     "output.fetched",
     "output.failed",
+    "run.stuck",
+    "agent.missed_schedule",
+    "run.anomaly",
+    "run.retry_requested",
+    "state.restored",
 )
 
 

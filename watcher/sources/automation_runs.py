@@ -217,6 +217,13 @@ class AutomationRuns(Source):
                 failed.append((key, as_text(step.get("name"), 200), error))
         return tuple(failed)
 
+    async def retry(self, agent_id: str, run_id: str) -> str | None:
+        """Retry from the failed step (the API's default); it starts a new run: its id."""
+        if not is_path_segment(run_id):
+            raise SourceProtocolError(self.name, "run id unfit for a URL", agent_id=agent_id)
+        data = await self.post(f"{API}/{run_id}/retry", {}, agent_id=agent_id)
+        return as_id(data.get("id")) if isinstance(data, dict) else None
+
     # ------------------------------------------------------------------------ check
 
     async def check(self) -> list[CheckResult]:

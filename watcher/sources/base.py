@@ -99,6 +99,16 @@ class Hints:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduledStart:
+    """A start a platform's own schedule announces."""
+
+    agent_id: str
+    at: datetime
+    schedule: str
+    """The schedule's name (or id), for the alert."""
+
+
+@dataclass(frozen=True, slots=True)
 class CheckResult:
     """One line of `watcher check`: what was tried and whether it worked."""
 
@@ -294,6 +304,40 @@ class Source(ABC):
             unchanged=unchanged,
             max_bytes=self.config.max_response_bytes,
             gate=self.gate(),
+        )
+
+    async def schedules(self, agent_ids: Sequence[str]) -> list[ScheduledStart] | None:
+        """The starts the platform's own enabled schedules announce for these agents (their
+        next run times); None from a platform without schedules."""
+        return None
+
+    async def retry(self, agent_id: str, run_id: str) -> str | None:
+        """Ask the platform to run a failed run again. Returns the id of the new run where the
+        platform starts one, None where it restarts the run in place. Raises a `SourceError`;
+        a `SourceUnavailable` without an HTTP status (a timeout, a dropped connection) means
+        the outcome is unknown — the request may have been done."""
+        raise SourceProtocolError(self.name, f"a {self.kind} source cannot retry runs")
+
+    async def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        agent_id: str | None = None,
+    ) -> Any:
+        """POST JSON once (never retried: see `HttpClient.post_json`), through the budget."""
+        url = URL(self._base + path)
+        if params:
+            url = url.update_query(params)
+        return await self.http.post_json(
+            url,
+            {} if body is None else body,
+            source=self.name,
+            headers=self.auth_headers(),
+            timeout=self.config.timeout,
+            agent_id=agent_id,
+            gate=self.gate("retry"),
         )
 
     async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:

@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ from watcher.models import (
     snapshot,
     with_data,
 )
-from watcher.sources.base import CheckResult, RunFile, Source
+from watcher.sources.base import CheckResult, RunFile, ScheduledStart, Source
 from watcher.sources.fields import as_count, as_id, as_text, parse_timespan
 from watcher.status import acc_job_status, acc_run_status
 
@@ -279,6 +280,38 @@ class SequentumAcc(Source):
             return None
         keep = ("statusMessage", "errors", "dataCount", "logPath")
         return {k: data.get(k) for k in keep}
+
+    # ----------------------------------------------------------- schedules, retries
+
+    async def schedules(self, agent_ids: Sequence[str]) -> list[ScheduledStart] | None:
+        """Each agent's enabled job schedules and their next run times (one request each)."""
+        found = []
+        for agent_id in agent_ids:
+            guid, _ = await self._target(agent_id)
+            path = f"/api/job/{guid}/schedules"
+            for item in _listing(
+                self.name, await self.get(path, agent_id=agent_id), path, agent_id
+            ):
+                if not isinstance(item, dict) or item.get("isEnabled") is False:
+                    continue
+                at = parse_iso(item.get("nextRunTime"))
+                if at is not None:
+                    name = as_text(item.get("cronDescription"), 200) or as_id(
+                        item.get("scheduleId")
+                    )
+                    found.append(ScheduledStart(agent_id, at, name or "schedule"))
+        return found
+
+    async def retry(self, agent_id: str, run_id: str) -> str | None:
+        """Run it again in place, continuing and retrying its errors (seed 004)."""
+        if not _GUID.fullmatch(run_id):
+            raise SourceProtocolError(self.name, "run id must be a GUID", agent_id=agent_id)
+        await self.post(
+            f"/api/run/{run_id}/retry",
+            params={"RunMethod": "ContinueAndRetryErrors"},
+            agent_id=agent_id,
+        )
+        return None
 
     # ---------------------------------------------------------------------- outputs
 

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +36,7 @@ from watcher.models import (
     snapshot,
     with_data,
 )
-from watcher.sources.base import CheckResult, Hints, RunFile, Source
+from watcher.sources.base import CheckResult, Hints, RunFile, ScheduledStart, Source
 from watcher.sources.fields import as_count as _count
 from watcher.sources.fields import as_id as _id
 from watcher.sources.fields import as_number as _number
@@ -247,6 +249,38 @@ class SequentumCloud(Source):
         if message:
             found["errorMessage"] = message
         return with_data(event, diagnostics=found) if found else event
+
+    async def schedules(self, agent_ids: Sequence[str]) -> list[ScheduledStart] | None:
+        """Every agent's next scheduled runs, in one request (the analytics view)."""
+        data = await self.get("/api/v1/analytics/schedules/upcoming")
+        items = data.get("items", data.get("schedules")) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise SourceProtocolError(
+                self.name, "GET /api/v1/analytics/schedules/upcoming: expected a list"
+            )
+        wanted = set(agent_ids)
+        found = []
+        for item in items:
+            if not isinstance(item, dict) or item.get("isEnabled") is False:
+                continue
+            agent_id, at = _id(item.get("agentId")), parse_iso(item.get("nextRunTime"))
+            if agent_id in wanted and at is not None:
+                name = _text(item.get("scheduleName"), 200) or str(item.get("scheduleId"))
+                found.append(ScheduledStart(agent_id, at, name))
+        return found
+
+    async def retry(self, agent_id: str, run_id: str) -> str | None:
+        """Start the agent again — with its input parameters, as the run would have had them —
+        and return the new run's id."""
+        if not (_is_number(agent_id) and _is_number(run_id)):
+            raise SourceProtocolError(self.name, "agent and run ids must be numbers")
+        agent = await self.get(f"/api/v1/agent/{agent_id}", agent_id=agent_id)
+        params = agent.get("inputParameters") if isinstance(agent, dict) else None
+        body: dict[str, Any] = {}
+        if params:  # the API takes them as a JSON string
+            body["inputParameters"] = params if isinstance(params, str) else json.dumps(params)
+        data = await self.post(f"/api/v1/agent/{agent_id}/start", body, agent_id=agent_id)
+        return _id(data.get("id")) if isinstance(data, dict) else None
 
     async def outputs(self, agent_id: str, run_id: str) -> list[RunFile]:
         """The run's files from its file listing. Ids must be numeric: they go into URL paths,
