@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from watcher.models import Agent
-from watcher.planner import FIRST_ROUND, SECOND_ROUND, Cadence, Reason, Track, plan
+from watcher.planner import HINTED, SWEPT, Cadence, Reason, Track, plan
 
 NOW = 10_000.0
 CADENCE = Cadence(active=15, idle=900, slack=7.5)
@@ -41,17 +41,17 @@ def test_why_an_agent_is_due(state: dict, listed_ago: float | None, expected: st
     assert got == ([("1", expected)] if expected else [])
 
 
-def test_priority_changed_then_active_then_sweep() -> None:
+def test_with_hints_changed_then_the_sweep_then_active_agents() -> None:
     tracks = [
         track("sweep", None),
         track("active", NOW - 30, active=True),
         track("changed", NOW - 1, changed=True),
         track("fresh", NOW - 1),
     ]
-    assert planned(tracks) == [("changed", "changed"), ("active", "active"), ("sweep", "sweep")]
+    assert planned(tracks) == [("changed", "changed"), ("sweep", "sweep"), ("active", "active")]
 
 
-def test_the_most_overdue_first_and_ties_keep_the_sweep_order() -> None:
+def test_the_least_recently_listed_first_and_ties_keep_the_sweep_order() -> None:
     tracks = [
         track("c", None),
         track("a", NOW - 2000),
@@ -60,7 +60,7 @@ def test_the_most_overdue_first_and_ties_keep_the_sweep_order() -> None:
         track("x", NOW - 40, active=True),
         track("y", NOW - 90, active=True),
     ]
-    assert [a for a, _ in planned(tracks)] == ["y", "x", "c", "d", "b", "a"]
+    assert [a for a, _ in planned(tracks)] == ["c", "d", "b", "a", "y", "x"]
 
 
 def test_the_allowance_cuts_from_the_lowest_priority_and_says_so() -> None:
@@ -78,11 +78,32 @@ def test_the_allowance_cuts_from_the_lowest_priority_and_says_so() -> None:
 
 def test_rounds_plan_only_their_reasons() -> None:
     tracks = [track("s", None), track("c", changed=True), track("a", NOW - 60, active=True)]
-    assert planned(tracks, reasons=FIRST_ROUND) == [("c", "changed"), ("a", "active")]
-    assert planned(tracks, reasons=SECOND_ROUND) == [("s", "sweep")]
+    assert planned(tracks, reasons=HINTED.first) == [("c", "changed")]
+    assert planned(tracks, reasons=HINTED.second) == [("s", "sweep"), ("a", "active")]
+
+
+def test_without_hints_active_and_idle_agents_share_by_how_overdue_they_are() -> None:
+    cadence = Cadence(active=15, idle=60)
+    tracks = [
+        track("idle-2x", NOW - 120),  # two of its intervals
+        track("busy-3x", NOW - 45, active=True),  # three of its intervals
+        track("idle-1x", NOW - 61),
+        track("busy-1x", NOW - 16, active=True),
+    ]
+    got = planned(tracks, cadence=cadence, reasons=SWEPT.second, fair=SWEPT.fair)
+    assert [a for a, _ in got] == ["busy-3x", "idle-2x", "busy-1x", "idle-1x"]
 
 
 def test_force_makes_every_agent_due() -> None:
     tracks = [track("idle", NOW - 1), track("busy", NOW - 1, active=True)]
     assert planned(tracks) == []
-    assert planned(tracks, force=True) == [("busy", "active"), ("idle", "sweep")]
+    assert planned(tracks, force=True) == [("idle", "sweep"), ("busy", "active")]
+
+
+def test_among_changed_agents_a_settled_run_and_the_oldest_change_come_first() -> None:
+    tracks = [
+        Track(Agent("moving"), None, True, True, settled=False, changed_at=NOW - 100),
+        Track(Agent("new"), None, False, True, settled=True, changed_at=NOW - 5),
+        Track(Agent("older"), NOW - 9, False, True, settled=True, changed_at=NOW - 50),
+    ]
+    assert [a for a, _ in planned(tracks, allowance=2)] == ["older", "new"]

@@ -324,6 +324,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     log_format=args.log_format or "console",
                 ),
                 sources=platforms.sources,
+                rules=platforms.rules,
             )
             print(
                 f"watcher demo: simulated {platforms.describe()}; state in {tmp}; Ctrl-C to stop",

@@ -82,8 +82,9 @@ def diff_agent(
     """Compare one agent's listing with what was remembered of its runs.
 
     `previous` is None when the agent has never been seen: the listing becomes its baseline and
-    no events are emitted, except for runs that started or ended at or after `since` (when
-    given). The listing is processed in the order given (oldest first reads best).
+    no events are emitted, except for runs that started or ended after `since` (when given; a
+    run that ended at that very moment was already there when it was taken: history). The
+    listing is processed in the order given (oldest first reads best).
     """
     result = DiffResult()
     seen: set[str] = set()

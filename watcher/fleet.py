@@ -10,8 +10,8 @@ When the runs of an agent recorded but not yet listed are news from (`since`, se
 later, from the moment they were recorded — the runs that finished after the baseline began
 (the history before it is recorded quietly); for an agent that appears later under
 `agents = ["*"]`, from the last complete agent listing that did not have it (this process's,
-or the last successful poll before a restart). Sources without hints list new agents at once,
-their history quietly.
+or the last successful poll before a restart). The same for sources without hints: an agent's
+first listing may come late (the budget, an error), and what finished meanwhile is news.
 """
 
 from __future__ import annotations
@@ -100,12 +100,12 @@ class Fleet:
 
     def adopt(self, agents: Iterable[Agent], *, now: datetime) -> list[AgentRecord]:
         """Take the agents of a source without hints: new ones are listed as soon as the
-        budget allows, their history recorded quietly."""
+        budget allows; what finished before `now` is their history, recorded quietly."""
         new: list[AgentRecord] = []
         for agent in agents:
             member = self.members.get(agent.id)
-            if member is None:
-                self.members[agent.id] = member = Member(agent, recorded_at=now)
+            if member is None:  # news from now on, however late its first listing comes
+                self.members[agent.id] = member = Member(agent, since=now, recorded_at=now)
                 new.append(member.record())
             elif agent.name and agent.name != member.agent.name:
                 member.agent = agent
@@ -151,5 +151,20 @@ class Fleet:
                 active = any(st.phase is not Phase.FINISHED for st in runs[agent_id].values())
             else:
                 active = member.current is not None and member.current.active
-            out.append(Track(member.agent, member.listed_at, active, member.changed))
+            current = member.current
+            changed = member.changed
+            out.append(
+                Track(
+                    member.agent,
+                    member.listed_at,
+                    active,
+                    changed,
+                    settled=changed and current is not None and not current.active,
+                    changed_at=(
+                        current.last_activity.timestamp()
+                        if changed and current is not None and current.last_activity
+                        else None
+                    ),
+                )
+            )
         return out

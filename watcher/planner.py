@@ -2,22 +2,25 @@
 
 Each agent is a `Track`: when its runs were last listed, whether it has a run known to be
 active, whether its change hint moved since (Sequentum Cloud's agent listing carries each
-agent's last run status and last activity). Agents are listed in this order of priority:
+agent's last run status and last activity). A poll lists in two rounds, enrichment of the new
+finishes (diagnostics, failed steps) between them:
 
-1. **changed** — the hint moved: there is news for certain;
-2. **active** — a run is pending or running: listed every `poll_interval_active`, the most
-   overdue first;
-3. **sweep** — everything else, the least recently listed first, each at least every
-   `idle` seconds (`sweep_interval` where hints work, `poll_interval` where they do not): the
-   safety net for whatever the hints miss.
+Where the platform gives hints (`HINTED`):
+1. **changed** — the hint moved: there is news for certain. Those whose last run settled (a
+   finish, likely to alert) first, then the oldest change first.
+2. **sweep**, then **active** — every other agent is listed at least every `sweep_interval`
+   (the safety net for whatever the hints miss), the least recently listed first; what the
+   budget leaves goes to agents with a run in progress, every `poll_interval_active`, the most
+   overdue first.
 
-(DESIGN.md puts active before changed. Changed comes first here: an agent whose hint moved
-certainly has news — a flash run that started and finished between two polls among them —
-while an active agent whose hint did not move most likely has none. With the budget to spare
-the order does not matter; when it is short, this one spends it where the news is.)
+Without hints (`SWEPT`), every change must be found by listing, so active agents (every
+`poll_interval_active`) and the others (every `poll_interval`) share the budget fairly: the
+most overdue first, measured against each one's own interval.
 
-Enrichment of new failures (diagnostics, failed steps) is not planned here: the poller spends
-what is left after the changed and active listings on it, before the sweep.
+(DESIGN.md orders hints, active, changed, enrichment, sweep. With hints, an active agent whose
+hint did not move has no news — the hint moves with any change of any of its runs — so it
+comes last here: measured against a platform that allows 100 requests a minute, 1,000 agents
+of which 50 are running left nothing for the sweep and for diagnostics the other way round.)
 """
 
 from __future__ import annotations
@@ -36,8 +39,18 @@ class Reason(StrEnum):
     SWEEP = "sweep"
 
 
-FIRST_ROUND = (Reason.CHANGED, Reason.ACTIVE)
-SECOND_ROUND = (Reason.SWEEP,)
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """The reasons a poll's two rounds list agents for, and whether the second is fair."""
+
+    first: tuple[Reason, ...]
+    second: tuple[Reason, ...]
+    fair: bool
+    """The second round orders its agents by how overdue each is, whatever the reason."""
+
+
+HINTED = Rounds((Reason.CHANGED,), (Reason.SWEEP, Reason.ACTIVE), fair=False)
+SWEPT = Rounds((Reason.CHANGED,), (Reason.ACTIVE, Reason.SWEEP), fair=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,10 @@ class Track:
     """It has a run known to be pending or running (or, never listed, its hint says so)."""
     changed: bool = False
     """Its change hint moved since its runs were last listed."""
+    settled: bool = False
+    """Changed, and the hint says its last run is no longer active: likely a finish to report."""
+    changed_at: float | None = None
+    """When the change happened, as the hint says (the platform's last activity)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,27 +97,27 @@ def plan(
     now: float,
     allowance: int | None,
     cadence: Cadence,
-    reasons: tuple[Reason, ...] = (*FIRST_ROUND, *SECOND_ROUND),
+    reasons: tuple[Reason, ...] = (Reason.CHANGED, Reason.SWEEP, Reason.ACTIVE),
+    fair: bool = False,
     force: bool = False,
 ) -> Plan:
-    """The listings to make now, in priority order, at most `allowance` of them (None: no
-    limit). Only the `reasons` given are planned. `force` makes every agent due (`watcher
-    once`). `tracks` come in sweep order: ties in "least recently listed" keep it."""
-    due: dict[Reason, list[Track]] = {reason: [] for reason in Reason}
+    """The listings to make now, at most `allowance` of them (None: no limit), for the
+    `reasons` given: in their order, or — `fair` — all together, the most overdue first.
+    `force` makes every agent due (`watcher once`). `tracks` come in sweep order: ties in
+    "least recently listed" keep it."""
+    due: list[tuple[Reason, Track]] = []
     for track in tracks:
         reason = _why_due(track, now, cadence, force)
         if reason is not None and reason in reasons:
-            due[reason].append(track)
-    result = Plan()
-    left = allowance
-    for reason in reasons:
-        ordered = sorted(due[reason], key=_least_recent)
-        take = ordered if left is None else ordered[: max(0, left)]
-        result.listings.extend((t.agent, reason) for t in take)
-        if left is not None:
-            left -= len(take)
-            if len(take) < len(ordered):
-                result.skipped["budget"] += len(ordered) - len(take)
+            due.append((reason, track))
+    if fair:
+        due.sort(key=lambda item: -_overdue(item[1], item[0], now, cadence))
+    else:
+        due.sort(key=lambda item: (reasons.index(item[0]), _order(item[0], item[1])))
+    take = due if allowance is None else due[: max(0, allowance)]
+    result = Plan([(t.agent, reason) for reason, t in take])
+    if len(take) < len(due):
+        result.skipped["budget"] += len(due) - len(take)
     return result
 
 
@@ -108,16 +125,27 @@ def _why_due(track: Track, now: float, cadence: Cadence, force: bool) -> Reason 
     if track.changed:
         return Reason.CHANGED
     if track.active:
-        return Reason.ACTIVE if force or _overdue(track, now, cadence.active, cadence) else None
-    return Reason.SWEEP if force or _overdue(track, now, cadence.idle, cadence) else None
+        due = force or _since(track, now) >= cadence.active - cadence.slack
+        return Reason.ACTIVE if due else None
+    due = force or _since(track, now) >= cadence.idle - cadence.slack
+    return Reason.SWEEP if due else None
 
 
-def _overdue(track: Track, now: float, interval: float, cadence: Cadence) -> bool:
-    return track.listed_at is None or now - track.listed_at >= interval - cadence.slack
+def _since(track: Track, now: float) -> float:
+    return float("inf") if track.listed_at is None else now - track.listed_at
 
 
-def _least_recent(track: Track) -> float:
-    return float("-inf") if track.listed_at is None else track.listed_at
+def _order(reason: Reason, track: Track) -> tuple[bool, float]:
+    if reason is Reason.CHANGED:  # a settled run first, then the oldest change
+        at = float("-inf") if track.changed_at is None else track.changed_at
+        return (not track.settled, at)
+    return (False, float("-inf") if track.listed_at is None else track.listed_at)
+
+
+def _overdue(track: Track, reason: Reason, now: float, cadence: Cadence) -> float:
+    """How many of its own intervals an agent has waited since its last listing."""
+    interval = cadence.active if reason is Reason.ACTIVE else cadence.idle
+    return _since(track, now) / max(interval, 1.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from watcher.errors import SourceError, SourceProtocolError, SourceThrottled, So
 from watcher.fleet import Fleet
 from watcher.judge import AgentView, Judge
 from watcher.models import Agent, Event, EventType, iso, source_event, with_data
-from watcher.planner import FIRST_ROUND, SECOND_ROUND, Cadence, Reason, plan
+from watcher.planner import HINTED, SWEPT, Cadence, Reason, plan
 from watcher.redact import redact
 from watcher.retrying import Retrier
 from watcher.rules import RuleBook
@@ -313,13 +313,14 @@ class SourcePoller:
             self.hinted = usable
 
     async def _first_round(self, cycle: Cycle) -> None:
-        await self._list(cycle, FIRST_ROUND)
+        await self._list(cycle, first=True)
 
     async def _sweep(self, cycle: Cycle) -> None:
-        await self._list(cycle, SECOND_ROUND)
+        await self._list(cycle, first=False)
 
-    async def _list(self, cycle: Cycle, reasons: tuple[Reason, ...]) -> None:
-        """List the runs of the agents the planner picks for `reasons`, and diff each."""
+    async def _list(self, cycle: Cycle, *, first: bool) -> None:
+        """List the runs of the agents the planner picks for this round, and diff each."""
+        rounds = HINTED if self.hinted else SWEPT
         tracks = self.fleet.tracks(self.runs, after=self.cursor)
         allowance = self._allowance(cycle)
         chosen = plan(
@@ -327,7 +328,8 @@ class SourcePoller:
             now=cycle.ts,
             allowance=None if allowance is None else allowance // self.source.listing_cost,
             cadence=self.cadence,
-            reasons=reasons,
+            reasons=rounds.first if first else rounds.second,
+            fair=rounds.fair and not first,
             force=cycle.force,
         )
         report = cycle.report
@@ -338,13 +340,14 @@ class SourcePoller:
         if not chosen.listings:
             return
         report.agents += len(chosen.listings)
-        label = "sweep" if reasons == SECOND_ROUND else "runs"
-        with purpose(label):
-            await self._diff_listings(cycle, chosen.agents)
-        if reasons == SECOND_ROUND:
-            swept = [a.id for a, r in chosen.listings if r is Reason.SWEEP]
-            if swept:
-                self.cursor = swept[-1]
+        for label in ("runs", "sweep"):  # the metrics tell the sweep from the rest
+            agents = [a for a, r in chosen.listings if (r is Reason.SWEEP) == (label == "sweep")]
+            if agents:
+                with purpose(label):
+                    await self._diff_listings(cycle, agents)
+        swept = [a.id for a, reason in chosen.listings if reason is Reason.SWEEP]
+        if swept:
+            self.cursor = swept[-1]
 
     async def _diff_listings(self, cycle: Cycle, due: list[Agent]) -> None:
         wildcard_ok = _WILDCARD in {a.id for a in due}

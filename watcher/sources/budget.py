@@ -63,7 +63,7 @@ class RequestBudget:
     def available(self, now: float | None = None) -> int | None:
         """Slots free now (None: unlimited)."""
         if self.unlimited:
-            return None
+            return None  # a Retry-After is waited out by `take`
         now = self._wall() if now is None else now
         if now < self._not_before:
             return 0
@@ -76,8 +76,11 @@ class RequestBudget:
         return len(self._sent)
 
     async def take(self) -> None:
-        """Wait for a slot and take it."""
+        """Wait for a slot and take it (unlimited: only for a Retry-After to pass)."""
         if self.unlimited:
+            wait = self._not_before - self._wall()
+            if wait > 0:
+                await self._sleep(wait)
             return
         while True:
             now = self._wall()
@@ -93,13 +96,12 @@ class RequestBudget:
     def throttle(self, retry_after: float | None) -> None:
         """The platform answered 429: use a lower rate, and wait as long as it said."""
         self.throttled += 1
-        if self.unlimited:
-            return
         now = self._wall()
-        self._rate = max(1.0, self.rate(now) * THROTTLE_FACTOR)
-        self._calm_since = now
         wait = 1.0 if retry_after is None else retry_after
         self._not_before = max(self._not_before, now + wait)
+        if not self.unlimited:
+            self._rate = max(1.0, self.rate(now) * THROTTLE_FACTOR)
+            self._calm_since = now
 
     def window(self) -> list[float]:
         """When the requests of the last minute were sent (kept in the state file)."""
