@@ -3,7 +3,13 @@
 Sequentum Cloud (`World.demo`), the Agent Control Center (`AccWorld.demo`, with job watching)
 and the automation-runs API (`AutomationWorld.demo`) each run on their own port on 127.0.0.1
 with an autopilot; within ~15 s at the default tick every one of them shows a success, a
-failure and a stopped or cancelled run.
+failure and a stopped or cancelled run. The Cloud limits requests as the platform does (100 a
+minute per key).
+
+Three more Cloud agents show what no status shows, with the rules that catch them: a run that
+never ends ("slow-crawler", stuck after 20 ticks), a success that brings no records after a
+history of hundreds ("empty-export", an anomaly), and a report expected every minute that
+never starts ("minutely-report", a missed schedule).
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 
-from watcher.config import SourceConfig
+from watcher.config import RuleConfig, SourceConfig
 from watcher_sim.acc_world import AccWorld
 from watcher_sim.automation_world import AutomationWorld
 from watcher_sim.server import autopilot, serve
@@ -27,6 +34,7 @@ class DemoPlatforms:
 
     sources: list[SourceConfig]
     urls: dict[str, str]
+    rules: list[RuleConfig] = field(default_factory=list)
     runners: list[web.AppRunner] = field(default_factory=list)
     pilots: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -47,9 +55,7 @@ async def start_platforms(*, seed: int = 7, tick: float = 1.5, port: int = 0) ->
     """Serve the three demo worlds (on PORT, PORT+1, PORT+2, or free ports when 0), start their
     autopilots, and configure one source for each: "cloud", "acc" and "automation"."""
     cloud, acc, automation = (
-        # Unlimited for now: the daemon does not keep to the Cloud's request budget yet, and
-        # polling five agents every second would have half of its requests refused.
-        World.demo(seed=seed, tick=tick, rate_limit=None),
+        World.demo(seed=seed, tick=tick),
         AccWorld.demo(seed=seed, tick=tick),
         AutomationWorld.demo(seed=seed, tick=tick),
     )
@@ -62,12 +68,21 @@ async def start_platforms(*, seed: int = 7, tick: float = 1.5, port: int = 0) ->
             platforms.runners.append(runner)
             platforms.urls[name] = url
             platforms.pilots.append(asyncio.create_task(autopilot(world, interval=0.25)))
+        platforms.pilots.append(asyncio.create_task(_what_no_status_shows(cloud, tick)))
     except BaseException:
         await platforms.close()
         raise
+    platforms.rules = [
+        RuleConfig(name="stuck", agents=["slow-crawler"], max_duration=20 * tick),
+        RuleConfig(name="records", agents=["empty-export"], min_records=1, records_drop=0.5),
+        RuleConfig(
+            name="minutely", agents=["minutely-report"], schedule="* * * * *", grace=5 * tick
+        ),
+    ]
     timing = {
         "poll_interval": max(1.0, 3 * tick),
         "poll_interval_active": 1,
+        "sweep_interval": max(1.0, 3 * tick),
         "jitter": 0,
     }
     acc_agents = [a.path for a in acc.agents.values()]
@@ -100,3 +115,21 @@ async def start_platforms(*, seed: int = 7, tick: float = 1.5, port: int = 0) ->
         ),
     ]
     return platforms
+
+
+async def _what_no_status_shows(cloud: World, tick: float) -> None:
+    """The three agents only rules catch: one run that hangs from the start, a success with
+    no records after a few ticks, and an agent that never runs (its schedule is the rule's)."""
+    now = cloud.now()
+    for agent_id, name in (
+        (4242, "slow-crawler"),
+        (4343, "empty-export"),
+        (4444, "minutely-report"),
+    ):
+        cloud.add_agent(agent_id, name)
+    for hours_ago in range(6, 0, -1):
+        created = now - timedelta(hours=hours_ago)
+        cloud.add_run(4343, status=10, dataCount=500 + hours_ago, created=created)
+    cloud.add_run(4242, status=1)  # running, and never told to stop
+    await asyncio.sleep(8 * tick)
+    cloud.add_run(4343, status=10, dataCount=0, exportCount=0)
