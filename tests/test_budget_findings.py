@@ -52,3 +52,29 @@ async def test_the_sweep_reaches_every_agent_within_sweep_interval(world, app_fa
         if c.path.endswith("/runs") and c.status == 200
     }
     assert listed == set(range(1, 41))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="without hints (use_hints = false) agents are adopted with no 'since': an agent "
+    "first listed after the first poll (budget, 429, error) has the runs that finished "
+    "meanwhile recorded as history, never alerted",
+)
+async def test_a_finish_before_an_agents_first_listing_is_alerted(world, app_factory, clock):
+    agents = [str(agent_id) for agent_id in range(1, 21)]
+    for agent_id in range(1, 21):
+        world.add_agent(id=agent_id, name=f"agent-{agent_id}")
+        world.add_run(agent_id, status=9, run_id=100 + agent_id)
+    # 10 requests a minute: the first poll lists a few agents, the rest follow over minutes.
+    async with app_factory(agents=agents, use_hints=False, requests_per_minute=10) as app:
+        poller = app.pollers[0]
+        await poller.poll()
+        waiting = [a for a in agents if a not in poller.runs]
+        assert waiting  # not every agent could be listed yet
+        world.add_run(int(waiting[-1]), status=6, run_id=999)  # fails after watcher started
+        for _ in range(20):  # five minutes: every agent is listed by then
+            clock.advance(15)
+            await poller.poll()
+        assert set(poller.runs) == set(agents)
+        finished = [e.run_id for e in app.store.events() if e.type == "run.finished"]
+    assert finished == ["999"]
