@@ -11,6 +11,8 @@ state-file writes; peak RSS; and the same cycle done the simplest way a user wou
 `steady`: requests per hour with adaptive polling versus fixed polling, over simulated time.
 `latency`: from a status change in the simulator to the alert arriving at a local webhook
 receiver, p50 and p99, in real time.
+`cycle`, `steady` and `latency` measure the polling before the request budget (no change hints,
+no budget) against a server that never says no, as their figures in bench/README.md were.
 Every command prints Markdown table rows for bench/README.md.
 """
 
@@ -18,25 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
-import requests
 from aiohttp import web
+from common import cpu, machine, naive_cycle, peak_rss_mb, simulator
 
 from watcher import logs
 from watcher.app import App
@@ -44,41 +41,12 @@ from watcher.settings import Settings, SourceConfig, SubscriptionConfig, Watcher
 from watcher.sources.http import HttpClient
 from watcher_sim import World, serve
 
-HERE = Path(__file__).resolve().parent
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def simulator(agents: int, latency: float) -> Iterator[tuple[str, str]]:
-    """A bulk simulator in a child process: (base_url, api_key)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "simserver.py"),
-            "--agents",
-            str(agents),
-            "--latency",
-            str(latency),
-            "--rate-limit",
-            "0",  # unlimited: the product does not keep to the Cloud's request budget yet
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().split()
-        if not line or line[0] != "READY":
-            raise RuntimeError("simulator did not start")
-        yield line[1], line[2]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def settings_for(tmp: Path, url: str, key: str, **source: object) -> Settings:
+    """The settings of `cycle`, `steady` and `latency`: the polling before the request budget
+    (no change hints, no budget), as their figures in bench/README.md were measured."""
     fields: dict[str, object] = {
         "name": "cloud",
         "kind": "sequentum_cloud",
@@ -89,6 +57,8 @@ def settings_for(tmp: Path, url: str, key: str, **source: object) -> Settings:
         "max_records": 20,
         "retries": 0,
         "jitter": 0,
+        "use_hints": False,
+        "requests_per_minute": 0,
     }
     fields.update(source)
     return Settings(
@@ -100,42 +70,6 @@ def settings_for(tmp: Path, url: str, key: str, **source: object) -> Settings:
         ),
         sources=[SourceConfig(**fields)],  # type: ignore[arg-type]
     )
-
-
-def cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine() -> str:
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{datetime.now(UTC):%Y-%m-%d}"
-    )
-
-
-# --- the simplest alternative ----------------------------------------------------------------
-
-
-def naive_cycle(url: str, key: str, agent_ids: list[str], state_file: Path) -> float:
-    """One `requests` call per agent in a loop, statuses compared with a JSON file."""
-    started = time.perf_counter()
-    headers = {"Authorization": f"ApiKey {key}"}
-    known = json.loads(state_file.read_text()) if state_file.exists() else {}
-    for agent_id in agent_ids:
-        runs = requests.get(
-            f"{url}/api/v1/agent/{agent_id}/runs?maxRecords=20", headers=headers, timeout=30
-        ).json()
-        for run in runs:
-            key_ = f"{agent_id}/{run['id']}"
-            if known.get(key_) != run["status"]:
-                known[key_] = run["status"]
-    state_file.write_text(json.dumps(known))
-    return time.perf_counter() - started
 
 
 # --- cycle -----------------------------------------------------------------------------------
