@@ -3,6 +3,7 @@
     python bench/bench.py cycle   [--agents 100 1000 10000] [--latency 0.02] [--repeat 3]
     python bench/bench.py steady  [--agents 1000] [--minutes 10]
     python bench/bench.py latency [--agents 100] [--seconds 120] [--interval 15]
+    python bench/bench.py budget  [--agents 1000] [--minutes 30] [--drain 45]
 
 `cycle`: one full poll cycle — the first (baseline) and a second with no changes — wall time,
 CPU time of the watcher process (the simulator runs in its own process), HTTP requests, bytes,
@@ -13,6 +14,8 @@ state-file writes; peak RSS; and the same cycle done the simplest way a user wou
 receiver, p50 and p99, in real time.
 `cycle`, `steady` and `latency` measure the polling before the request budget (no change hints,
 no budget) against a server that never says no, as their figures in bench/README.md were.
+`budget` (bench/budget.py): the request budget and change hints against a Cloud that allows
+100 requests a minute, over simulated time, versus the fixed polling.
 Every command prints Markdown table rows for bench/README.md.
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from budget import bench_budget
 from common import cpu, machine, naive_cycle, peak_rss_mb, simulator
 
 from watcher import logs
@@ -278,6 +282,14 @@ def main() -> None:
     lat.add_argument("--agents", type=int, default=100)
     lat.add_argument("--seconds", type=float, default=120)
     lat.add_argument("--interval", type=float, default=15)
+    b = sub.add_parser("budget")
+    b.add_argument("--agents", type=int, default=1000)
+    b.add_argument("--minutes", type=float, default=30, help="simulated minutes measured")
+    b.add_argument("--drain", type=float, default=45, help="simulated minutes, at most, after")
+    b.add_argument("--tick", type=float, default=240, help="seconds each stage of a run lasts")
+    b.add_argument("--start-every", type=float, default=21600, help="seconds between runs")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--only", type=int, nargs="*", help="variants to run (1, 2, 3); default all")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.command == "cycle":
@@ -294,6 +306,14 @@ def main() -> None:
         print("|---|---|---|")
         for row in asyncio.run(bench_steady(args.agents, args.minutes)):
             print(row)
+    elif args.command == "budget":
+        rows = asyncio.run(
+            bench_budget(
+                args.agents, args.minutes, args.drain, args.tick, args.start_every, args.seed,
+                args.only,
+            )
+        )  # fmt: skip
+        print("\n".join(rows))
     else:
         print("| agents | poll interval | alerts | p50 | p99 | |")
         print("|---|---|---|---|---|---|")
