@@ -4,6 +4,7 @@
     python bench/bench.py steady  [--agents 1000] [--minutes 10]
     python bench/bench.py latency [--agents 100] [--seconds 120] [--interval 15]
     python bench/bench.py budget  [--agents 1000] [--minutes 30] [--drain 45]
+    python bench/bench.py once    [--agents 1000] [--latency 0.02] [--repeat 3]
 
 `cycle`: one full poll cycle — the first (baseline) and a second with no changes — wall time,
 CPU time of the watcher process (the simulator runs in its own process), HTTP requests, bytes,
@@ -16,6 +17,7 @@ receiver, p50 and p99, in real time.
 no budget) against a server that never says no, as their figures in bench/README.md were.
 `budget` (bench/budget.py): the request budget and change hints against a Cloud that allows
 100 requests a minute, over simulated time, versus the fixed polling.
+`once` (bench/once.py): `watcher once` as a whole process, versus the sequential loop.
 Every command prints Markdown table rows for bench/README.md.
 """
 
@@ -38,6 +40,7 @@ import aiohttp
 from aiohttp import web
 from budget import bench_budget
 from common import cpu, machine, naive_cycle, peak_rss_mb, simulator
+from once import bench_once
 
 from watcher import logs
 from watcher.app import App
@@ -290,6 +293,11 @@ def main() -> None:
     b.add_argument("--start-every", type=float, default=21600, help="seconds between runs")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--only", type=int, nargs="*", help="variants to run (1, 2, 3); default all")
+    o = sub.add_parser("once")
+    o.add_argument("--agents", type=int, default=1000)
+    o.add_argument("--latency", type=float, default=0.02)
+    o.add_argument("--repeat", type=int, default=3)
+    o.add_argument("--top", type=int, default=12, help="modules shown in the import table")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.command == "cycle":
@@ -314,6 +322,8 @@ def main() -> None:
             )
         )  # fmt: skip
         print("\n".join(rows))
+    elif args.command == "once":
+        print("\n".join(bench_once(args.agents, args.latency, args.repeat, args.top)))
     else:
         print("| agents | poll interval | alerts | p50 | p99 | |")
         print("|---|---|---|---|---|---|")
