@@ -44,6 +44,7 @@ from once import bench_once
 
 from watcher import logs
 from watcher.app import App
+from watcher.daemon import Daemon
 from watcher.settings import Settings, SourceConfig, SubscriptionConfig, WatcherSection
 from watcher.sources.http import HttpClient
 from watcher_sim import World, serve
@@ -241,7 +242,7 @@ async def bench_latency(agents: int, seconds: float, interval: float) -> list[st
         ]
         stop = asyncio.Event()
         async with App(settings) as app:
-            daemon = asyncio.create_task(app.run(stop))
+            daemon = asyncio.create_task(Daemon(app).run(stop))
             await asyncio.sleep(2)  # baseline
             rng = random.Random(3)
             agent_ids = list(world.agents)
