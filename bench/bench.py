@@ -3,6 +3,8 @@
     python bench/bench.py cycle   [--agents 100 1000 10000] [--latency 0.02] [--repeat 3]
     python bench/bench.py steady  [--agents 1000] [--minutes 10]
     python bench/bench.py latency [--agents 100] [--seconds 120] [--interval 15]
+    python bench/bench.py budget  [--agents 1000] [--minutes 30] [--drain 45]
+    python bench/bench.py once    [--agents 1000] [--latency 0.02] [--repeat 3]
 
 `cycle`: one full poll cycle — the first (baseline) and a second with no changes — wall time,
 CPU time of the watcher process (the simulator runs in its own process), HTTP requests, bytes,
@@ -11,6 +13,11 @@ state-file writes; peak RSS; and the same cycle done the simplest way a user wou
 `steady`: requests per hour with adaptive polling versus fixed polling, over simulated time.
 `latency`: from a status change in the simulator to the alert arriving at a local webhook
 receiver, p50 and p99, in real time.
+`cycle`, `steady` and `latency` measure the polling before the request budget (no change hints,
+no budget) against a server that never says no, as their figures in bench/README.md were.
+`budget` (bench/budget.py): the request budget and change hints against a Cloud that allows
+100 requests a minute, over simulated time, versus the fixed polling.
+`once` (bench/once.py): `watcher once` as a whole process, versus the sequential loop.
 Every command prints Markdown table rows for bench/README.md.
 """
 
@@ -18,67 +25,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
-import requests
 from aiohttp import web
+from budget import bench_budget
+from common import cpu, machine, naive_cycle, peak_rss_mb, simulator
+from once import bench_once
 
 from watcher import logs
 from watcher.app import App
 from watcher.config import Settings, SourceConfig, SubscriptionConfig, WatcherSection
+from watcher.daemon import Daemon
 from watcher.sources.http import HttpClient
 from watcher_sim import World, serve
-
-HERE = Path(__file__).resolve().parent
-
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def simulator(agents: int, latency: float) -> Iterator[tuple[str, str]]:
-    """A bulk simulator in a child process: (base_url, api_key)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "simserver.py"),
-            "--agents",
-            str(agents),
-            "--latency",
-            str(latency),
-            "--rate-limit",
-            "0",  # unlimited: the product does not keep to the Cloud's request budget yet
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().split()
-        if not line or line[0] != "READY":
-            raise RuntimeError("simulator did not start")
-        yield line[1], line[2]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def settings_for(tmp: Path, url: str, key: str, **source: object) -> Settings:
+    """The settings of `cycle`, `steady` and `latency`: the polling before the request budget
+    (no change hints, no budget), as their figures in bench/README.md were measured."""
     fields: dict[str, object] = {
         "name": "cloud",
         "kind": "sequentum_cloud",
@@ -89,6 +65,8 @@ def settings_for(tmp: Path, url: str, key: str, **source: object) -> Settings:
         "max_records": 20,
         "retries": 0,
         "jitter": 0,
+        "use_hints": False,
+        "requests_per_minute": 0,
     }
     fields.update(source)
     return Settings(
@@ -100,42 +78,6 @@ def settings_for(tmp: Path, url: str, key: str, **source: object) -> Settings:
         ),
         sources=[SourceConfig(**fields)],  # type: ignore[arg-type]
     )
-
-
-def cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine() -> str:
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{datetime.now(UTC):%Y-%m-%d}"
-    )
-
-
-# --- the simplest alternative ----------------------------------------------------------------
-
-
-def naive_cycle(url: str, key: str, agent_ids: list[str], state_file: Path) -> float:
-    """One `requests` call per agent in a loop, statuses compared with a JSON file."""
-    started = time.perf_counter()
-    headers = {"Authorization": f"ApiKey {key}"}
-    known = json.loads(state_file.read_text()) if state_file.exists() else {}
-    for agent_id in agent_ids:
-        runs = requests.get(
-            f"{url}/api/v1/agent/{agent_id}/runs?maxRecords=20", headers=headers, timeout=30
-        ).json()
-        for run in runs:
-            key_ = f"{agent_id}/{run['id']}"
-            if known.get(key_) != run["status"]:
-                known[key_] = run["status"]
-    state_file.write_text(json.dumps(known))
-    return time.perf_counter() - started
 
 
 # --- cycle -----------------------------------------------------------------------------------
@@ -300,7 +242,7 @@ async def bench_latency(agents: int, seconds: float, interval: float) -> list[st
         ]
         stop = asyncio.Event()
         async with App(settings) as app:
-            daemon = asyncio.create_task(app.run(stop))
+            daemon = asyncio.create_task(Daemon(app).run(stop))
             await asyncio.sleep(2)  # baseline
             rng = random.Random(3)
             agent_ids = list(world.agents)
@@ -344,6 +286,19 @@ def main() -> None:
     lat.add_argument("--agents", type=int, default=100)
     lat.add_argument("--seconds", type=float, default=120)
     lat.add_argument("--interval", type=float, default=15)
+    b = sub.add_parser("budget")
+    b.add_argument("--agents", type=int, default=1000)
+    b.add_argument("--minutes", type=float, default=30, help="simulated minutes measured")
+    b.add_argument("--drain", type=float, default=45, help="simulated minutes, at most, after")
+    b.add_argument("--tick", type=float, default=240, help="seconds each stage of a run lasts")
+    b.add_argument("--start-every", type=float, default=21600, help="seconds between runs")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--only", type=int, nargs="*", help="variants to run (1, 2, 3); default all")
+    o = sub.add_parser("once")
+    o.add_argument("--agents", type=int, default=1000)
+    o.add_argument("--latency", type=float, default=0.02)
+    o.add_argument("--repeat", type=int, default=3)
+    o.add_argument("--top", type=int, default=12, help="modules shown in the import table")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.command == "cycle":
@@ -360,6 +315,16 @@ def main() -> None:
         print("|---|---|---|")
         for row in asyncio.run(bench_steady(args.agents, args.minutes)):
             print(row)
+    elif args.command == "budget":
+        rows = asyncio.run(
+            bench_budget(
+                args.agents, args.minutes, args.drain, args.tick, args.start_every, args.seed,
+                args.only,
+            )
+        )  # fmt: skip
+        print("\n".join(rows))
+    elif args.command == "once":
+        print("\n".join(bench_once(args.agents, args.latency, args.repeat, args.top)))
     else:
         print("| agents | poll interval | alerts | p50 | p99 | |")
         print("|---|---|---|---|---|---|")

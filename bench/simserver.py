@@ -2,17 +2,21 @@
 
     python bench/simserver.py --agents 1000 --latency 0.02 --port 0
 
-Prints `READY <base_url> <api_key>` once it listens; runs until killed. The world stands still,
-so answers are cached once serialised: the platform being simulated is not a Python process on
-the benchmark machine, and building 20 runs of JSON per request would otherwise take as much
-CPU as watcher itself. Latency is still added to every request, and the Cloud's rate limit
-(100 requests a minute per key unless `--rate-limit` says otherwise) still applies.
+Prints `READY <base_url> <api_key>` once it listens, and `STATS <requests> <refused>` (requests
+seen so far, and of them those refused with 429) on each SIGUSR1; runs until killed.
+
+The world stands still, so answers are cached once serialised: the platform being simulated is
+not a Python process on the benchmark machine, and building 20 runs of JSON per request would
+otherwise take as much CPU as watcher itself. Latency is still added to every request, and the
+Cloud's rate limit (100 requests a minute per key unless `--rate-limit` says otherwise) still
+applies.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -76,6 +80,9 @@ async def main() -> None:
     site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGUSR1, lambda: print(f"STATS {len(world.calls)} {world.throttled}", flush=True)
+    )
     print(f"READY {url} {sorted(world.api_keys)[0]}", flush=True)
     try:
         await asyncio.Event().wait()
