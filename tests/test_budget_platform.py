@@ -145,3 +145,36 @@ async def test_another_client_on_the_key_slows_watcher_down_without_an_outage(
     assert failed == []  # a 429 is the platform's budget, not an outage
     assert 0 < budget.throttled < 20  # it met some, and backed off rather than storming
     assert budget.rate() < 90
+
+
+async def test_watcher_once_right_after_another_does_not_sit_out_the_spent_window(
+    aiohttp_server, clock: FakeClock, http: HttpClient, no_sleep, tmp_path: Path
+) -> None:
+    world = fleet(clock, 1000, start_every=None)
+    server = await aiohttp_server(make_cloud_app(world), host="127.0.0.1")
+    url = str(server.make_url("")).rstrip("/")
+
+    def once_app() -> App:  # a fresh process each time: only the state file carries over
+        return App(make_settings(tmp_path, source_config(url, jitter=0)), clock=clock, http=http)
+
+    async with once_app() as app:
+        (first,) = await app.once()
+    clock.advance(1)
+    async with once_app() as app:
+        (second,) = await app.once()
+    assert first.ok and second.ok
+    assert second.deferred["budget"] > 0  # what it could not afford waits for the next run
+    assert second.budget_wait is not None and second.budget_wait > 10
+    assert max(no_sleep.delays, default=0) <= 10  # nothing like the window's 59 s
+    assert world.throttled == 0
+
+    idle = next(a for a in world.agents if world.last_run(a).status != 1)
+    run = world.add_run(idle, status=1)
+    clock.advance(5)
+    world.set_status(idle, run.id, FAILURE)
+    clock.advance(60)  # the cron's next minute: the window has slots again
+    async with once_app() as app:
+        (third,) = await app.once()
+        (alert,) = [e for e in finishes(app) if e.run_id == str(run.id)]
+    assert third.ok and alert.outcome == "failure"
+    assert world.throttled == 0

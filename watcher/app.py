@@ -57,6 +57,8 @@ Clock = Callable[[], datetime]
 
 ORPHAN_MAX_AGE = 24 * 3600.0
 """Seconds the rows of a removed sink other than a channel wait for it to come back."""
+ONCE_PATIENCE = 10.0
+"""Seconds `watcher once` waits at most for its request budget (a slot, a Retry-After)."""
 
 
 def utcnow() -> datetime:
@@ -445,7 +447,10 @@ class App:
     async def once(self) -> list[PollReport]:
         """Poll every source once (all agents), give up the rows of channels removed from the
         config (as the daemon does at start), then deliver what that caused — and what the
-        deliveries record in turn — within `shutdown_timeout`."""
+        deliveries record in turn — within `shutdown_timeout`. A request budget that a run
+        before spent is not waited out: what it cannot afford now waits for the next run."""
+        for poller in self.pollers:
+            poller.source.budget.patience = ONCE_PATIENCE
         reports = await asyncio.gather(*(self.poll(p, force=True) for p in self.pollers))
         assert self.dispatcher is not None
         await self.dispatcher.expire_orphans(self.orphan_max_age)

@@ -77,6 +77,14 @@ class SourceThrottled(SourceUnavailable):
         )
 
 
+class BudgetSpent(SourceThrottled):
+    """watcher's own request budget has no slot within the wait allowed (`watcher once` does
+    not sit out a window a previous run spent): the request is not sent, the agent waits for
+    the next run. Never a failure."""
+
+    kind = "deferred"
+
+
 class SourceAuthError(SourceError):
     """The platform refused our credentials (401/403). Retrying will not help."""
 

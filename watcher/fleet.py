@@ -98,14 +98,18 @@ class Fleet:
             new.append(member.record())
         return new
 
-    def adopt(self, agents: Iterable[Agent], *, now: datetime) -> list[AgentRecord]:
+    def adopt(
+        self, agents: Iterable[Agent], *, now: datetime, since: datetime | None = None
+    ) -> list[AgentRecord]:
         """Take the agents of a source without hints: new ones are listed as soon as the
-        budget allows; what finished before `now` is their history, recorded quietly."""
+        budget allows; what finished before `since` (default `now`) is their history,
+        recorded quietly — however late their first listing comes."""
         new: list[AgentRecord] = []
         for agent in agents:
             member = self.members.get(agent.id)
-            if member is None:  # news from now on, however late its first listing comes
-                self.members[agent.id] = member = Member(agent, since=now, recorded_at=now)
+            if member is None:
+                member = Member(agent, since=since or now, recorded_at=now)
+                self.members[agent.id] = member
                 new.append(member.record())
             elif agent.name and agent.name != member.agent.name:
                 member.agent = agent

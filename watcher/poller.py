@@ -33,7 +33,13 @@ from typing import Any
 import structlog
 
 from watcher.diff import Change, diff_agent
-from watcher.errors import SourceError, SourceProtocolError, SourceThrottled, SourceUnavailable
+from watcher.errors import (
+    BudgetSpent,
+    SourceError,
+    SourceProtocolError,
+    SourceThrottled,
+    SourceUnavailable,
+)
 from watcher.fleet import Fleet
 from watcher.judge import AgentView, Judge
 from watcher.models import Agent, Event, EventType, iso, source_event, with_data
@@ -77,6 +83,9 @@ class PollReport:
     """Listings made, by why (changed, active, sweep)."""
     deferred: dict[str, int] = field(default_factory=dict)
     """Agents due but not listed, by why ("budget")."""
+    budget_wait: float | None = None
+    """Seconds until the request budget has a slot again, when `watcher once` found it
+    spent."""
 
     @property
     def error_line(self) -> str | None:
@@ -166,6 +175,8 @@ class SourcePoller:
         self.hinted: bool | None = None
         """Does the platform give usable change hints? (None: not asked yet.)"""
         self._agents_at = float("-inf")
+        self._agents_listed: datetime | None = None
+        """When this process last read the agent listing of a source without hints."""
         self._not_before = float("-inf")
         self._lock = asyncio.Lock()
         self._current: asyncio.Task[object] | None = None
@@ -265,20 +276,31 @@ class SourcePoller:
 
     async def _discover(self, cycle: Cycle) -> None:
         """Which agents there are, and which have news: the platform's change hints, or its
-        agents (re-read every `poll_interval`) where it gives none."""
+        agents where it gives none — re-read every `poll_interval`, or every `sweep_interval`
+        under a request limit (the listing says nothing of runs: it only finds new agents)."""
         cfg = self.source.config
+        every = cfg.poll_interval if self.source.budget.unlimited else cfg.sweep_interval
         try:
             with purpose("hints"):
                 if cfg.use_hints and self.hinted is not False:
                     await self._read_hints(cycle)
-                elif cycle.force or cycle.ts - self._agents_at >= cfg.poll_interval - 1:
+                elif cycle.force or cycle.ts - self._agents_at >= every - 1:
                     agents = await self.source.agents()
-                    self._agents_at = cycle.ts
                     if self.fleet.wildcard and self.hinted is not None:
                         self.fleet.forget(a.id for a in agents)
-                    self._record(cycle, self.fleet.adopt(agents, now=cycle.now))
+                    self._adopt(cycle, agents)
         except Exception as err:
             self._failed(cycle, self._as_source_error(err))
+
+    def _adopt(self, cycle: Cycle, agents: list[Agent]) -> None:
+        """Take a complete agent listing of a source without hints: an agent that appeared
+        after the first poll is news from the last listing that did not have it."""
+        since = None
+        if self.fleet.wildcard and not cycle.first:
+            since = self._agents_listed or self.last_success
+        self._record(cycle, self.fleet.adopt(agents, now=cycle.now, since=since))
+        self._agents_listed = cycle.now
+        self._agents_at = cycle.ts
 
     async def _read_hints(self, cycle: Cycle) -> None:
         cfg = self.source.config
@@ -290,8 +312,7 @@ class SourcePoller:
         hints = await self.source.hints(self.fleet.watermark, complete=complete)
         if hints is None:  # a platform without hints: its agents, then, from now on
             self.hinted = False
-            self._record(cycle, self.fleet.adopt(await self.source.agents(), now=cycle.now))
-            self._agents_at = cycle.ts
+            self._adopt(cycle, await self.source.agents())
             return
         since = self.fleet.complete_at or self.last_success
         found = self.fleet.observe(hints.agents, now=cycle.now, since=since, first=cycle.first)
@@ -667,6 +688,10 @@ class SourcePoller:
         return max(0, min(free, share - (self._spent() - cycle.spent)))
 
     def _failed(self, cycle: Cycle, err: SourceError) -> None:
+        if isinstance(err, BudgetSpent):  # `watcher once`: the next run lists it
+            cycle.report.deferred["budget"] = cycle.report.deferred.get("budget", 0) + 1
+            cycle.report.budget_wait = err.retry_after
+            return
         if isinstance(err, SourceThrottled):
             cycle.report.throttled += 1
             log.info("throttled by the platform (429); the agent waits for the next cycle",

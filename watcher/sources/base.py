@@ -175,7 +175,9 @@ class Source(ABC):
         self.http = http
         self.policy = RetryPolicy(retries=config.retries)
         self._base = config.base_url.rstrip("/")
-        self.budget = RequestBudget(config.requests_per_minute, wall=http.wall, sleep=http.sleep)
+        self.budget = RequestBudget(
+            config.requests_per_minute, wall=http.wall, sleep=http.sleep, source=config.name
+        )
         self.concurrency = AdaptiveLimit(config.max_concurrency)
         self.requests: Counter[str] = Counter()
         """Requests sent, by purpose (see `purpose`)."""

@@ -24,6 +24,8 @@ import math
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 
+from watcher.errors import BudgetSpent
+
 WINDOW = 60.0
 Wall = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -35,8 +37,12 @@ RECOVERY_PER_MINUTE = 1.0
 
 
 class RequestBudget:
-    def __init__(self, per_minute: int, *, wall: Wall, sleep: Sleep) -> None:
+    def __init__(self, per_minute: int, *, wall: Wall, sleep: Sleep, source: str = "") -> None:
         self.per_minute = per_minute
+        self.source = source
+        self.patience: float | None = None
+        """The longest `take` may wait for a slot (None: as long as it takes); a longer wait
+        raises `BudgetSpent` instead — `watcher once` does not sit out a spent window."""
         self._wall = wall
         self._sleep = sleep
         self._sent: deque[float] = deque()
@@ -80,7 +86,7 @@ class RequestBudget:
         if self.unlimited:
             wait = self._not_before - self._wall()
             if wait > 0:
-                await self._sleep(wait)
+                await self._sleep(self._bounded(wait))
             return
         while True:
             now = self._wall()
@@ -91,7 +97,17 @@ class RequestBudget:
                     self._sent.append(now)
                     return
                 wait = self._sent[0] + WINDOW - now
-            await self._sleep(max(wait, 0.01))
+            await self._sleep(self._bounded(max(wait, 0.01)))
+
+    def _bounded(self, wait: float) -> float:
+        if self.patience is not None and wait > self.patience:
+            raise BudgetSpent(
+                self.source,
+                f"request budget spent ({len(self._sent)} requests in the last minute); "
+                f"the next in {wait:.0f}s",
+                retry_after=wait,
+            )
+        return wait
 
     def throttle(self, retry_after: float | None) -> None:
         """The platform answered 429: use a lower rate, and wait as long as it said."""
