@@ -14,12 +14,14 @@ says one line and leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import structlog
@@ -46,8 +48,8 @@ from watcher.store import Store
 if TYPE_CHECKING:  # loaded only when configured: a `watcher once` imports what it uses
     from watcher.endpoint import Endpoint
     from watcher.metrics import OutboxState
+    from watcher.sinks.alerting import AlertChannel
     from watcher.sinks.fetcher import Fetcher
-    from watcher.sinks.notify import Channel
 
 log = structlog.get_logger("watcher")
 
@@ -99,17 +101,29 @@ def build_source(config: SourceConfig, http: HttpClient) -> Source:
     return cls(config, http)
 
 
-def build_channels(settings: Settings, *, clock: Clock) -> list[Channel]:
-    """One alert channel per (subscription, URL) of `settings`."""
+def build_channels(settings: Settings, *, clock: Clock) -> list[AlertChannel]:
+    """One alert channel per (subscription, URL) of `settings`: watcher's structured webhook
+    for a webhook+ URL, apprise for any other."""
     if not settings.subscriptions:
         return []
-    from watcher.sinks.notify import Channel, Subscription  # apprise and Jinja2: when used
+    from watcher.config.subscriptions import is_webhook  # Jinja2, apprise: when used
+    from watcher.messages import Display
+    from watcher.sinks.alerting import Subscription
 
-    return [
-        Channel(Subscription(sub), url, clock=clock)
-        for sub in settings.subscriptions
-        for url in sub.url_values()
-    ]
+    display = Display(ZoneInfo(settings.watcher.display_timezone), socket.gethostname())
+    channels: list[AlertChannel] = []
+    for config in settings.subscriptions:
+        subscription = Subscription(config, display)
+        for url in config.url_values():
+            if is_webhook(url):
+                from watcher.sinks.webhook import WebhookChannel
+
+                channels.append(WebhookChannel(subscription, url, clock=clock))
+            else:
+                from watcher.sinks.notify import Channel
+
+                channels.append(Channel(subscription, url, clock=clock))
+    return channels
 
 
 async def check_sources(settings: Settings, http: HttpClient) -> list[SourceCheck]:
@@ -284,7 +298,7 @@ class App:
             await self._session.close()
             self._session = None
 
-    def channels(self, settings: Settings | None = None) -> list[Channel]:
+    def channels(self, settings: Settings | None = None) -> list[AlertChannel]:
         """One alert channel per (subscription, URL) of `settings` (default: the running ones)."""
         return build_channels(settings or self.settings, clock=self.clock)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,6 +28,8 @@ class WatcherSection(BaseModel):
     """Seconds in-flight work may take to finish after SIGTERM."""
     event_retention_days: float = Field(default=30.0, gt=0)
     """Delivered events older than this are forgotten by the state file (not the events file)."""
+    display_timezone: str = "UTC"
+    """The IANA time zone ("Europe/Berlin") alerts show times in; events and logs stay UTC."""
 
     @field_validator("state_path", mode="before")
     @classmethod
@@ -41,6 +44,17 @@ class WatcherSection(BaseModel):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        """Known to the time zone database (the system's, else the `tzdata` package): a typo
+        is a config error at start-up, not a crash at the first alert."""
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise problem('not a time zone: use an IANA name such as "Europe/Berlin"') from None
+        return value.strip()
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
