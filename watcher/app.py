@@ -102,28 +102,19 @@ def build_source(config: SourceConfig, http: HttpClient) -> Source:
 
 
 def build_channels(settings: Settings, *, clock: Clock) -> list[AlertChannel]:
-    """One alert channel per (subscription, URL) of `settings`: watcher's structured webhook
-    for a webhook+ URL, apprise for any other."""
+    """One alert channel per (subscription, URL) of `settings`."""
     if not settings.subscriptions:
         return []
-    from watcher.config.subscriptions import is_webhook  # Jinja2, apprise: when used
-    from watcher.messages import Display
-    from watcher.sinks.alerting import Subscription
+    from watcher.messages import Display  # Jinja2, and apprise for its URLs: when used
+    from watcher.sinks.alerting import Subscription, channel_class
 
     display = Display(ZoneInfo(settings.watcher.display_timezone), socket.gethostname())
-    channels: list[AlertChannel] = []
-    for config in settings.subscriptions:
-        subscription = Subscription(config, display)
-        for url in config.url_values():
-            if is_webhook(url):
-                from watcher.sinks.webhook import WebhookChannel
-
-                channels.append(WebhookChannel(subscription, url, clock=clock))
-            else:
-                from watcher.sinks.notify import Channel
-
-                channels.append(Channel(subscription, url, clock=clock))
-    return channels
+    subscriptions = [Subscription(config, display) for config in settings.subscriptions]
+    return [
+        channel_class(url)(sub, url, clock=clock)
+        for sub in subscriptions
+        for url in sub.config.url_values()
+    ]
 
 
 async def check_sources(settings: Settings, http: HttpClient) -> list[SourceCheck]:

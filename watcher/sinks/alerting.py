@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 from watcher import redact
 from watcher.config import SubscriptionConfig
+from watcher.config.subscriptions import is_webhook
 from watcher.messages import Display, Message, Templates, render_digests
 from watcher.models import Event, Outcome, follow_up
 from watcher.sinks.base import DeliveryError, Done, Sink
@@ -180,6 +181,18 @@ class AlertChannel(Sink):
             channel=self.masked,
             **data,
         )
+
+
+def channel_class(url: str) -> type[AlertChannel]:
+    """watcher's structured webhook for a webhook+ URL, apprise for any other: each module
+    imported only when a URL needs it."""
+    if is_webhook(url):
+        from watcher.sinks.webhook import WebhookChannel
+
+        return WebhookChannel
+    from watcher.sinks.notify import Channel
+
+    return Channel
 
 
 def register_secrets(url: str, masked: str) -> None:
