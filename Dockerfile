@@ -14,27 +14,52 @@
 # variables (see config.example.toml). The HTTP endpoint listens on 0.0.0.0:9465 in the
 # container (WATCHER_HTTP__LISTEN); HEALTHCHECK asks its /healthz.
 
-ARG PYTHON=3.11
+# The base of both stages, pinned by tag and digest: a tag can be pushed again, a digest cannot.
+# To move on (a Python or Debian fix), take the digest of the new tag's multi-platform index:
+#   docker buildx imagetools inspect python:3.11.X-slim-bookworm
+ARG BASE=python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
 
-# --- build: a wheel of watcher and of every dependency ------------------------------------------
-FROM python:${PYTHON}-slim AS build
+# --- build: wheels of the dependencies, then of watcher -------------------------------------------
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies from pyproject.toml alone, so this layer is built again only when they (or
+# the version) change, not with every change of the source.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt \
+    && pip wheel --wheel-dir /deps -r requirements.txt \
+    && cp requirements.txt /deps/
+COPY README.md ./
 COPY watcher ./watcher
 COPY watcher_sim ./watcher_sim
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --no-deps --wheel-dir /app .
 
 # --- runtime: slim Python, the wheels, a non-root user --------------------------------------------
-FROM python:${PYTHON}-slim
+FROM ${BASE}
+# VERSION is pyproject.toml's (a test keeps them equal). SOURCE_URL and REVISION say where the
+# image came from: docker build --build-arg SOURCE_URL="$(git remote get-url origin)"
+#   --build-arg REVISION="$(git rev-parse HEAD)" -t watcher .
+ARG VERSION=0.1.0
+ARG SOURCE_URL=""
+ARG REVISION=""
+LABEL org.opencontainers.image.title="watcher" \
+      org.opencontainers.image.description="Watches Sequentum and automation runs, turns every status change into an event, alerts and fetches outputs." \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.11-slim-bookworm"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels --compile watcher \
+# Dependencies first (cached while they stay the same), then watcher itself.
+RUN --mount=type=bind,from=build,source=/deps,target=/deps \
+    pip install --no-index --find-links=/deps --compile -r /deps/requirements.txt \
     && groupadd --system --gid 10001 watcher \
     && useradd --system --uid 10001 --gid watcher --home-dir /var/lib/watcher \
        --no-create-home --shell /usr/sbin/nologin watcher \
     && install -d -o watcher -g watcher -m 0700 /var/lib/watcher \
     && install -d -m 0755 /etc/watcher
+RUN --mount=type=bind,from=build,source=/app,target=/app \
+    pip install --no-index --no-deps --compile /app/*.whl
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

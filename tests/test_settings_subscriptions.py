@@ -114,3 +114,76 @@ def test_a_template_that_fails_on_failed_steps_is_refused(tmp_path: Path) -> Non
         'body = "{% for step in event.failed_steps %}{{ step.error.nope() }}{% endfor %}"\n',
     )
     assert len(lines) == 1 and lines[0].startswith("subscriptions[0].body: template error")
+
+
+HOOK = "webhook+https://hooks.example.com/watcher?token=hook-token-canary-42"
+
+
+def test_webhook_urls_and_their_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "hook.secret").write_text("  signing-secret-canary \n")
+    (tmp_path / "beside.secret").write_text("beside-secret-canary")
+    text = f'[[subscriptions]]\nname = "ops"\nurls = ["{HOOK}"]\nsecret_file = "hook.secret"\n'
+    settings = load(tmp_path, text, {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")})
+    (sub,) = settings.subscriptions
+    assert sub.url_values() == [HOOK] and sub.secret() == "signing-secret-canary"
+    assert sub.secret_file == tmp_path / "creds" / "hook.secret"
+    assert "signing-secret-canary" not in repr(settings) and "hook-token" not in repr(settings)
+    text = text.replace("hook.secret", "beside.secret")
+    assert load(tmp_path, text).subscriptions[0].secret() == "beside-secret-canary"
+    plain = load(tmp_path, f'[[subscriptions]]\nname = "ops"\nurls = ["{HOOK}"]\n')
+    assert plain.subscriptions[0].secret() is None
+
+
+def test_webhook_and_secret_file_problems_name_their_key(tmp_path: Path) -> None:
+    (tmp_path / "empty.secret").write_text("\n")
+    lines = problems(
+        tmp_path,
+        """
+[[subscriptions]]
+name = "a"
+urls = ["webhook+https:///no-host", "webhook+http://h.example:99999/x"]
+secret_file = "missing.secret"
+
+[[subscriptions]]
+name = "b"
+urls = ["webhook+https://h.example/x"]
+secret_file = "empty.secret"
+
+[[subscriptions]]
+name = "c"
+urls = ["json://h.example/x"]
+secret_file = "empty.secret"
+
+[[subscriptions]]
+name = "d"
+urls = ["webhook+https://h.example/x"]
+secret_file = ""
+""",
+    )
+    assert lines == [
+        "subscriptions[0].urls[0]: not a usable webhook URL (webhook+https://HOST/PATH)",
+        "subscriptions[0].urls[1]: webhook URL: port out of range",
+        f"subscriptions[1].secret_file: file is empty: {tmp_path / 'empty.secret'}",
+        "subscriptions[2].secret_file: signs webhook+ URLs only, and this subscription has none",
+        "subscriptions[3].secret_file: must not be empty",
+    ]
+    one = problems(tmp_path, '[[subscriptions]]\nname = "a"\nurls = ["webhook+https://h.example/x"]\n'
+                   'secret_file = "missing.secret"\n')  # fmt: skip
+    assert one == [
+        f"subscriptions[0].secret_file: cannot read {tmp_path / 'missing.secret'}: "
+        "No such file or directory"
+    ]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "UTC", " Asia/Tokyo "])
+def test_display_timezone_is_an_iana_name(tmp_path: Path, zone: str) -> None:
+    settings = load(tmp_path, f'[watcher]\ndisplay_timezone = "{zone}"\n')
+    assert settings.watcher.display_timezone == zone.strip()
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "utc", "Europe", "", "../../etc/passwd", "CEST"])
+def test_an_unknown_display_timezone_is_one_line(tmp_path: Path, zone: str) -> None:
+    assert problems(tmp_path, f'[watcher]\ndisplay_timezone = "{zone}"\n') == [
+        'watcher.display_timezone: not a time zone: use an IANA name such as "Europe/Berlin"'
+    ]

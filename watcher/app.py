@@ -14,12 +14,14 @@ says one line and leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import structlog
@@ -48,8 +50,8 @@ from watcher.store import Store
 if TYPE_CHECKING:  # loaded only when configured: a `watcher once` imports what it uses
     from watcher.endpoint import Endpoint
     from watcher.metrics import OutboxState
+    from watcher.sinks.alerting import AlertChannel
     from watcher.sinks.fetcher import Fetcher
-    from watcher.sinks.notify import Channel
 
 log = structlog.get_logger("watcher")
 
@@ -103,16 +105,19 @@ def build_source(config: SourceConfig, http: HttpClient) -> Source:
     return cls(config, http)
 
 
-def build_channels(settings: Settings, *, clock: Clock) -> list[Channel]:
+def build_channels(settings: Settings, *, clock: Clock) -> list[AlertChannel]:
     """One alert channel per (subscription, URL) of `settings`."""
     if not settings.subscriptions:
         return []
-    from watcher.sinks.notify import Channel, Subscription  # apprise and Jinja2: when used
+    from watcher.messages import Display  # Jinja2, and apprise for its URLs: when used
+    from watcher.sinks.alerting import Subscription, channel_class
 
+    display = Display(ZoneInfo(settings.watcher.display_timezone), socket.gethostname())
+    subscriptions = [Subscription(config, display) for config in settings.subscriptions]
     return [
-        Channel(Subscription(sub), url, clock=clock)
-        for sub in settings.subscriptions
-        for url in sub.url_values()
+        channel_class(url)(sub, url, clock=clock)
+        for sub in subscriptions
+        for url in sub.config.url_values()
     ]
 
 
@@ -299,7 +304,7 @@ class App:
             await self._session.close()
             self._session = None
 
-    def channels(self, settings: Settings | None = None) -> list[Channel]:
+    def channels(self, settings: Settings | None = None) -> list[AlertChannel]:
         """One alert channel per (subscription, URL) of `settings` (default: the running ones)."""
         return build_channels(settings or self.settings, clock=self.clock)
 

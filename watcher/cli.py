@@ -7,6 +7,7 @@
     watcher notify-test  a clearly marked test message to every alert channel
     watcher fetch      the output files of one run, to disk (SOURCE AGENT_ID RUN_ID [--dest DIR])
     watcher demo       the daemon against a built-in simulator: no config, no account
+    watcher completion a bash or zsh completion script (`source <(watcher completion bash)`)
 
 Exit codes: 0 success, 1 a source or the state file failed, 2 the configuration is invalid.
 Errors are one line each; no traceback reaches the user for a problem they can fix.
@@ -26,8 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from watcher import __version__, logs
+from watcher import __version__, cli_help, logs
 from watcher.app import App, build_channels, check_sources, utcnow
+from watcher.completion import SHELLS, script
 from watcher.config import Settings, WatcherSection, find_config, load_settings
 from watcher.durations import duration_of
 from watcher.errors import ConfigError, WatcherError
@@ -113,11 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--tick", type=float, default=1.5, help="seconds per step of a simulated run (default 1.5)"
     )
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS)
+    cli_help.describe(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "completion":  # needs no config
+        print(script(build_parser(), args.shell), end="")
+        return EXIT_OK
     try:
         if args.command == "demo":
             return asyncio.run(_demo(args))

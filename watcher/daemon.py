@@ -32,7 +32,7 @@ from watcher.errors import ConfigError
 from watcher.poller import SourcePoller
 from watcher.redact import redact
 from watcher.sdnotify import Notifier
-from watcher.sinks.notify import Channel
+from watcher.sinks.alerting import AlertChannel
 from watcher.sources.base import Source
 
 log = structlog.get_logger("watcher")
@@ -286,7 +286,7 @@ class Daemon:
         return True
 
     async def _apply(
-        self, plan: ReloadPlan, sources: list[Source], channels: list[Channel]
+        self, plan: ReloadPlan, sources: list[Source], channels: list[AlertChannel]
     ) -> None:
         """Swap pollers, scheduler jobs and alert channels to match `plan`."""
         app = self.app
@@ -312,7 +312,7 @@ class Daemon:
                 pollers.append(old[sc.name])
         app.pollers = pollers
 
-        running = {n: s for n, s in app.dispatcher.sinks.items() if isinstance(s, Channel)}
+        running = {n: s for n, s in app.dispatcher.sinks.items() if isinstance(s, AlertChannel)}
         wanted = {c.name: c for c in channels}
         for name, sink in running.items():
             if name not in wanted:
@@ -320,7 +320,7 @@ class Daemon:
                 await sink.close()
         for name, channel in wanted.items():
             current = running.get(name)
-            if current is None or current.subscription.config != channel.subscription.config:
+            if current is None or not current.subscription.same_as(channel.subscription):
                 app.dispatcher.add_sink(channel)
 
         before, after = self.settings.watcher, plan.settings.watcher

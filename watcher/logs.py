@@ -26,13 +26,17 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 
-# Which level each event type is logged at.
+# Which level each event type is logged at (INFO when not listed): watcher's own trouble is an
+# error; a run that failed is the platform's news, a warning; a `run.finished` is logged at the
+# level of its outcome (OUTCOME_LEVELS).
 EVENT_LEVELS = {
     "source.failed": logging.ERROR,
     "notification.failed": logging.ERROR,
     "output.failed": logging.ERROR,
     "run.unknown_status": logging.WARNING,
+    "run.warning": logging.WARNING,
 }
+OUTCOME_LEVELS = {"failure": logging.WARNING}
 
 
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -116,4 +120,11 @@ def log_event(event: Event, logger: Any = None) -> None:
     counts = fields.pop("counts", None)
     if counts:
         fields.update({k: v for k, v in counts.items() if v is not None})
-    logger.log(EVENT_LEVELS.get(event.type, logging.INFO), event.type, **fields)
+    logger.log(level_of(event), event.type, **fields)
+
+
+def level_of(event: Event) -> int:
+    """The level of an event's log line: see EVENT_LEVELS."""
+    if event.type == "run.finished" and event.outcome is not None:
+        return OUTCOME_LEVELS.get(event.outcome.value, logging.INFO)
+    return EVENT_LEVELS.get(event.type, logging.INFO)

@@ -8,25 +8,32 @@ render time, the default is used and nothing is lost.
 
 The context of a template is `event` (the event's JSON fields, plus `counts` and type-specific
 fields), and these helpers: `agent` ("steam (2537)"), `title_outcome` ("failed"), `duration`
-("2m 41s"), `subscription` (its name). `event.failed_steps` is a list of steps with `key`,
-`name` and `error`; `{{ step }}` reads "fetch (Fetch page): HTTP 500".
+("2m 41s"), `subscription` (its name), `streak` ("3 failures in a row since 2026-11-23 02:00
+UTC (10h 1m); last success 2026-11-22 14:00 UTC", for a failure), `when(value)` (a time of the event in the
+display time zone, without microseconds: "2026-11-23 13:00:41 CET") and `host` (the machine
+watcher runs on). `event.failed_steps` is a list of steps with `key`, `name` and `error`;
+`{{ step }}` reads "fetch (Fetch page): HTTP 500".
+
+What a person acts on comes first: the failed steps of an automation run and the log of an ACC
+run open the body of a failure; the host in the footer says which watcher sent it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from jinja2 import TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from watcher.durations import duration_of
-from watcher.models import Event, Outcome
+from watcher.models import Event, Outcome, parse_iso
 
-__all__ = ["Message", "Templates", "check_template", "duration_of", "render_digests"]
+__all__ = ["Display", "Message", "Templates", "check_template", "duration_of", "render_digests"]
 
 DIGEST_LINES = 40
 """Events listed in one digest message; a larger burst is sent in parts."""
@@ -71,7 +78,20 @@ TITLES: dict[str, str] = {
 DEFAULT_TITLE = "{{ event.type }} {{ agent }}"
 
 RUN_BODY = """\
+{% set failing = event.outcome in ("failure", "stopped") or event.type == "run.warning" %}
+{% set log_first = failing and event.log_path %}
+{% if event.failed_steps %}Failed steps:
+{% for step in event.failed_steps %}- {{ step }}
+{% endfor %}{% endif %}
+{% if log_first %}Log: {{ event.log_path }}
+{% endif %}
+{% if event.failed_steps or log_first %}
+
+{% endif %}
 {% if event.message %}{{ event.message }}
+
+{% endif %}
+{% if streak %}{{ streak }}
 
 {% endif %}
 Agent: {{ agent }}
@@ -81,16 +101,13 @@ Status: {{ event.status }}{% if event.status_code is not none %} ({{ event.statu
 {% if event.previous_status %} (was {{ event.previous_status }}){% endif %}
 {% if event.outcome %} → {{ event.outcome }}{% if event.with_errors %}, with errors{% endif %}{% endif %}
 
-{% if event.started_at %}Started: {{ event.started_at }}
+{% if event.started_at %}Started: {{ when(event.started_at) }}
 {% endif %}
-{% if event.ended_at %}Ended: {{ event.ended_at }}{% if duration %} ({{ duration }}){% endif %}
+{% if event.ended_at %}Ended: {{ when(event.ended_at) }}{% if duration %} ({{ duration }}){% endif %}
 
 {% endif %}
 {% if counts %}{{ counts }}
 {% endif %}
-{% if event.failed_steps %}Failed steps:
-{% for step in event.failed_steps %}- {{ step }}
-{% endfor %}{% endif %}
 {% if event.diagnostics %}
 {% if event.diagnostics.possibleCauses %}Possible causes:
 {% for cause in event.diagnostics.possibleCauses %}- {{ cause }}
@@ -104,9 +121,12 @@ Status: {{ event.status }}{% if event.status_code is not none %} ({{ event.statu
 {% if event.output_paths %}Outputs:
 {% for path in event.output_paths %}- {{ path }}
 {% endfor %}{% endif %}
+{% if event.log_path and not log_first %}Log: {{ event.log_path }}
+{% endif %}
 {% if event.url %}Link: {{ event.url }}
 {% endif %}
-Source: {{ event.source }} ({{ event.source_kind }})"""
+Source: {{ event.source }} ({{ event.source_kind }})
+{% if host %}Sent by watcher on {{ host }}{% endif %}"""
 
 SOURCE_BODY = """\
 {% if event.message %}{{ event.message }}
@@ -117,7 +137,29 @@ Source: {{ event.source }} ({{ event.source_kind }})
 {% endif %}
 {% if event.down_s is not none and event.down_s is defined %}Down for: {{ duration_of(event.down_s) }}
 {% endif %}
-Since: {{ event.ts }}"""
+Since: {{ when(event.ts) }}
+{% if host %}Sent by watcher on {{ host }}{% endif %}"""
+
+
+@dataclass(frozen=True, slots=True)
+class Display:
+    """How alerts show times, and where they say they come from: the `[watcher]
+    display_timezone` and the host watcher runs on. Passed in, so rendering stays pure."""
+
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    host: str = ""
+
+    def when(self, value: Any, *, seconds: bool = True) -> str:
+        """A time (ISO text or datetime) in the display time zone, without microseconds:
+        "2026-11-23 13:00:41 CET" ("2026-11-23 13:00 CET" without seconds); "" for none, and
+        text that is not a time as it is."""
+        moment = value if isinstance(value, datetime) else parse_iso(value)
+        if moment is None:
+            return "" if value is None else str(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        shape = "%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z"
+        return moment.astimezone(self.timezone).strftime(shape)
 
 
 class Step(NamedTuple):
@@ -142,12 +184,15 @@ class Message:
 class Templates:
     """The title and body templates of one subscription (defaults where not overridden)."""
 
-    def __init__(self, title: str | None = None, body: str | None = None) -> None:
+    def __init__(
+        self, title: str | None = None, body: str | None = None, display: Display | None = None
+    ) -> None:
         self.title = _env.from_string(title) if title else None
         self.body = _env.from_string(body) if body else None
+        self.display = display or Display()
 
     def render(self, event: Event, subscription: str = "") -> Message:
-        context = context_of(event, subscription)
+        context = context_of(event, subscription, self.display)
         title = body = None
         try:
             if self.title is not None:
@@ -163,10 +208,12 @@ class Templates:
 
 
 def render_digests(
-    events: Sequence[Event], subscription: str
+    events: Sequence[Event], subscription: str, display: Display | None = None
 ) -> list[tuple[Sequence[Event], Message]]:
     """A burst of events as digests of at most `DIGEST_LINES` lines, one line per event: one
     message, or several titled "part 1/2", "part 2/2", each with the events it lists."""
+    display = display or Display()
+    footer = f"\n\nSent by watcher on {display.host}" if display.host else ""
     tally = Counter(e.outcome.value if e.outcome else e.type for e in events)
     summary = ", ".join(f"{n} {_plural(k, n)}" for k, n in tally.most_common())
     title = f"watcher: {len(events)} events for {subscription} ({summary})"
@@ -174,7 +221,7 @@ def render_digests(
     digests = []
     for n, chunk in enumerate(chunks, 1):
         part = f", part {n}/{len(chunks)}" if len(chunks) > 1 else ""
-        body = "\n".join(f"- {_digest_line(e)}" for e in chunk)
+        body = "\n".join(f"- {_digest_line(e, display)}" for e in chunk) + footer
         digests.append((chunk, Message(title=_one_line(title + part), body=body)))
     return digests
 
@@ -187,13 +234,14 @@ def check_template(text: str) -> str | None:
         return f"template error at line {err.lineno}: {err.message}"
     for sample in SAMPLES:
         try:
-            template.render(context_of(sample, "sample"))
+            template.render(context_of(sample, "sample", Display(host="sample-host")))
         except TemplateError as err:
             return f"template error with a {sample.type} event: {err}"
     return None
 
 
-def context_of(event: Event, subscription: str) -> dict[str, Any]:
+def context_of(event: Event, subscription: str, display: Display | None = None) -> dict[str, Any]:
+    display = display or Display()
     data = event.to_dict()
     if "failed_steps" in data:
         data["failed_steps"] = steps_of(data["failed_steps"])
@@ -211,7 +259,30 @@ def context_of(event: Event, subscription: str) -> dict[str, Any]:
         "duration_of": duration_of,
         "counts": _counts_line(data.get("counts")),
         "subscription": subscription,
+        "streak": streak_of(event, display),
+        "when": display.when,
+        "host": display.host,
     }
+
+
+def streak_of(event: Event, display: Display) -> str:
+    """How long an agent has been failing, for a failure: "3 failures in a row since
+    2026-11-23 02:00 UTC (10h 1m); last success 2026-11-22 14:00 UTC" (from the standing a
+    `run.finished` event carries); "" for anything else."""
+    failures = event.get("failures_in_a_row")
+    if event.outcome is not Outcome.FAILURE or not isinstance(failures, int) or failures < 1:
+        return ""
+    text = "First failure" if failures == 1 else f"{failures} failures in a row"
+    since = parse_iso(event.get("failing_since"))
+    if failures > 1 and since is not None:
+        text += f" since {display.when(since, seconds=False)}"
+        now = event.ended_at or event.ts
+        if now > since:
+            text += f" ({duration_of((now - since).total_seconds())})"
+    last = event.get("last_success")
+    if last:
+        return f"{text}; last success {display.when(last, seconds=False)}"
+    return f"{text}; no success on record"
 
 
 def steps_of(value: Any) -> list[Step]:
@@ -249,10 +320,10 @@ def _compiled(text: str) -> Any:
     return _cache[text]
 
 
-def _digest_line(event: Event) -> str:
+def _digest_line(event: Event, display: Display) -> str:
     """ "❌ steam (2537) failed: run 22552 — Timeout waiting for page to load · LINK": the
     outcome of a finished run, else the event type."""
-    context = context_of(event, "")
+    context = context_of(event, "", display)
     what = context["title_outcome"] if event.type == "run.finished" else event.type
     line = f"{context['icon']} {context['agent'] or event.source} {what}"
     if event.run_id:
@@ -305,8 +376,37 @@ def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
 
 
 SAMPLES = (
-    _sample("run.finished", Outcome.FAILURE, diagnostics={"possibleCauses": ["x"]}),
-    _sample("run.finished", Outcome.SUCCESS),
+    _sample(
+        "run.finished",
+        Outcome.FAILURE,
+        diagnostics={"possibleCauses": ["x"]},
+        failures_in_a_row=3,
+        failing_since="2025-12-31T22:00:00Z",
+        last_success="2025-12-31T20:00:00Z",
+        agent_previous_outcome="failure",
+    ),
+    _sample(
+        "run.finished",
+        Outcome.SUCCESS,
+        failures_in_a_row=0,
+        failing_since=None,
+        last_success="2026-01-01T00:00:00Z",
+        agent_previous_outcome="failure",
+    ),
+    replace(
+        _sample(
+            "run.finished",
+            Outcome.FAILURE,
+            log_path="steam-20260101.log",
+            acc_agent_id="5f0c1f36-8e4b-4c1e-9b65-6d1b5f3c2a10",
+            failures_in_a_row=1,
+            failing_since="2026-01-01T00:00:00Z",
+            last_success=None,
+        ),
+        source="acc",
+        source_kind="sequentum_acc",
+        status="Failed",
+    ),
     replace(
         _sample(
             "run.finished",

@@ -7,8 +7,9 @@ duration, `observe_events` with every event as it is recorded (run and source ev
 describe the present — the outbox, the runs by phase, each source's health — are computed at
 scrape time from callables the App provides, so they can never drift from the truth.
 
-Labels never carry a secret: channels are labelled with apprise's privacy-masked URL (as the
-notification events record it), passed through `redact` once more.
+Labels never carry a secret: channels are labelled with their masked URL (apprise's privacy view,
+a webhook's scheme://host/path, as the notification events record it), passed through `redact`
+once more.
 """
 
 from __future__ import annotations

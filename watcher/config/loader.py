@@ -19,8 +19,9 @@ taken from the environment are not `${NAME}`-expanded. `WATCHER_CONFIG` names th
 
 Building `Settings(...)` in code uses exactly the arguments given: the environment is read only
 by `load_settings`, from the mapping passed to it, so a test or the demo never picks up a stray
-variable from the developer's shell. (In code, a relative `api_key_file` is relative to the working
-directory; `load_settings` resolves it against $CREDENTIALS_DIRECTORY or the file's directory.)
+variable from the developer's shell. (In code, a relative `api_key_file` or `secret_file` is
+relative to the working directory; `load_settings` resolves it against $CREDENTIALS_DIRECTORY or
+the file's directory.)
 """
 
 from __future__ import annotations
@@ -116,18 +117,20 @@ def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
 
 
 def _resolve_key_files(data: dict[str, Any], env: Mapping[str, str], config_dir: Path) -> None:
-    """Make each relative `api_key_file` absolute, in place: under $CREDENTIALS_DIRECTORY when it
-    is set (systemd's LoadCredential=, so `api_key_file = "sequentum"` names a credential), else
-    under the config file's directory."""
-    sources = data.get("sources")
-    if not isinstance(sources, list):
-        return  # validation reports it
+    """Make each relative secret file (a source's `api_key_file`, a subscription's
+    `secret_file`) absolute, in place: under $CREDENTIALS_DIRECTORY when it is set (systemd's
+    LoadCredential=, so `api_key_file = "sequentum"` names a credential), else under the config
+    file's directory."""
     credentials = env.get("CREDENTIALS_DIRECTORY")
     base = Path(credentials) if credentials else config_dir
-    for source in sources:
-        key_file = source.get("api_key_file") if isinstance(source, dict) else None
-        if isinstance(key_file, str) and key_file.strip():
-            source["api_key_file"] = str(base / key_file)  # an absolute key_file stays as it is
+    for table, key in (("sources", "api_key_file"), ("subscriptions", "secret_file")):
+        entries = data.get(table)
+        if not isinstance(entries, list):
+            continue  # validation reports it
+        for entry in entries:
+            key_file = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(key_file, str) and key_file.strip():
+                entry[key] = str(base / key_file)  # an absolute file stays as it is
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

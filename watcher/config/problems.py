@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, get_args
 
 from pydantic import ValidationError
@@ -136,3 +137,17 @@ def valid_name(value: str) -> str:
     if not _NAME.fullmatch(value):
         raise problem("must be 1-64 characters of A-Z a-z 0-9 _ . -")
     return value
+
+
+def read_secret(path: Path) -> str:
+    """A secret file's content without surrounding whitespace (`api_key_file`, `secret_file`);
+    raises a problem naming the path, never the content."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise problem(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise problem(f"cannot read {path}: not UTF-8 text") from None
+    if not secret:
+        raise problem(f"file is empty: {path}")
+    return secret

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -37,6 +38,8 @@ class WatcherSection(BaseModel):
     schedule_refresh: float = 600.0
     """Seconds between two reads of the platforms' own schedules (rules with
     `platform_schedules`)."""
+    display_timezone: str = "UTC"
+    """The IANA time zone ("Europe/Berlin") alerts show times in; events and logs stay UTC."""
 
     @field_validator("schedule_refresh", mode="before")
     @classmethod
@@ -68,6 +71,17 @@ class WatcherSection(BaseModel):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        """Known to the time zone database (the system's, else the `tzdata` package): a typo
+        is a config error at start-up, not a crash at the first alert."""
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise problem('not a time zone: use an IANA name such as "Europe/Berlin"') from None
+        return value.strip()
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ from watcher.config.problems import (
     WILDCARD,
     problem,
     problem_detail,
+    read_secret,
     valid_name,
     validate_reporting_all,
 )
@@ -97,19 +98,6 @@ def _check_dashboard_url(template: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise problem("not a URL")
     return template
-
-
-def _read_secret(path: Path) -> str:
-    """The file's content without surrounding whitespace; raises a problem naming the path."""
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise problem(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise problem(f"cannot read {path}: not UTF-8 text") from None
-    if not secret:
-        raise problem(f"file is empty: {path}")
-    return secret
 
 
 class SourceConfig(BaseModel):
@@ -260,7 +248,7 @@ class SourceConfig(BaseModel):
             problems.append(problem_detail(("api_key_file",), "must not be empty"))
         elif isinstance(key_file, str | os.PathLike):
             try:
-                data["api_key"] = _read_secret(Path(key_file))
+                data["api_key"] = read_secret(Path(key_file))
             except PydanticCustomError as exc:
                 problems.append(problem_detail(("api_key_file",), exc.message()))
         problems += _kind_problems(data)

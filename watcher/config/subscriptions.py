@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from watcher.config.problems import problem, problem_detail, valid_name
+from watcher.config.problems import problem, problem_detail, read_secret, valid_name
 
 SUBSCRIPTION_OUTCOMES = ("failure", "stopped", "success", "skipped")
 SUBSCRIPTION_EVENTS = (
@@ -27,6 +38,27 @@ SUBSCRIPTION_EVENTS = (
     "run.retry_requested",
     "state.restored",
 )
+
+
+WEBHOOK_PREFIX = "webhook+"
+"""`webhook+https://…` and `webhook+http://…` are watcher's own structured webhooks (the event
+as JSON, signed); every other URL is apprise's."""
+
+
+def is_webhook(url: str) -> bool:
+    """Whether `url` is one of watcher's structured webhooks rather than an apprise URL."""
+    return url.strip().lower().startswith(("webhook+https://", "webhook+http://"))
+
+
+def _check_webhook_url(url: str) -> None:
+    """Raise a problem unless `url` is webhook+http(s)://HOST[:PORT]/…, never echoing it."""
+    parts = urlsplit(url[len(WEBHOOK_PREFIX) :])
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise problem("webhook URL: port out of range") from None
+    if not parts.hostname:
+        raise problem("not a usable webhook URL (webhook+https://HOST/PATH)")
 
 
 def _check_apprise_url(url: str) -> None:
@@ -52,7 +84,11 @@ class SubscriptionConfig(BaseModel):
     name: str
     """Unique; appears in digests and in notification events."""
     urls: list[SecretStr] = Field(min_length=1)
-    """apprise URLs (slack://…, mailto://…, json://…): one channel each. They hold tokens."""
+    """apprise URLs (slack://…, mailto://…, json://…) and structured webhooks
+    (webhook+https://…): one channel each. They hold tokens."""
+    secret_file: Path | None = None
+    """A file holding the secret that signs the bodies posted to this subscription's
+    webhook+ URLs (`X-Watcher-Signature: sha256=<HMAC>`); read when the config loads."""
     on: list[str] = Field(default_factory=lambda: ["failure"])
     """Outcomes and event types that notify; see SUBSCRIPTION_OUTCOMES / SUBSCRIPTION_EVENTS."""
     sources: list[str] = Field(default_factory=list)
@@ -71,8 +107,14 @@ class SubscriptionConfig(BaseModel):
     max_age: float = Field(default=24 * 3600.0, gt=0)
     """Seconds a failing delivery is retried before it is given up (`notification.failed`)."""
 
+    _secret: SecretStr | None = PrivateAttr(default=None)
+
     def url_values(self) -> list[str]:
         return [u.get_secret_value() for u in self.urls]
+
+    def secret(self) -> str | None:
+        """The webhook signing secret read from `secret_file`, in clear; None without one."""
+        return self._secret.get_secret_value() if self._secret is not None else None
 
     @field_validator("name")
     @classmethod
@@ -84,8 +126,9 @@ class SubscriptionConfig(BaseModel):
     def _check_urls(cls, value: list[SecretStr]) -> list[SecretStr]:
         problems = []
         for index, url in enumerate(value):
+            text = url.get_secret_value().strip()
             try:
-                _check_apprise_url(url.get_secret_value().strip())
+                _check_webhook_url(text) if is_webhook(text) else _check_apprise_url(text)
             except PydanticCustomError as err:
                 problems.append(problem_detail((index,), err.message()))
         if problems:
@@ -120,3 +163,25 @@ class SubscriptionConfig(BaseModel):
             if wrong:
                 raise problem(wrong)
         return value
+
+    @field_validator("secret_file", mode="before")
+    @classmethod
+    def _secret_file_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise problem("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _read_secret_file(self) -> SubscriptionConfig:
+        """The secret is read once, at load (a reload reads it again); a file that cannot be
+        read, or a secret with no webhook to sign, is a config error naming `secret_file`."""
+        if self.secret_file is None:
+            return self
+        try:
+            if not any(is_webhook(url) for url in self.url_values()):
+                raise problem("signs webhook+ URLs only, and this subscription has none")
+            self._secret = SecretStr(read_secret(self.secret_file))
+        except PydanticCustomError as err:
+            detail = problem_detail(("secret_file",), err.message())
+            raise ValidationError.from_exception_data(type(self).__name__, [detail]) from None
+        return self
