@@ -147,6 +147,11 @@ def test_status_before_any_poll(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path, "http://127.0.0.1:9")
     assert main(["--config", str(config), "status"]) == 0
     assert "no state yet" in capsys.readouterr().out
+    assert main(["--config", str(config), "status", "--json"]) == 0  # the same view, empty
+    view = json.loads(capsys.readouterr().out)
+    assert [(s["name"], s["health"]) for s in view["sources"]] == [("cloud", "never polled")]
+    assert view["agents"] == [] and view["events"] == [] and view["outbox"] == []
+    assert not (tmp_path / "state.db").exists()
 
 
 def test_status_json_lists_health_failing_since_and_streaks(sim, tmp_path: Path, capsys) -> None:
