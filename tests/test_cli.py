@@ -108,10 +108,16 @@ def test_once_check_and_status(sim, tmp_path: Path, capsys) -> None:
 
     assert main(["--config", str(config), "status"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME",
-                                "ENDED"]  # fmt: skip
-    assert table[1].split()[:7] == ["cloud", "2537", "steam", "101", "Failure", "finished",
-                                    "failure"]  # fmt: skip
+    assert table[0].split() == ["SOURCE", "KIND", "HEALTH", "FAILING", "SINCE", "LAST", "SUCCESS",
+                                "LAST", "ERROR"]  # fmt: skip
+    assert table[1].split()[:4] == ["cloud", "sequentum_cloud", "ok", "-"]
+    at = table.index("") + 1
+    assert table[at].split() == ["SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME",
+                                 "ENDED", "IN", "A", "ROW", "LAST", "SUCCESS"]  # fmt: skip
+    assert table[at + 1].split()[:7] == ["cloud", "2537", "steam", "101", "Failure", "finished",
+                                         "failure"]  # fmt: skip
+    streak, success = table[at + 1].split()[-2:]
+    assert streak == "1" and success.endswith("Z")  # a failure in a row since run 100's success
 
 
 def test_once_exits_1_when_a_source_fails(sim, tmp_path: Path, capsys) -> None:
@@ -141,6 +147,66 @@ def test_status_before_any_poll(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path, "http://127.0.0.1:9")
     assert main(["--config", str(config), "status"]) == 0
     assert "no state yet" in capsys.readouterr().out
+    assert main(["--config", str(config), "status", "--json"]) == 0  # the same view, empty
+    view = json.loads(capsys.readouterr().out)
+    assert [(s["name"], s["health"]) for s in view["sources"]] == [("cloud", "never polled")]
+    assert view["agents"] == [] and view["events"] == [] and view["outbox"] == []
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_status_json_lists_health_failing_since_and_streaks(sim, tmp_path: Path, capsys) -> None:
+    world, url = sim
+    config = write_config(tmp_path, url)
+    assert main(["--config", str(config), "once"]) == 0
+    for run_id in (101, 102):
+        world.add_run(2537, status=6, run_id=run_id)
+        assert main(["--config", str(config), "once"]) == 0
+    world.api_keys = {"another-key"}
+    assert main(["--config", str(config), "once"]) == 1  # the source fails
+    capsys.readouterr()
+
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    [source] = view["sources"]
+    assert (source["name"], source["health"]) == ("cloud", "failing")
+    assert source["failing_since"] is not None and "HTTP 401" in source["last_error"]
+    assert source["budget"] == {"per_minute": 90, "rate": None, "spent": None}  # not running
+    [agent] = view["agents"]
+    assert (agent["agent_id"], agent["name"], agent["run_id"]) == ("2537", "steam", "102")
+    assert (agent["state"], agent["failures_in_a_row"]) == ("failure", 2)
+    assert agent["failing_since"] is not None and agent["last_success"] is not None
+    assert view["events"][0]["type"] == "source.failed"  # newest first
+    assert view["totals"]["failing_agents"] == 1 and KEY not in json.dumps(view)
+
+    for pattern in ("steam", "STEAM", "2537", "st*"):
+        assert main(["--config", str(config), "status", "--json", "--agent", pattern]) == 0
+        assert len(json.loads(capsys.readouterr().out)["agents"]) == 1
+    assert main(["--config", str(config), "status", "--agent", "steam", "--source", "cloud"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:4] == ["cloud", "2537", "steam", "102"] for line in lines)
+
+
+def test_status_filters_that_name_nothing_exit_2_in_one_line(sim, tmp_path: Path, capsys) -> None:
+    _, url = sim
+    config = write_config(tmp_path, url)
+    with config.open("a") as f:
+        f.write(
+            '\n[[sources]]\nname = "acc"\nkind = "sequentum_acc"\nbase_url = "http://127.0.0.1:9"'
+            '\napi_key = "${TEST_WATCHER_KEY}"\nagents = ["sequentum/Test2/quick"]\n'
+        )
+    for args in (["status"], ["status", "--json"]):
+        assert main(["--config", str(config), *args, "--source", "nope"]) == 2
+        err = capsys.readouterr().err
+        assert err == "watcher: --source nope: no such source (have: cloud, acc)\n"
+    assert main(["--config", str(config), "once"]) == 1  # the ACC cannot be reached
+    capsys.readouterr()
+    assert main(["--config", str(config), "status", "--agent", "nope"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "watcher: --agent nope: no such agent (have: sequentum/Test2/quick, steam (2537))\n"
+    )
+    assert main(["--config", str(config), "status", "--agent", "sequentum/Test2/quick"]) == 0
 
 
 def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from watcher import logs
+from watcher import __version__, logs
 from watcher.app import App
 from watcher.config import HttpSection, Settings, SubscriptionConfig
 from watcher.endpoint import EventStream
@@ -147,6 +147,40 @@ async def test_metrics_count_what_happened(steam, served, client, clock: FakeClo
     assert got[("watcher_throttled_total", cloud)] == 0
     assert got[("watcher_concurrency", cloud)] >= 4
     assert got[("watcher_sweep_oldest_age_seconds", cloud)] >= 0
+    assert not any(name.endswith("_created") for name, _ in got)
+
+
+async def test_each_agent_s_standing_the_version_and_the_process(
+    steam, served, client, clock: FakeClock
+) -> None:
+    app, base = served
+    steam.add_agent(id=1596, name="amazon")  # never finishes a run
+    await app.once()  # baseline: run 100 succeeded
+    for run_id in (101, 102, 103):
+        steam.add_run(AGENT, status=6, run_id=run_id)
+        clock.advance(60)
+        await app.once()
+    async with client.get(f"{base}/metrics") as response:
+        got = samples(await response.text())
+    standing = app.pollers[0].standings[str(AGENT)]
+    assert standing.last_finish is not None and standing.last_success is not None
+    agent = (("agent", str(AGENT)), ("source", "cloud"))
+    finish = [
+        (dict(labels), value)
+        for (name, labels), value in got.items()
+        if name == "watcher_agent_last_finish_timestamp_seconds"
+    ]
+    labels = {"source": "cloud", "agent": str(AGENT), "outcome": "failure"}
+    assert finish == [(labels, standing.last_finish.timestamp())]
+    assert got[("watcher_agent_consecutive_failures", agent)] == 3
+    assert got[("watcher_agent_last_success_timestamp_seconds", agent)] == (
+        standing.last_success.timestamp()
+    )
+    assert not any("1596" in str(labels) for _, labels in got)  # no finish: nothing to say
+    assert got[("watcher_build_info", (("version", __version__),))] == 1
+    assert got[("process_resident_memory_bytes", ())] > 0
+    assert ("process_cpu_seconds_total", ()) in got
+    assert any(name == "python_info" for name, _ in got)
     assert not any(name.endswith("_created") for name, _ in got)
 
 
@@ -331,7 +365,7 @@ async def test_notifications_sent_and_failed_by_channel(
     ]
     assert sent == 1 and failed == 1
     assert sent_labels == failed_labels
-    assert sent_labels["subscription"] == "ops" and sent_labels["channel"].startswith("json://")
+    assert sent_labels == {"subscription": "ops", "channel": f"json://{host}"}  # no path, query
     assert "s3cret-t0ken" not in text
 
 

@@ -247,3 +247,29 @@ def test_kill_9_during_commits_leaves_a_sound_file(tmp_path: Path, delay: float)
                 assert (run_id, state.attempt) in finished
     finally:
         store.close()
+
+
+def test_recent_events_newest_first_and_events_after_an_id_bounded(store: Store) -> None:
+    events = [
+        source_event(
+            EventType.SOURCE_FAILED,
+            source="cloud",
+            source_kind="sequentum_cloud",
+            ts=T0 + timedelta(seconds=n),
+            id_parts=(n,),
+        )
+        for n in range(7)
+    ]
+    store.commit(events=events, now=T0, now_ts=T0.timestamp())
+    ids = [e.id for e in events]
+    assert [e["id"] for e in store.recent_events(3)] == ids[:-4:-1]  # the newest 3, newest first
+    assert [e["id"] for e in store.recent_events()] == ids[::-1]
+
+    replay = store.events_after(ids[2], limit=10)
+    assert replay is not None and not replay.more
+    assert replay.events == events[3:]  # the events themselves, as recorded
+    bounded = store.events_after(ids[2], limit=2)
+    assert bounded is not None and bounded.more and [e.id for e in bounded.events] == ids[3:5]
+    last = store.events_after(ids[-1], limit=10)
+    assert last is not None and last.events == [] and not last.more
+    assert store.events_after("no-such-id", limit=10) is None  # never recorded, or pruned

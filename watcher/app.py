@@ -440,9 +440,16 @@ class App:
             return self.endpoint.address if self.endpoint else None
         from watcher.endpoint import Endpoint
         from watcher.metrics import Metrics
+        from watcher.view import of_app
 
         assert isinstance(self.metrics, Metrics)
-        endpoint = Endpoint(readiness=self.readiness, metrics=self.metrics, stream=self.stream)
+        endpoint = Endpoint(
+            readiness=self.readiness,
+            metrics=self.metrics,
+            stream=self.stream,
+            view=lambda: of_app(self),
+            replay=lambda last, limit: self.store.events_after(last, limit) if self.store else None,
+        )
         bound = await endpoint.start(*address)
         self.endpoint = endpoint
         return bound

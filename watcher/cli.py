@@ -3,7 +3,8 @@
     watcher run        the daemon: poll on schedule, deliver events, until SIGTERM/SIGINT
     watcher once       poll every source once, deliver what it caused; exit 1 if a source failed
     watcher check      config, connectivity and auth of every source; non-zero on failure
-    watcher status     watched agents and their latest runs, from the state file
+    watcher status     sources, agents and their latest runs, the outbox (--json), from the
+                       state file
     watcher notify-test  a clearly marked test message to every alert channel
     watcher fetch      the output files of one run, to disk (SOURCE AGENT_ID RUN_ID [--dest DIR])
     watcher demo       the daemon against a built-in simulator: no config, no account
@@ -19,10 +20,8 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -31,11 +30,8 @@ from watcher import __version__, cli_help, logs
 from watcher.app import App, build_channels, check_sources, utcnow
 from watcher.completion import SHELLS, script
 from watcher.config import Settings, WatcherSection, find_config, load_settings
-from watcher.durations import duration_of
 from watcher.errors import ConfigError, WatcherError
-from watcher.models import iso
 from watcher.sources.http import HttpClient, make_session
-from watcher.store import Store
 
 if TYPE_CHECKING:
     from watcher.daemon import Loader
@@ -87,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "notify-test", parents=[common], help="send a test message to every alert channel"
     )
     test.add_argument("--subscription", metavar="NAME", help="only this subscription")
-    status = sub.add_parser("status", parents=[common], help="watched agents and latest runs")
-    status.add_argument("--source", help="only this source")
+    status = sub.add_parser(
+        "status", parents=[common], help="sources, agents and their latest runs, the outbox"
+    )
+    status.add_argument("--source", metavar="NAME", help="only this source")
+    status.add_argument("--agent", metavar="ID", help="only the agents this id, name or glob names")
+    status.add_argument("--json", action="store_true", help="the view as JSON, for scripts")
     fetch = sub.add_parser("fetch", parents=[common], help="fetch the output files of one run")
     fetch.add_argument("source", help="the source's name")
     fetch.add_argument("agent_id")
@@ -132,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         logs.configure(settings.watcher.log_format, settings.watcher.log_level)
         if args.command == "status":
-            return _status(settings, args.source, sys.stdout)
+            from watcher.status_cli import status_command
+
+            return status_command(settings, source=args.source, agent=args.agent, as_json=args.json)
         if args.command == "notify-test":
             return asyncio.run(_notify_test(settings, args.subscription))
         if args.command == "fetch":
@@ -243,85 +245,6 @@ async def _notify_test(settings: Settings, only: str | None, out: TextIO | None 
         detail = f"  {why}" if why else ""
         print(f"{mark} {channel.subscription.name}: {channel.masked}{detail}", file=out)
     return EXIT_OK if all(ok for ok, _ in results) else EXIT_FAILED
-
-
-def _status(settings: Settings, source: str | None, out: TextIO) -> int:
-    """The watched agents and their latest runs, and what waits in the outbox, read from the
-    state file without taking its lease or writing to it (the daemon may be running)."""
-    path = settings.watcher.state_path
-    if not path.exists():
-        print(f"no state yet at {path}: run `watcher once` or start the daemon", file=out)
-        return EXIT_OK
-    store = Store.open(path, readonly=True)
-    try:
-        latest = {(s.source, s.agent_id): s for s in store.latest_runs(source)}
-        agents = [a for a in store.agents() if source is None or a[0] == source]
-        outbox = store.outbox_by_target()
-    finally:
-        store.close()
-    rows = [("SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME", "ENDED")]
-    for src, agent_id, name in agents:
-        snap = latest.get((src, agent_id))
-        if snap is None:
-            rows.append((src, agent_id, name or "", "-", "-", "-", "-", "-"))
-            continue
-        rows.append(
-            (
-                src,
-                agent_id,
-                snap.agent_name or name or "",
-                snap.run_id,
-                snap.status,
-                str(snap.phase),
-                str(snap.outcome or ""),
-                iso(snap.ended_at) or "",
-            )
-        )
-    _table(rows, out)
-    depth = sum(t.depth for t in outbox)
-    print(f"\n{len(agents)} agent(s); {depth} delivery(ies) waiting in the outbox", file=out)
-    if outbox:
-        print(file=out)
-        names = _target_names(settings)
-        now = time.time()
-        table = [("CHANNEL", "WAITING", "OLDEST", "ATTEMPTS", "LAST ERROR")]
-        for t in outbox:
-            table.append(
-                (
-                    names.get(t.target, f"{t.target} (no longer configured)"),
-                    str(t.depth),
-                    duration_of(max(0.0, now - t.oldest)),
-                    str(t.attempts),
-                    _why(t.last_error or "")[:80],
-                )
-            )
-        _table(table, out)
-    return EXIT_OK
-
-
-def _target_names(settings: Settings) -> dict[str, str]:
-    """Outbox target → what a person recognises: the subscription and its masked URL."""
-    names = {"eventlog": "events file", "outputs": "outputs"}
-    for channel in build_channels(settings, clock=utcnow):
-        names[channel.name] = f"{channel.subscription.name}: {channel.masked}"
-    return names
-
-
-_URL_FIRST = re.compile(r"^\w[\w+.-]*://\S*?: ")
-
-
-def _why(error: str) -> str:
-    """A channel's delivery error without the masked URL it starts with: the CHANNEL column
-    names the channel already, and a long URL would leave no room for the reason."""
-    return _URL_FIRST.sub("", error, count=1)
-
-
-def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out
-        )
 
 
 async def _demo(args: argparse.Namespace) -> int:

@@ -1,14 +1,23 @@
 """The optional HTTP endpoint of the daemon (`[http] listen`), served with aiohttp.
 
+    /            the status page (`watcher.page`): sources, agents, recent events, the outbox
+    /api/status  the same view as JSON
     /healthz   200 while the process serves requests (the container HEALTHCHECK)
     /readyz    200 when every enabled source polled successfully within 3 × its poll_interval,
                else 503; the JSON body names the stale sources
     /metrics   Prometheus text format (`watcher.metrics`)
     /events    server-sent events: every event's JSON as it is recorded, for other containers
-               that want the stream live
+               that want the stream live; a client that reconnects with `Last-Event-ID` (or
+               asks `?after=ID`) first gets the events recorded after that one
 
 Each `/events` client has a bounded queue: a client that does not keep up is dropped (its
 stream ends; it may reconnect) rather than slowing the daemon or growing its memory.
+
+A replay and the live stream meet without a gap or a repeat: the client is subscribed and the
+state file read in one step, with nothing awaited in between, and every event is published in
+the same step as the commit that records it — so an event is either in the state file when it
+is read, or queued for the client after. A replay is bounded (`REPLAY_LIMIT`): a client further
+behind gets that many and its stream ends, and it reconnects from the last one it got.
 """
 
 from __future__ import annotations
@@ -16,13 +25,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from watcher.errors import WatcherError
-from watcher.live import EventStream, Readiness
+from watcher.history import Replay
+from watcher.live import EventStream, Readiness, encode
 from watcher.metrics import CONTENT_TYPE, Metrics
+from watcher.page import StatusPage, View
+
+if TYPE_CHECKING:
+    from watcher.live import _Client
 
 log = structlog.get_logger("watcher.endpoint")
 
@@ -33,6 +48,11 @@ WRITE_TIMEOUT = 10.0
 """Seconds one write to an `/events` client may block before the client is dropped."""
 MAX_CLIENTS = 64
 """At most this many `/events` clients at once; one more is answered 503."""
+REPLAY_LIMIT = 500
+"""Events one `/events` connection replays at most (see the module docstring)."""
+
+Replayer = Callable[[str, int], Replay | None]
+"""The events recorded after an event id, at most so many (`Store.events_after`)."""
 
 
 class Endpoint:
@@ -44,15 +64,20 @@ class Endpoint:
         readiness: Callable[[], Readiness],
         metrics: Metrics,
         stream: EventStream,
+        view: View,
+        replay: Replayer,
     ) -> None:
         self.readiness = readiness
         self.metrics = metrics
         self.stream = stream
+        self.page = StatusPage(view)
+        self.replay = replay
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
     def web_app(self) -> web.Application:
         app = web.Application()
+        app.router.add_routes(self.page.routes())
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -98,7 +123,9 @@ class Endpoint:
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if self.stream.clients >= MAX_CLIENTS:
             raise web.HTTPServiceUnavailable(text="too many event-stream clients\n")
+        last = request.headers.get("Last-Event-ID") or request.query.get("after")
         client = self.stream.subscribe(request.remote or "?")
+        replay = self.replay(last, REPLAY_LIMIT) if last else None  # no await since subscribe
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -109,16 +136,13 @@ class Endpoint:
         try:
             await response.prepare(request)
             await response.write(b"retry: 5000\n\n")
-            while True:
-                try:
-                    async with asyncio.timeout(HEARTBEAT):
-                        chunk = await client.queue.get()
-                except TimeoutError:
-                    chunk = b": keepalive\n\n"
-                if chunk is None:
-                    break
-                async with asyncio.timeout(WRITE_TIMEOUT):
-                    await response.write(chunk)
+            if last and replay is None:
+                await response.write(b": that event is no longer held; live from here\n\n")
+            if replay is not None:
+                for event in replay.events:
+                    await self._write(response, encode(event))
+            if replay is None or not replay.more:  # else: it reconnects from the last one
+                await self._follow(response, client)
         except ConnectionError:
             return response  # the client went away
         except TimeoutError:  # the client stopped reading: cut it off rather than wait
@@ -131,3 +155,20 @@ class Endpoint:
             async with asyncio.timeout(WRITE_TIMEOUT):
                 await response.write_eof()
         return response
+
+    async def _follow(self, response: web.StreamResponse, client: _Client) -> None:
+        """Write the client's live events until its stream ends (None)."""
+        while True:
+            try:
+                async with asyncio.timeout(HEARTBEAT):
+                    chunk = await client.queue.get()
+            except TimeoutError:
+                chunk = b": keepalive\n\n"
+            if chunk is None:
+                return
+            await self._write(response, chunk)
+
+    @staticmethod
+    async def _write(response: web.StreamResponse, chunk: bytes) -> None:
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await response.write(chunk)

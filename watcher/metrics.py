@@ -7,30 +7,42 @@ duration, `observe_events` with every event as it is recorded (run and source ev
 describe the present — the outbox, the runs by phase, each source's health — are computed at
 scrape time from callables the App provides, so they can never drift from the truth.
 
-Labels never carry a secret: channels are labelled with their masked URL (apprise's privacy view,
-a webhook's scheme://host/path, as the notification events record it), passed through `redact`
-once more.
+Where each agent stands (`watcher.standing`) is exported per agent — its last finish and
+outcome, its failures in a row, its last success — so alert rules can say "no success in 24 h"
+or "3 failures in a row". The App's registry also carries the process's own metrics (CPU,
+memory, open files: prometheus_client's process and platform collectors) and
+`watcher_build_info`.
+
+Labels never carry a secret: a channel is labelled with the scheme and host of apprise's
+privacy-masked URL only (`channel_label`) — no credentials, path or query string, where some
+services keep tokens and recipients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from watcher import __version__
 from watcher.models import Event, Phase
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
+from watcher.standing import Standing
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Content-Type of `render()`'s output (Prometheus text format 0.0.4)."""
@@ -57,6 +69,7 @@ class SourceState:
     throttled: int = 0  # 429s received
     concurrency: int = 0  # requests allowed in flight at once, now
     sweep_age: float | None = None  # seconds since the least recently listed agent was listed
+    standings: Mapping[str, Standing] = field(default_factory=dict)  # by agent id
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +102,7 @@ def source_states(pollers: Iterable[SourcePoller]) -> list[SourceState]:
                 throttled=source.budget.throttled,
                 concurrency=source.concurrency.limit,
                 sweep_age=poller.sweep_age(),
+                standings=poller.standings,
             )
         )
     return states
@@ -144,6 +158,38 @@ class _Present(Collector):
         yield up
         yield last
         yield from _budget_metrics(sources)
+        yield from _agent_metrics(sources)
+
+
+def _agent_metrics(sources: Sequence[SourceState]) -> Iterator[Metric]:
+    """Where each agent that has finished a run stands, labelled by its id."""
+    finish = GaugeMetricFamily(
+        "watcher_agent_last_finish_timestamp_seconds",
+        "Unix time the agent's last finished run ended, labelled with its outcome.",
+        labels=["source", "agent", "outcome"],
+    )
+    streak = GaugeMetricFamily(
+        "watcher_agent_consecutive_failures",
+        "Failures in a row of the agent's runs, up to now (a success resets it; stopped and "
+        "skipped runs neither count nor reset).",
+        labels=["source", "agent"],
+    )
+    success = GaugeMetricFamily(
+        "watcher_agent_last_success_timestamp_seconds",
+        "Unix time the agent's last successful run ended.",
+        labels=["source", "agent"],
+    )
+    for source in sources:
+        for agent_id, standing in sorted(source.standings.items()):
+            if standing.last_finish is not None and standing.last_outcome is not None:
+                labels = [source.name, agent_id, standing.last_outcome]
+                finish.add_metric(labels, standing.last_finish.timestamp())
+            streak.add_metric([source.name, agent_id], standing.failures)
+            if standing.last_success is not None:
+                success.add_metric([source.name, agent_id], standing.last_success.timestamp())
+    yield finish
+    yield streak
+    yield success
 
 
 def _budget_metrics(sources: Sequence[SourceState]) -> Iterator[Metric]:
@@ -246,6 +292,11 @@ class Metrics:
             registry=registry,
         )
         registry.register(_Present(sources, outbox))
+        Info("watcher_build", "The running watcher's version.", registry=registry).info(
+            {"version": __version__}
+        )
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
 
     def observe_poll(self, report: PollReport, seconds: float) -> None:
         """Count one poll: its result, its duration, and each request that failed."""
@@ -276,8 +327,18 @@ class Metrics:
 
 
 def _channel(event: Event) -> tuple[str, str]:
-    """(subscription, channel) of a notification event: the masked URL the channel recorded, or
-    the sink's name for a sink that has no URL."""
+    """(subscription, channel) of a notification event: the channel's label (see
+    `channel_label`), or the sink's name for a sink that has no URL."""
     subscription = str(event.get("subscription") or "")
-    channel = event.get("channel") or event.get("sink") or ""
-    return subscription, redact(str(channel))
+    url = event.get("channel")
+    channel = channel_label(str(url)) if url else str(event.get("sink") or "")
+    return subscription, redact(channel)
+
+
+def channel_label(masked: str) -> str:
+    """The scheme and host of a channel's privacy-masked URL: "mailtos://smtp.example.com" for
+    "mailtos://alerts:****@smtp.example.com/oncall%40example.com?…". What a label may carry:
+    no credentials, path or query string, where tokens and recipients are kept."""
+    parts = urlsplit(masked)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if parts.scheme else redact(masked.split("?", 1)[0])

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from watcher import statefile
 from watcher.diff import Change
+from watcher.history import EventQueries
 from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 from watcher.outbox import OutboxQueries, OutboxTarget, Pending
 from watcher.rulestore import RetryRow, RuleQueries
@@ -179,7 +180,7 @@ class Counters:
     rows: int
 
 
-class Store(OutboxQueries, RuleQueries):
+class Store(OutboxQueries, RuleQueries, EventQueries):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path

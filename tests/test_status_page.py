@@ -1,0 +1,222 @@
+"""The status page (`/`), its JSON twin (`/api/status`) and `watcher status --json`: one view,
+against a real App polling the simulator, rendered with every platform value escaped and
+nothing loaded from anywhere but the endpoint itself. (The page in a real browser:
+test_status_browser.py.)"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from watcher.app import App
+from watcher.config import HttpSection, Settings, SubscriptionConfig
+from watcher.page import StatusPage
+from watcher.sources.http import HttpClient
+from watcher.status_cli import status_command
+from watcher.view import safe_link
+from watcher_sim import World
+
+from .conftest import FakeClock, make_settings, source_config
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fleet(world: World) -> World:
+    """Three agents: steam (succeeds), amazon (fails twice), and one with a hostile name."""
+    world.add_agent(id=2537, name="steam")
+    world.add_run(2537, status=9, run_id=100)
+    world.add_agent(id=1596, name="amazon")
+    world.add_run(1596, status=9, run_id=200)
+    world.add_agent(id=7, name=HOSTILE)
+    world.add_run(7, status=9, run_id=300)
+    return world
+
+
+@pytest.fixture
+def settings(tmp_path: Path, cloud_url: str) -> Settings:
+    dashboard = "https://dash.example/{agent_id}/{run_id}?n={agent_name}"
+    settings = make_settings(tmp_path, source_config(cloud_url, dashboard_url=dashboard))
+    settings.http = HttpSection(listen="127.0.0.1:0")
+    return settings
+
+
+@pytest.fixture
+async def served(
+    fleet: World, settings: Settings, clock: FakeClock, http: HttpClient
+) -> AsyncIterator[tuple[App, str]]:
+    """An App that has polled twice — amazon failed twice in a row in between — serving its
+    endpoint on a free port."""
+    async with App(settings, clock=clock, http=http) as app:
+        host, port = await app.serve_http() or ("", 0)
+        await app.once()
+        for run_id in (201, 202):
+            fleet.add_run(1596, status=6, run_id=run_id, message=f"Timeout <b>{run_id}</b>")
+            clock.advance(60)
+            await app.once()
+        yield app, f"http://{host}:{port}"
+
+
+async def fetch(url: str) -> tuple[int, dict[str, str], str]:
+    async with aiohttp.ClientSession() as client, client.get(url) as response:
+        return response.status, dict(response.headers), await response.text()
+
+
+async def test_the_json_view_lists_sources_agents_streaks_and_events(served) -> None:
+    _, base = served
+    status, headers, text = await fetch(f"{base}/api/status")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    view = json.loads(text)
+    [source] = view["sources"]
+    assert source["name"] == "cloud" and source["health"] == "ok" and not source["stale"]
+    assert source["last_success"] == "2026-11-23T12:02:00Z" and source["failing_since"] is None
+    assert source["budget"] == {"per_minute": 90, "rate": 90, "spent": source["budget"]["spent"]}
+    assert source["budget"]["spent"] > 0 and source["mode"] == "hints"
+    agents = {a["name"]: a for a in view["agents"]}
+    assert agents.keys() == {"steam", "amazon", HOSTILE}
+    amazon = agents["amazon"]
+    assert (amazon["run_id"], amazon["state"], amazon["failures_in_a_row"]) == ("202", "failure", 2)
+    assert amazon["failing_since"] is not None and amazon["last_success"] is not None
+    assert amazon["url"] == "https://dash.example/1596/202?n=amazon"
+    assert agents["steam"]["failures_in_a_row"] == 0 and agents["steam"]["state"] == "success"
+    types = [e["type"] for e in view["events"]]
+    assert types[:2] == ["run.finished", "run.discovered"]  # newest first
+    assert types[-1] == "source.baselined" and len(types) == 5
+    assert view["events"][0]["failures_in_a_row"] == 2
+    assert view["totals"] == {"agents": 3, "failing_agents": 1, "failing_sources": 0, "outbox": 0}
+    assert view["silences"] == [] and view["outbox"] == []
+
+
+async def test_the_page_escapes_every_value_and_loads_nothing_from_elsewhere(served) -> None:
+    _, base = served
+    status, headers, html = await fetch(f"{base}/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert HOSTILE not in html  # not in the markup, nor in the embedded JSON
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html  # shown, as text
+    assert "Timeout &lt;b&gt;202&lt;/b&gt;" in html
+    assert 'href="https://dash.example/1596/202?n=amazon"' in html
+    assert not re.search(r"\bsrc=", html.replace("src=x", ""))  # no script, image or font
+    assert "<link" not in html.replace('<link rel="icon" href="data:,">', "")
+    assert "@import" not in html and "url(" not in html
+
+    # The browser may run the inline script and style, and nothing else; it may connect only
+    # to the endpoint itself.
+    policy = headers["Content-Security-Policy"]
+    assert policy.startswith("default-src 'none';") and "connect-src 'self'" in policy
+    for tag, directive in (("style", "style-src"), ("script", "script-src")):
+        [inline] = re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert f"{directive} 'sha256-{digest}'" in policy
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_the_page_shows_what_the_view_says(served) -> None:
+    _, base = served
+    _, _, html = await fetch(f"{base}/")
+    rows = re.findall(r'<tr data-source="cloud" data-agent="(\d+)">(.*?)</tr>', html, re.S)
+    assert [agent for agent, _ in rows] == ["1596", "2537", "7"]
+    amazon = rows[0][1]
+    assert 'class="badge s-failure">failure<' in amazon and 'class="bad">2<' in amazon
+    assert re.search(r'<tr data-source="cloud">.*badge h-ok">ok<', html, re.S)
+    assert html.count('<li data-id="') == 5
+    assert 'id="silences-section" hidden' in html  # no silences: no section
+    embedded = re.search(r'<script type="application/json" id="view">(.*?)</script>', html, re.S)
+    assert embedded is not None and len(json.loads(embedded[1])["agents"]) == 3
+
+
+def test_silences_are_shown_when_there_are_any() -> None:
+    view = {
+        "version": "0",
+        "generated_at": "2026-11-23T12:00:00Z",
+        "totals": {"agents": 0, "failing_agents": 0, "failing_sources": 0, "outbox": 0},
+        "sources": [],
+        "agents": [],
+        "events": [],
+        "outbox": [],
+        "silences": [
+            {
+                "matchers": "agent=amazon-*",
+                "ends_at": "2026-11-23T14:00:00Z",
+                "comment": "maintenance <b>",
+                "created_by": "ops",
+            }
+        ],
+    }
+    html = StatusPage(lambda: view).render(view)
+    assert 'id="silences-section" hidden' not in html
+    assert '<td data-label="Matchers">agent=amazon-*</td>' in html
+    assert "maintenance &lt;b&gt;" in html
+
+
+def test_only_http_links_are_kept() -> None:
+    assert safe_link("https://dash.example/1") == "https://dash.example/1"
+    assert safe_link("HTTP://dash.example/1") == "HTTP://dash.example/1"
+    for bad in ("javascript:alert(1)", " javascript:alert(1)", "data:text/html,x", "//x", None):
+        assert safe_link(bad) is None
+
+
+async def test_watcher_status_json_is_the_same_view_read_from_the_state_file(
+    served, settings: Settings, clock: FakeClock
+) -> None:
+    """`watcher status --json` reads the state file (read-only, beside the running App) and
+    says what the endpoint says — but for what only the running daemon knows."""
+    _, base = served
+    _, _, text = await fetch(f"{base}/api/status")
+    live = json.loads(text)
+    out = io.StringIO()
+    assert status_command(settings, as_json=True, out=out, now=clock()) == 0
+    stored = json.loads(out.getvalue())
+    for view in (live, stored):
+        for source in view["sources"]:
+            source["budget"].update(rate=None, spent=None)
+            source.update(mode=None, sweep_age_s=None)
+    assert stored == live
+
+
+async def test_the_outbox_is_named_by_channel_without_the_query_string(
+    fleet: World, settings: Settings, clock: FakeClock, http: HttpClient, tmp_path: Path
+) -> None:
+    settings.subscriptions = [
+        SubscriptionConfig(name="ops", urls=["json://127.0.0.1:9/hook?token=s3cret-t0ken"])
+    ]
+    async with App(settings, clock=clock, http=http) as app:
+        host, port = await app.serve_http() or ("", 0)
+        await app.once()
+        fleet.add_run(1596, status=6, run_id=201)
+        clock.advance(60)
+        await app.pollers[0].poll(force=True)  # recorded; not delivered yet
+        clock.advance(30)
+        _, _, text = await fetch(f"http://{host}:{port}/api/status")
+        _, _, html = await fetch(f"http://{host}:{port}/")
+    outbox = {t["channel"]: t for t in json.loads(text)["outbox"]}
+    assert outbox.keys() == {"events file", "ops: json://127.0.0.1:9/hook"}
+    assert outbox["ops: json://127.0.0.1:9/hook"]["depth"] == 1
+    assert outbox["events file"]["oldest_age_s"] == 30
+    assert "s3cret-t0ken" not in text and "s3cret-t0ken" not in html
+    assert '<td data-label="Oldest">30s</td>' in html
+
+
+def test_the_wheel_ships_the_page_templates(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    [wheel] = tmp_path.glob("watcher-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("status.html", "status.css", "status.js"):
+        assert f"watcher/templates/{name}" in names
