@@ -116,18 +116,20 @@ def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
 
 
 def _resolve_key_files(data: dict[str, Any], env: Mapping[str, str], config_dir: Path) -> None:
-    """Make each relative `api_key_file` absolute, in place: under $CREDENTIALS_DIRECTORY when it
-    is set (systemd's LoadCredential=, so `api_key_file = "sequentum"` names a credential), else
-    under the config file's directory."""
-    sources = data.get("sources")
-    if not isinstance(sources, list):
-        return  # validation reports it
+    """Make each relative `api_key_file` (and `[http] token_file`) absolute, in place: under
+    $CREDENTIALS_DIRECTORY when it is set (systemd's LoadCredential=, so `api_key_file =
+    "sequentum"` names a credential), else under the config file's directory."""
     credentials = env.get("CREDENTIALS_DIRECTORY")
     base = Path(credentials) if credentials else config_dir
-    for source in sources:
-        key_file = source.get("api_key_file") if isinstance(source, dict) else None
+    sources = data.get("sources")
+    tables = [s for s in sources if isinstance(s, dict)] if isinstance(sources, list) else []
+    http = data.get("http")
+    keys = [(t, "api_key_file") for t in tables]
+    keys += [(http, "token_file")] if isinstance(http, dict) else []
+    for table, key in keys:
+        key_file = table.get(key)
         if isinstance(key_file, str) and key_file.strip():
-            source["api_key_file"] = str(base / key_file)  # an absolute key_file stays as it is
+            table[key] = str(base / key_file)  # an absolute key file stays as it is
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from watcher import redact
+from watcher.config.noise import Duration
 from watcher.config.problems import DIGITS, problem
 
 
@@ -27,6 +29,9 @@ class WatcherSection(BaseModel):
     """Seconds in-flight work may take to finish after SIGTERM."""
     event_retention_days: float = Field(default=30.0, gt=0)
     """Delivered events older than this are forgotten by the state file (not the events file)."""
+    source_failed_after: Duration = Field(default=180.0, ge=0)
+    """A source failing for less than this (a blip) says nothing; `source.failed` once it has
+    failed this long. The default of each source's own `source_failed_after`."""
 
     @field_validator("state_path", mode="before")
     @classmethod
@@ -63,6 +68,21 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _read_token(path: Path) -> str:
+    """The token in the file at `path`, registered as a secret; a problem naming the path if
+    it cannot be read or is too short to be one."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise problem(f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise problem(f"cannot read {path}: not UTF-8 text") from None
+    if len(token) < 16:
+        raise problem(f"{path} must hold a token of 16 characters or more")
+    redact.register(token)
+    return token
+
+
 class HttpSection(BaseModel):
     """The `[http]` table: the optional endpoint for health, readiness, metrics and events."""
 
@@ -70,6 +90,9 @@ class HttpSection(BaseModel):
 
     listen: str | None = None
     """"HOST:PORT" to serve /healthz, /readyz, /metrics and /events on; None (or "") is off."""
+    token_file: Path | None = None
+    """A file holding the bearer token that the writes of /api/silences require; without it
+    the silences can be read over HTTP, not changed."""
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -85,6 +108,18 @@ class HttpSection(BaseModel):
                 ) from None
             return value.strip()
         return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _check_token(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_token(value)
+        return value
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token in `token_file` (None: none configured)."""
+        return _read_token(self.token_file) if self.token_file is not None else None
 
     @property
     def address(self) -> tuple[str, int] | None:

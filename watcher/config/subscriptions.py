@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from watcher.config.noise import NoiseKeys
 from watcher.config.problems import problem, problem_detail, valid_name
 
 SUBSCRIPTION_OUTCOMES = ("failure", "stopped", "success", "skipped")
@@ -39,8 +40,9 @@ def _check_apprise_url(url: str) -> None:
         raise problem("not a usable apprise URL (check its scheme and required parts)")
 
 
-class SubscriptionConfig(BaseModel):
-    """One `[[subscriptions]]` entry: who is told about what, through which channels."""
+class SubscriptionConfig(NoiseKeys):
+    """One `[[subscriptions]]` entry: who is told about what, through which channels (and,
+    from `NoiseKeys`, when not to tell them)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
