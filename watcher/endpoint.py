@@ -6,6 +6,8 @@
     /metrics   Prometheus text format (`watcher.metrics`)
     /events    server-sent events: every event's JSON as it is recorded, for other containers
                that want the stream live
+    /api/silences  silences: read openly, written with the `[http] token_file` bearer token
+               (`watcher.noise.api`)
 
 Each `/events` client has a bounded queue: a client that does not keep up is dropped (its
 stream ends; it may reconnect) rather than slowing the daemon or growing its memory.
@@ -23,6 +25,7 @@ from aiohttp import web
 from watcher.errors import WatcherError
 from watcher.live import EventStream, Readiness
 from watcher.metrics import CONTENT_TYPE, Metrics
+from watcher.noise.api import SilenceApi
 
 log = structlog.get_logger("watcher.endpoint")
 
@@ -44,10 +47,12 @@ class Endpoint:
         readiness: Callable[[], Readiness],
         metrics: Metrics,
         stream: EventStream,
+        silences: SilenceApi | None = None,
     ) -> None:
         self.readiness = readiness
         self.metrics = metrics
         self.stream = stream
+        self.silences = silences
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -57,6 +62,8 @@ class Endpoint:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/events", self._events)
+        if self.silences is not None:
+            self.silences.add_routes(app.router)
         return app
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

@@ -32,6 +32,7 @@ EVENT_LEVELS = {
     "notification.failed": logging.ERROR,
     "output.failed": logging.ERROR,
     "run.unknown_status": logging.WARNING,
+    "agent.flapping": logging.WARNING,
 }
 
 

@@ -62,11 +62,16 @@ TITLES: dict[str, str] = {
     "output.fetched": "📦 {{ agent }}: outputs of run {{ event.run_id }} fetched ({{ event.files }} file{{ 's' if event.files != 1 }})",
     "output.failed": "📦 {{ agent }}: outputs of run {{ event.run_id }} could not be fetched",
     "source.recovered": "🔌 watcher reads {{ event.source }} again",
+    "agent.flapping": "🔀 {{ agent }} is flapping: its alerts are held until it is stable",
 }  # fmt: skip
 DEFAULT_TITLE = "{{ event.type }} {{ agent }}"
 
 RUN_BODY = """\
 {% if event.message %}{{ event.message }}
+
+{% endif %}
+{% for note in event.notes %}{{ note }}
+{% endfor %}{% if event.notes %}
 
 {% endif %}
 Agent: {{ agent }}

@@ -44,6 +44,8 @@ class EventType(StrEnum):
     RUN_REOPENED = "run.reopened"
     RUN_UNKNOWN_STATUS = "run.unknown_status"
     RUN_WARNING = "run.warning"
+    AGENT_FLAPPING = "agent.flapping"
+    NOTIFICATION_SUPPRESSED = "notification.suppressed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,16 @@ class Standing:
     """Failures in a row, up to now (stopped and skipped runs neither count nor break it)."""
     failing_since: datetime | None = None
     """When the first failure of the current streak ended."""
+    recovered_after: int = 0
+    """The failures in a row that the last finish, a success, ended (0: it ended none)."""
 
     def finished(self, outcome: str, ended: datetime | None) -> None:
         """Take one finish, in the order they ended."""
         self.last_outcome = outcome
         self.last_finish = ended or self.last_finish
+        self.recovered_after = 0
         if outcome == Outcome.SUCCESS:
+            self.recovered_after = self.failures
             self.failures, self.failing_since = 0, None
             self.last_success = ended or self.last_success
         elif outcome == Outcome.FAILURE:
@@ -40,12 +44,17 @@ class Standing:
                 self.failing_since = ended
 
     def fields(self) -> dict[str, Any]:
-        """What a `run.finished` event carries of it, once taken."""
-        return {
+        """What a `run.finished` event carries of it, once taken; a recovery also the length of
+        the streak it ended (`recovered_after`: an alert that waits for `after` failures
+        sends the recovery only of a streak that long)."""
+        fields: dict[str, Any] = {
             "failures_in_a_row": self.failures,
             "failing_since": iso(self.failing_since),
             "last_success": iso(self.last_success),
         }
+        if self.recovered_after:
+            fields["recovered_after"] = self.recovered_after
+        return fields
 
 
 def standings(finishes: Iterable[tuple[str, str, datetime | None]]) -> dict[str, Standing]:

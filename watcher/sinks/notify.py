@@ -10,6 +10,8 @@ Noise control, in the manner of Alertmanager: when more than `group_threshold` e
 channel arrive within `group_wait` — fifty failures in one poll, or the catch-up after a
 downtime — they go out as a digest that lists them, one line each, instead of one message
 each; a digest longer than `DIGEST_LINES` lines is sent in parts ("part 1/2", "part 2/2").
+Alerts released together from a hold (a mute window, a flapping agent: `watcher.noise`) go out
+as one digest too. Silences and the other rules are applied before a channel sees its events.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Channel(Sink):
             raise ValueError(f"subscription {subscription.name}: not a usable apprise URL")
         self.masked = self._apprise[0].url(privacy=True)
         self.max_age = subscription.config.max_age
+        self.noise = subscription.config
         _register_secrets(url, self.masked)
         self._clock = clock
         self._monotonic = monotonic
@@ -111,6 +114,7 @@ class Channel(Sink):
         while self._recent and now - self._recent[0] > cfg.group_wait:
             self._recent.popleft()
         burst = len(events) > 1 and len(self._recent) + len(events) > cfg.group_threshold
+        burst = burst or (len(events) > 1 and all(e.get("held") for e in events))  # released
         if burst:  # each part marked the moment it went out: a crash repeats one part at most
             parts = render_digests(events, self.subscription.name)
             for n, (part, message) in enumerate(parts, 1):
