@@ -6,6 +6,7 @@
     watcher status     watched agents and their latest runs, from the state file
     watcher notify-test  a clearly marked test message to every alert channel
     watcher fetch      the output files of one run, to disk (SOURCE AGENT_ID RUN_ID [--dest DIR])
+    watcher silence    silence alerts for a while: add, list, expire (`watcher.noise.cli`)
     watcher demo       the daemon against a built-in simulator: no config, no account
 
 Exit codes: 0 success, 1 a source or the state file failed, 2 the configuration is invalid.
@@ -32,6 +33,7 @@ from watcher.config import Settings, WatcherSection, find_config, load_settings
 from watcher.durations import duration_of
 from watcher.errors import ConfigError, WatcherError
 from watcher.models import iso
+from watcher.noise import cli as silence_cli
 from watcher.sources.http import HttpClient, make_session
 from watcher.store import Store
 
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="put the files in DIR (default: the [outputs] dir, under SOURCE/AGENT_ID/RUN_ID)",
     )
     fetch.add_argument("--all", action="store_true", help="every file: ignore include/exclude")
+    silence_cli.add_parser(sub, common)
     demo = sub.add_parser(
         "demo", parents=[common], help="run against a built-in simulator (no config needed)"
     )
@@ -125,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.watcher.log_format, settings.watcher.log_level)
         if args.command == "status":
             return _status(settings, args.source, sys.stdout)
+        if args.command == "silence":
+            return silence_cli.command(settings, args, sys.stdout, sys.stderr)
         if args.command == "notify-test":
             return asyncio.run(_notify_test(settings, args.subscription))
         if args.command == "fetch":
@@ -243,6 +248,7 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
         latest = {(s.source, s.agent_id): s for s in store.latest_runs(source)}
         agents = [a for a in store.agents() if source is None or a[0] == source]
         outbox = store.outbox_by_target()
+        noise = silence_cli.noise_lines(store, utcnow(), lambda: _target_names(settings))
     finally:
         store.close()
     rows = [("SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME", "ENDED")]
@@ -282,6 +288,7 @@ def _status(settings: Settings, source: str | None, out: TextIO) -> int:
                 )
             )
         _table(table, out)
+    print("", *noise, sep="\n", file=out)
     return EXIT_OK
 
 
