@@ -28,7 +28,7 @@ from pathlib import Path
 from watcher import statefile
 from watcher.diff import Change
 from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
-from watcher.noise.records import NoiseQueries
+from watcher.noise.records import NOISE_SCHEMA, NoiseQueries
 from watcher.outbox import OutboxQueries, OutboxTarget, Pending
 
 __all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
@@ -40,7 +40,8 @@ hint, whether its runs were ever listed, and from when they are news if not. 3: 
 each channel last said about each agent, why an outbox row is held, and whether a failing
 source is still within its `source_failed_after`."""
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -104,27 +105,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (event_seq, target)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
-CREATE TABLE IF NOT EXISTS silences (
-    id         TEXT PRIMARY KEY,
-    matchers   TEXT NOT NULL,
-    starts_at  TEXT NOT NULL,
-    ends_at    TEXT NOT NULL,
-    comment    TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_marks (
-    target   TEXT NOT NULL,
-    source   TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    streak   TEXT,
-    failures INTEGER NOT NULL DEFAULT 0,
-    alerted  REAL,
-    event_id TEXT,
-    flapping REAL,
-    PRIMARY KEY (target, source, agent_id)
-) WITHOUT ROWID;
 """
+    + NOISE_SCHEMA
+)
 
 _COLUMNS_SINCE: dict[int, tuple[tuple[str, str, str], ...]] = {
     2: (

@@ -27,6 +27,30 @@ from watcher.models import Event, iso, parse_iso
 from watcher.noise.silences import Silence, SilenceError
 from watcher.outbox import Pending
 
+NOISE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS silences (
+    id         TEXT PRIMARY KEY,
+    matchers   TEXT NOT NULL,
+    starts_at  TEXT NOT NULL,
+    ends_at    TEXT NOT NULL,
+    comment    TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_marks (
+    target   TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    streak   TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    alerted  REAL,
+    event_id TEXT,
+    flapping REAL,
+    PRIMARY KEY (target, source, agent_id)
+) WITHOUT ROWID;
+"""
+"""The tables of noise control, part of the state file's schema since version 3 (`store`)."""
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 AgentKey = tuple[str, str]
