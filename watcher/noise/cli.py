@@ -98,7 +98,7 @@ def _add(settings: Settings, args: argparse.Namespace, now: datetime, out: TextI
         ends_at=args.until,
         starts_at=args.start,
         comment=args.comment,
-        created_by=args.by or getpass.getuser(),
+        created_by=args.by or _user(),
         now=now,
         sources=[s.name for s in settings.sources],
     )
@@ -109,6 +109,14 @@ def _add(settings: Settings, args: argparse.Namespace, now: datetime, out: TextI
         store.close(checkpoint=False)
     print(silence.id, file=out)
     return EXIT_OK
+
+
+def _user() -> str:
+    """Who runs the command, for `created_by` (a container's uid may have no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _expire(settings: Settings, wanted: str, now: datetime, out: TextIO, err: TextIO) -> int:
