@@ -45,7 +45,7 @@ class NoiseKeys(BaseModel):
     not sent (`notification.suppressed`, reason "muted")."""
     after: int | None = Field(default=None, ge=1)
     """Alert an agent's failures only from the Nth in a row on; a streak is then alerted once
-    (and again per `repeat`), its recovery only if it was alerted. None: every failure."""
+    (and again per `repeat`), its recovery only if the streak reached N. None: every failure."""
     repeat: Duration | None = Field(default=None, gt=0)
     """While an agent keeps failing, alert its streak again at most this often; the failures in
     between are suppressed (reason "repeat"). None: once per streak (with `after`)."""
