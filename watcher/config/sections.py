@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from watcher import redact
 from watcher.config.noise import Duration
@@ -92,7 +92,8 @@ class HttpSection(BaseModel):
     """"HOST:PORT" to serve /healthz, /readyz, /metrics and /events on; None (or "") is off."""
     token_file: Path | None = None
     """A file holding the bearer token that the writes of /api/silences require; without it
-    the silences can be read over HTTP, not changed."""
+    the silences can be read over HTTP, not changed. Read when the config is loaded."""
+    _token: str | None = PrivateAttr(default=None)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -116,10 +117,14 @@ class HttpSection(BaseModel):
             _read_token(value)
         return value
 
+    def model_post_init(self, context: Any) -> None:
+        if self.token_file is not None:
+            self._token = _read_token(self.token_file)
+
     @property
     def token(self) -> str | None:
-        """The bearer token in `token_file` (None: none configured)."""
-        return _read_token(self.token_file) if self.token_file is not None else None
+        """The bearer token read from `token_file` (None: none configured)."""
+        return self._token
 
     @property
     def address(self) -> tuple[str, int] | None:
