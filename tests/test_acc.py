@@ -331,7 +331,7 @@ async def test_a_details_failure_does_not_fail_the_poll(acc, acc_app, clock, tmp
     ],
 )  # fmt: skip
 async def test_a_bad_poll_changes_no_state(acc, acc_app, clock, tmp_path, fault, expect):
-    async with acc_app(retries=0, timeout=0.2) as app:
+    async with acc_app(retries=0, timeout=0.2, source_failed_after=0) as app:
         await app.once()
         run = acc.add_run(GUID, FAILED)
         acc.inject(f"/api/agent/{GUID}/history", **fault)
@@ -351,7 +351,7 @@ async def test_a_bad_poll_changes_no_state(acc, acc_app, clock, tmp_path, fault,
 
 
 async def test_a_wrong_token_is_an_auth_error(acc, acc_app, clock, tmp_path):
-    async with acc_app() as app:
+    async with acc_app(source_failed_after=0) as app:
         await app.once()
         acc.tokens = {"rotated"}
         clock.advance(15)

@@ -280,7 +280,7 @@ DETAIL_422 = (
     ],
 )  # fmt: skip
 async def test_a_bad_poll_changes_no_state(auto, auto_app, clock, tmp_path, fault, expect):
-    async with auto_app(retries=0, timeout=0.2) as app:
+    async with auto_app(retries=0, timeout=0.2, source_failed_after=0) as app:
         await app.once()
         run = auto.add_run("sync", "failed")
         auto.inject(API, **fault)
@@ -301,7 +301,7 @@ async def test_a_bad_poll_changes_no_state(auto, auto_app, clock, tmp_path, faul
 
 async def test_a_wrong_key_is_an_auth_error(auto, auto_app, clock, tmp_path):
     auto.api_keys = {"another"}
-    async with auto_app() as app:
+    async with auto_app(source_failed_after=0) as app:
         (report,) = await app.once()
     assert report.error_line == (
         f"automation: GET {API}: HTTP 401 Unauthorized: Invalid authentication credentials"

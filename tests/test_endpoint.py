@@ -39,7 +39,8 @@ def steam(world: World) -> World:
 
 @pytest.fixture
 def settings(tmp_path: Path, cloud_url: str) -> Settings:
-    settings = make_settings(tmp_path, source_config(cloud_url, poll_interval=60))
+    source = source_config(cloud_url, poll_interval=60, source_failed_after=0)  # said at once
+    settings = make_settings(tmp_path, source)
     settings.http = HttpSection(listen="127.0.0.1:0")
     return settings
 

@@ -455,8 +455,8 @@ async def test_source_failed_and_recovered_alert_once(
     async with build(sub) as app:
         await app.once()
         steam.api_keys = set()
-        for _ in range(4):
-            clock.advance(15)
+        for _ in range(4):  # source.failed once it has failed for source_failed_after (3m)
+            clock.advance(60)
             await app.once()
         steam.api_keys = {"sim-key-0123456789"}
         clock.advance(15)

@@ -139,8 +139,9 @@ async def test_a_failure_appears_live_without_a_reload(
     await expect(page.locator("#totals")).to_contain_text("3 agents · 1 failing")
 
     fleet.inject("*", kind="http", status=503, times=-1)  # the source goes down
-    clock.advance(60)
-    await app.once()
+    for _ in range(2):  # and stays down past source_failed_after: source.failed
+        clock.advance(200)
+        await app.once()
     await expect(page.locator('#sources td[data-label="Health"]')).to_contain_text("failing")
 
     assert await page.evaluate("window.sameDocument") is True  # no reload happened

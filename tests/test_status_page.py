@@ -14,6 +14,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,7 @@ import pytest
 
 from watcher.app import App
 from watcher.config import HttpSection, Settings, SubscriptionConfig
+from watcher.noise.silences import Silence
 from watcher.page import StatusPage
 from watcher.sources.http import HttpClient
 from watcher.status_cli import status_command
@@ -95,7 +97,8 @@ async def test_the_json_view_lists_sources_agents_streaks_and_events(served) -> 
     assert types[:2] == ["run.finished", "run.discovered"]  # newest first
     assert types[-1] == "source.baselined" and len(types) == 5
     assert view["events"][0]["failures_in_a_row"] == 2
-    assert view["totals"] == {"agents": 3, "failing_agents": 1, "failing_sources": 0, "outbox": 0}
+    totals = {"agents": 3, "failing_agents": 1, "failing_sources": 0, "outbox": 0, "held": 0}
+    assert view["totals"] == totals
     assert view["silences"] == [] and view["outbox"] == []
 
 
@@ -134,6 +137,31 @@ async def test_the_page_shows_what_the_view_says(served) -> None:
     assert 'id="silences-section" hidden' in html  # no silences: no section
     embedded = re.search(r'<script type="application/json" id="view">(.*?)</script>', html, re.S)
     assert embedded is not None and len(json.loads(embedded[1])["agents"]) == 3
+
+
+async def test_a_silence_in_force_is_in_the_view_and_on_the_page(served, clock) -> None:
+    app, base = served
+    now = clock()
+    app.store.add_silence(
+        Silence(
+            id="5e1f2a9c0d3b4e6f",
+            matchers={"agent": "amazon", "outcome": "failure"},
+            starts_at=now,
+            ends_at=now + timedelta(hours=2),
+            comment="new parser <b>",
+            created_by="alice",
+            created_at=now,
+        )
+    )
+    _, _, text = await fetch(f"{base}/api/status")
+    [silence] = json.loads(text)["silences"]
+    assert (silence["id"], silence["state"]) == ("5e1f2a9c0d3b4e6f", "active")
+    assert silence["matchers"] == "agent=amazon outcome=failure"
+    assert silence["ends_at"] == "2026-11-23T14:02:00Z" and silence["created_by"] == "alice"
+    _, _, html = await fetch(f"{base}/")
+    section = html.split('id="silences-section"', 1)[1].split("</section>", 1)[0]
+    assert not section.startswith(" hidden") and "agent=amazon outcome=failure" in section
+    assert "new parser &lt;b&gt;" in section
 
 
 def test_silences_are_shown_when_there_are_any() -> None:

@@ -256,8 +256,8 @@ async def test_auth_failure_then_recovery(steam, app_factory, clock, tmp_path):
         await app.once()
         steam.add_run(AGENT, status=1, run_id=110)
         steam.api_keys = {"rotated-key"}
-        for _ in range(3):
-            clock.advance(15)
+        for _ in range(3):  # failing from the first for 3 minutes: source.failed at the third
+            clock.advance(90)
             (report,) = await app.once()
             assert not report.ok
         assert report.error_line is not None
@@ -293,7 +293,7 @@ async def test_auth_failure_then_recovery(steam, app_factory, clock, tmp_path):
 async def test_a_bad_poll_changes_no_state(
     steam, app_factory, clock, tmp_path, kind, status, expect
 ):
-    async with app_factory(retries=0) as app:
+    async with app_factory(retries=0, source_failed_after=0) as app:
         await app.once()
         steam.add_run(AGENT, status=6, run_id=111)
         # aiohttp itself repeats a GET once when the connection drops: reset it twice.
@@ -373,7 +373,9 @@ async def test_a_stalled_answer_times_out(steam, app_factory):
 async def test_unreachable_host(tmp_path, clock, http):
     from .conftest import make_settings, source_config
 
-    settings = make_settings(tmp_path, source_config("http://127.0.0.1:9", retries=0))
+    settings = make_settings(
+        tmp_path, source_config("http://127.0.0.1:9", retries=0, source_failed_after=0)
+    )
     async with App(settings, clock=clock, http=http) as app:
         (report,) = await app.once()
     assert not report.ok

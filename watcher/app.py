@@ -36,6 +36,8 @@ from watcher.live import EventStream, Readiness, assess
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
 from watcher.models import Event, EventType, source_event
+from watcher.noise.gate import Gate
+from watcher.noise.silences import RETENTION
 from watcher.planner import coverage
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
@@ -210,7 +212,9 @@ class App:
         if settings.http.listen:  # counted only where they can be read (Prometheus: when used)
             from watcher.metrics import Metrics, source_states
 
-            self.metrics = Metrics(sources=lambda: source_states(self.pollers), outbox=self._outbox)
+            self.metrics = Metrics(
+                sources=lambda: source_states(self.pollers), outbox=self._outbox, held=self._held
+            )
         self.stream = EventStream()
         self.endpoint: Endpoint | None = None
         self.heartbeat: Heartbeat | None = None
@@ -263,7 +267,10 @@ class App:
 
             sinks.append(OutputsSink(self.fetcher(), clock=self.clock))
         sinks.extend(self._extra_sinks)
-        self.dispatcher = Dispatcher(store, sinks, clock=self.clock, on_events=self._on_events)
+        self.dispatcher = Dispatcher(
+            store, sinks, clock=self.clock, on_events=self._on_events, gate=Gate(store)
+        )
+        self.dispatcher.decide_held_again()  # the rules may have changed while it was down
         try:
             self.pollers = [
                 self.poller(build_source(sc, self._http)) for sc in cfg.sources if sc.enabled
@@ -433,6 +440,11 @@ class App:
         age = max(0.0, self.clock().timestamp() - oldest) if oldest is not None else None
         return OutboxState(self.store.outbox_depth(), age)
 
+    def _held(self) -> list[tuple[str, str, int]]:
+        """(subscription, reason, alerts) held in the outbox, at scrape time."""
+        rows = self.store.held() if self.store is not None else []
+        return [(h.target.split(":")[1], h.reason, h.count) for h in rows]
+
     async def serve_http(self) -> tuple[str, int] | None:
         """Start the `[http] listen` endpoint, if configured; return the address bound."""
         address = self.settings.http.address
@@ -440,15 +452,23 @@ class App:
             return self.endpoint.address if self.endpoint else None
         from watcher.endpoint import Endpoint
         from watcher.metrics import Metrics
+        from watcher.noise.api import SilenceApi
         from watcher.view import of_app
 
         assert isinstance(self.metrics, Metrics)
+        silences = SilenceApi(
+            lambda: self.store,
+            token=self.settings.http.token,
+            sources=lambda: [s.name for s in self.settings.sources],
+            clock=self.clock,
+        )
         endpoint = Endpoint(
             readiness=self.readiness,
             metrics=self.metrics,
             stream=self.stream,
             view=lambda: of_app(self),
             replay=lambda last, limit: self.store.events_after(last, limit) if self.store else None,
+            silences=silences,
         )
         bound = await endpoint.start(*address)
         self.endpoint = endpoint
@@ -481,19 +501,21 @@ class App:
 
     async def housekeeping(self) -> None:
         """Keep the state file small: forget delivered events older than
-        `event_retention_days`, runs that can no longer appear in any listing, and the
-        undelivered rows of channels removed from the config."""
+        `event_retention_days`, runs that can no longer appear in any listing, silences
+        expired longer than their retention, and the undelivered rows of channels removed
+        from the config."""
         assert self.store is not None and self.dispatcher is not None
         days = self.settings.watcher.event_retention_days
         events = self.store.prune_events(self.clock() - timedelta(days=days))
+        silences = self.store.prune_silences(self.clock() - RETENTION)
         runs = 0
         for poller in self.pollers:
             async with poller.paused():
                 runs += poller.prune()
         orphans = await self.dispatcher.expire_orphans(self.orphan_max_age)
-        if events or runs or orphans:
+        if events or runs or orphans or silences:
             log.info("state pruned", events=events, runs=runs, orphans=orphans,
-                     older_than_days=days)  # fmt: skip
+                     silences=silences, older_than_days=days)  # fmt: skip
 
     def orphan_max_age(self, target: str) -> float:
         """How long undelivered rows of a target nobody serves may wait for it: a channel of

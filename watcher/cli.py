@@ -7,6 +7,7 @@
                        state file
     watcher notify-test  a clearly marked test message to every alert channel
     watcher fetch      the output files of one run, to disk (SOURCE AGENT_ID RUN_ID [--dest DIR])
+    watcher silence    silence alerts for a while: add, list, expire (`watcher.noise.cli`)
     watcher demo       the daemon against a built-in simulator: no config, no account
     watcher completion a bash or zsh completion script (`source <(watcher completion bash)`)
 
@@ -31,6 +32,7 @@ from watcher.app import App, build_channels, check_sources, utcnow
 from watcher.completion import SHELLS, script
 from watcher.config import Settings, WatcherSection, find_config, load_settings
 from watcher.errors import ConfigError, WatcherError
+from watcher.noise import cli as silence_cli
 from watcher.sources.http import HttpClient, make_session
 
 if TYPE_CHECKING:
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="put the files in DIR (default: the [outputs] dir, under SOURCE/AGENT_ID/RUN_ID)",
     )
     fetch.add_argument("--all", action="store_true", help="every file: ignore include/exclude")
+    silence_cli.add_parser(sub, common)
     demo = sub.add_parser(
         "demo", parents=[common], help="run against a built-in simulator (no config needed)"
     )
@@ -135,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from watcher.status_cli import status_command
 
             return status_command(settings, source=args.source, agent=args.agent, as_json=args.json)
+        if args.command == "silence":
+            return silence_cli.command(settings, args, sys.stdout, sys.stderr)
         if args.command == "notify-test":
             return asyncio.run(_notify_test(settings, args.subscription))
         if args.command == "fetch":

@@ -77,6 +77,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
   watcher fetch cloud 2537 22552 --dest ./run-22552
   watcher fetch cloud 2537 22552 --all      # every file: ignore include/exclude""",
     ),
+    "silence": (
+        "Silence alerts for a while: add, list, expire.",
+        "A silence matches events by source, agent, outcome and type (globs allowed) from "
+        "its start to its end; what it matches is recorded as notification.suppressed and "
+        "never sent, not even later. It applies to a running daemon at its next delivery; "
+        "the same is served at /api/silences.",
+        """\
+  watcher silence add --agent 'amazon-*' --for 2h --comment 'new parser, known to fail'
+  watcher silence add --source acc --type 'run.*' --until 2026-12-24T08:00 --comment freeze
+  watcher silence list --json
+  watcher silence expire 3f2a9c1d""",
+    ),
     "demo": (
         "Run against simulated platforms: no config, no account.",
         "Sequentum Cloud, the Agent Control Center and the automation-runs API are "

@@ -11,6 +11,11 @@ sent`, `output.fetched`). A failed delivery is retried with exponential backoff 
 sinks record), within a deadline: `watcher once` ends with it, and so does a shutdown. What is
 still in flight at the deadline is abandoned — its rows stay in the outbox and go out on the
 next start. Rows of a sink that is no longer configured are given up by `expire_orphans`.
+
+An alert channel's rows pass the `gate` first (silences, mute windows, flapping, streaks:
+`watcher.noise`): what it suppresses leaves the outbox with its `notification.suppressed`
+event, what it holds waits there, in one transaction before anything is sent; rows released
+from a hold are handed to the channel together, to go out as one digest.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from datetime import datetime
 import structlog
 
 from watcher.models import Event, follow_up
+from watcher.noise.gate import Gate
 from watcher.redact import redact
 from watcher.sinks.base import DeliveryError, Sink
 from watcher.store import Pending, Store
@@ -56,8 +62,10 @@ class Dispatcher:
         max_age: float = 24 * 3600,
         batch: int = 500,
         on_events: Callable[[list[Event]], None] = lambda events: None,
+        gate: Gate | None = None,
     ) -> None:
         self.store = store
+        self.gate = gate
         self.on_events = on_events
         """Told of every event recorded through the dispatcher (log line, metrics, stream)."""
         self.sinks = {s.name: s for s in sinks}
@@ -101,7 +109,16 @@ class Dispatcher:
         already in the outbox are delivered by the new object; a replaced object's delivery
         in flight finishes first (a sink is drained by one task at a time)."""
         self.sinks[sink.name] = sink
+        self.decide_held_again([sink])
         self.wake()
+
+    def decide_held_again(self, sinks: Iterable[Sink] | None = None) -> None:
+        """Make what the gated `sinks` (default: all) hold due now, to be decided again by
+        their rules as they are now: at start, and when a reload changes a channel."""
+        now = self.clock().timestamp()
+        for sink in self.sinks.values() if sinks is None else sinks:
+            if sink.noise is not None:
+                self.store.release_held(sink.name, now)
 
     def remove_sink(self, name: str) -> Sink | None:
         """Stop routing and delivering to a sink (config reload). Its undelivered outbox rows
@@ -131,6 +148,11 @@ class Dispatcher:
             self._busy.discard(sink.name)
 
     async def _deliver(self, sink: Sink, items: list[Pending], now: float) -> bool:
+        groups = [[p.event for p in items]]
+        if self.gate is not None and sink.noise is not None:
+            items, groups = self._gated(sink, self.gate, items)
+            if not items:
+                return True
         by_id = {p.event.id: p for p in items}
         marked: set[str] = set()
 
@@ -144,7 +166,9 @@ class Dispatcher:
                 self._recorded(fresh)
 
         try:
-            await sink.deliver([p.event for p in items], done)
+            for group in groups:
+                if group:
+                    await sink.deliver(group, done)
         except Exception as err:  # one bad sink must never break the others
             items = [p for p in items if p.event.id not in marked]
             retryable = not isinstance(err, DeliveryError) or err.retryable
@@ -169,6 +193,35 @@ class Dispatcher:
             return False
         self.store.delivered([p for p in items if p.event.id not in marked])
         return True
+
+    def _gated(
+        self, sink: Sink, gate: Gate, items: list[Pending]
+    ) -> tuple[list[Pending], list[list[Event]]]:
+        """What of `items` the gate lets through now, and the groups to hand the sink: the
+        rows released from a hold (one digest), then the others. The gate's decisions are
+        recorded first, in one transaction. A gate that fails lets everything through: noise
+        control must never lose an alert."""
+        try:
+            verdict = gate.decide(sink, items, self.clock())
+        except Exception as err:
+            log.error("noise control failed; delivering without it", sink=sink.name,
+                      error=redact(f"{type(err).__name__}: {err}"))  # fmt: skip
+            return items, [[p.event for p in items]]
+        if verdict.records:
+            targets = self.targets(verdict.produced)
+            for event_id in verdict.for_channel:
+                targets[event_id] = sorted({*targets[event_id], sink.name})
+            fresh = self.store.record_verdict(
+                drop=verdict.drop,
+                produced=verdict.produced,
+                targets=targets,
+                hold=verdict.hold,
+                marks=verdict.marks,
+                now_ts=self.clock().timestamp(),
+            )
+            self._recorded(fresh)
+        passed = verdict.passed
+        return [p for p in items if p.event.id in passed], [verdict.release, verdict.send]
 
     async def _abandon(self, sink: Sink, items: list[Pending], message: str) -> None:
         log.error("delivery abandoned", sink=sink.name, events=len(items), error=message)

@@ -1,14 +1,17 @@
 """The optional HTTP endpoint of the daemon (`[http] listen`), served with aiohttp.
 
-    /            the status page (`watcher.page`): sources, agents, recent events, the outbox
-    /api/status  the same view as JSON
-    /healthz   200 while the process serves requests (the container HEALTHCHECK)
-    /readyz    200 when every enabled source polled successfully within 3 × its poll_interval,
-               else 503; the JSON body names the stale sources
-    /metrics   Prometheus text format (`watcher.metrics`)
-    /events    server-sent events: every event's JSON as it is recorded, for other containers
-               that want the stream live; a client that reconnects with `Last-Event-ID` (or
-               asks `?after=ID`) first gets the events recorded after that one
+    /              the status page (`watcher.page`): sources, agents, recent events, the outbox
+    /api/status    the same view as JSON
+    /api/silences  silences: read openly, written with the `[http] token_file` bearer token
+                   (`watcher.noise.api`)
+    /healthz       200 while the process serves requests (the container HEALTHCHECK)
+    /readyz        200 when every enabled source polled successfully within 3 × its
+                   poll_interval, else 503; the JSON body names the stale sources
+    /metrics       Prometheus text format (`watcher.metrics`)
+    /events        server-sent events: every event's JSON as it is recorded, for other
+                   containers that want the stream live; a client that reconnects with
+                   `Last-Event-ID` (or asks `?after=ID`) first gets the events recorded after
+                   that one
 
 Each `/events` client has a bounded queue: a client that does not keep up is dropped (its
 stream ends; it may reconnect) rather than slowing the daemon or growing its memory.
@@ -34,6 +37,7 @@ from watcher.errors import WatcherError
 from watcher.history import Replay
 from watcher.live import EventStream, Readiness, encode
 from watcher.metrics import CONTENT_TYPE, Metrics
+from watcher.noise.api import SilenceApi
 from watcher.page import StatusPage, View
 
 if TYPE_CHECKING:
@@ -66,12 +70,14 @@ class Endpoint:
         stream: EventStream,
         view: View,
         replay: Replayer,
+        silences: SilenceApi | None = None,
     ) -> None:
         self.readiness = readiness
         self.metrics = metrics
         self.stream = stream
         self.page = StatusPage(view)
         self.replay = replay
+        self.silences = silences
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -82,6 +88,8 @@ class Endpoint:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/events", self._events)
+        if self.silences is not None:
+            self.silences.add_routes(app.router)
         return app
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

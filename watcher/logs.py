@@ -35,6 +35,7 @@ EVENT_LEVELS = {
     "output.failed": logging.ERROR,
     "run.unknown_status": logging.WARNING,
     "run.warning": logging.WARNING,
+    "agent.flapping": logging.WARNING,
 }
 OUTCOME_LEVELS = {"failure": logging.WARNING}
 

@@ -74,6 +74,7 @@ TITLES: dict[str, str] = {
     "run.anomaly": "🔍 {{ agent }}: run {{ event.run_id }} {{ title_outcome }}, but {{ event.message }}",
     "run.retry_requested": "🔁 {{ agent }}: retry {{ event.try }} of run {{ event.run_id }} requested",
     "state.restored": "💾 watcher wrote its state file back",
+    "agent.flapping": "🔀 {{ agent }} is flapping: its alerts are held until it is stable",
 }  # fmt: skip
 DEFAULT_TITLE = "{{ event.type }} {{ agent }}"
 
@@ -92,6 +93,10 @@ RUN_BODY = """\
 
 {% endif %}
 {% if streak %}{{ streak }}
+
+{% endif %}
+{% for note in event.notes %}{{ note }}
+{% endfor %}{% if event.notes %}
 
 {% endif %}
 Agent: {{ agent }}

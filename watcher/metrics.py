@@ -241,6 +241,24 @@ def _budget_metrics(sources: Sequence[SourceState]) -> Iterator[Metric]:
     yield from gauges.values()
 
 
+class _Held(Collector):
+    """Alerts held in the outbox by noise control (mute windows, flapping), at each scrape."""
+
+    def __init__(self, held: Callable[[], Sequence[tuple[str, str, int]]]) -> None:
+        self._held = held
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "watcher_notifications_held",
+            "Alerts held in the outbox until a mute window closes or an agent stops flapping, "
+            "by subscription and reason.",
+            labels=["subscription", "reason"],
+        )
+        for subscription, reason, count in self._held():
+            gauge.add_metric([subscription, reason], count)
+        yield gauge
+
+
 class Metrics:
     """The metrics of one App: counters it feeds, gauges it computes at scrape, and `render()`."""
 
@@ -248,6 +266,7 @@ class Metrics:
         self,
         sources: Callable[[], Sequence[SourceState]] = lambda: [],
         outbox: Callable[[], OutboxState | None] = lambda: None,
+        held: Callable[[], Sequence[tuple[str, str, int]]] = lambda: [],
     ) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.polls = Counter(
@@ -285,6 +304,13 @@ class Metrics:
             ["subscription", "channel"],
             registry=registry,
         )
+        self.notifications_suppressed = Counter(
+            "watcher_notifications_suppressed",
+            "Alerts not sent by noise control, by subscription and reason (silenced, muted, "
+            "after, repeat).",
+            ["subscription", "reason"],
+            registry=registry,
+        )
         self.reloads = Counter(
             "watcher_config_reloads",
             "Configuration reloads (SIGHUP), by result (applied, rejected).",
@@ -297,6 +323,7 @@ class Metrics:
         )
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
+        registry.register(_Held(held))
 
     def observe_poll(self, report: PollReport, seconds: float) -> None:
         """Count one poll: its result, its duration, and each request that failed."""
@@ -320,6 +347,9 @@ class Metrics:
                 self.notifications_sent.labels(*_channel(event)).inc()
             elif event.type == "notification.failed":
                 self.notifications_failed.labels(*_channel(event)).inc()
+            elif event.type == "notification.suppressed":
+                reason = str(event.get("reason") or "")
+                self.notifications_suppressed.labels(_channel(event)[0], reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -26,6 +26,8 @@ class Pending:
     event: Event
     attempts: int
     first_at: float
+    held: str | None = None
+    """Why the row was held (muted, flapping), if it was: its release goes as one digest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ class OutboxQueries:
     ) -> list[Pending]:
         """Undelivered (event, target) pairs whose next attempt is due, oldest event first."""
         sql = (
-            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body FROM outbox o "
+            "SELECT o.event_seq, o.target, o.attempts, o.first_at, e.body, o.held FROM outbox o "
             "JOIN events e ON e.seq = o.event_seq WHERE o.next_at <= ?"
         )
         args: list[object] = [now_ts]
@@ -73,8 +75,8 @@ class OutboxQueries:
         sql += " ORDER BY o.event_seq LIMIT ?"
         args.append(limit)
         return [
-            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at)
-            for seq, target, attempts, first_at, body in self._db.execute(sql, args)
+            Pending(seq, target, Event.from_dict(json.loads(body)), attempts, first_at, held)
+            for seq, target, attempts, first_at, body, held in self._db.execute(sql, args)
         ]
 
     def next_due(self, targets: Iterable[str] | None = None) -> float | None:

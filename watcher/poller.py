@@ -13,9 +13,10 @@ state is updated only after the commit succeeded, so a failed write is simply di
 Agents seen for the first time that emit nothing (a baseline) may be written ahead in chunks
 of `BASELINE_CHUNK` runs, so a first start with 10,000 agents is not held in memory whole.
 
-An agent whose listing failed changes nothing. When a source turns from healthy to failing it
-emits `source.failed` once; when it works again, `source.recovered` once (the failing state is
-stored, so a restart during an outage does not alert again). A 429 is the platform's budget,
+An agent whose listing failed changes nothing. When a source has been failing for its
+`source_failed_after` it emits `source.failed` once; when it works again, `source.recovered`
+once (the failing state is stored, so a restart during an outage does not alert again; see
+`watcher.outages`). A 429 is the platform's budget,
 not an outage: the agent waits for the next cycle and the source does not count as failing.
 A source that failed is tried again on the next tick, or later when it said Retry-After.
 """
@@ -42,7 +43,8 @@ from watcher.errors import (
 )
 from watcher.fleet import Fleet
 from watcher.judge import AgentView, Judge
-from watcher.models import Agent, Event, EventType, iso, source_event, with_data
+from watcher.models import Agent, Event, EventType, source_event, with_data
+from watcher.outages import health_change, note_failing
 from watcher.planner import HINTED, SWEPT, Cadence, Reason, plan
 from watcher.redact import redact
 from watcher.retrying import Retrier
@@ -651,7 +653,7 @@ class SourcePoller:
             self.runs.setdefault(snap.agent_id, {})[snap.run_id] = change.state
         self.source.fingerprints.confirm(listed)
         if health is not None:
-            self.health = health  # the source.failed / source.recovered event is its log line
+            self.health = health  # its event, or `outages`, said so in the log
 
     # --- marks, budget, errors ------------------------------------------------------------------
 
@@ -728,41 +730,19 @@ class SourcePoller:
     def _health_change(
         self, errors: list[SourceError], now: datetime, events: list[Event]
     ) -> SourceHealth | None:
-        """The new health to store, if it changed, adding the event that says so."""
-        kind = self.source.kind
-        if errors and not self.health.failing:
-            first = errors[0]
-            events.append(
-                source_event(
-                    EventType.SOURCE_FAILED,
-                    source=self.name,
-                    source_kind=kind,
-                    ts=now,
-                    message=redact(first.detail),
-                    id_parts=(iso(now),),
-                    error=first.kind,
-                    http_status=first.http_status,
-                    agent_id=first.agent_id,
-                    failed_requests=len(errors),
-                )
-            )
-            return SourceHealth(True, now, redact(str(first)))
-        if not errors and self.health.failing:
-            since = self.health.since
-            down = (now - since).total_seconds() if since else None
-            events.append(
-                source_event(
-                    EventType.SOURCE_RECOVERED,
-                    source=self.name,
-                    source_kind=kind,
-                    ts=now,
-                    message=f"working again after {down:.0f}s" if down is not None else None,
-                    id_parts=(iso(since),),
-                    down_s=down,
-                )
-            )
-            return SourceHealth(False)
-        return None
+        """The new health to store, if it changed, adding the event that says so; run events
+        of a failing source say that it fails (`watcher.outages`)."""
+        health, said = health_change(
+            self.health,
+            errors,
+            now,
+            source=self.name,
+            kind=self.source.kind,
+            after=self.source.config.source_failed_after,
+        )
+        note_failing(events, health or self.health)
+        events.extend(said)
+        return health
 
     def _defer(self, ts: float, errors: list[SourceError]) -> None:
         waits = [

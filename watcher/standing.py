@@ -30,6 +30,8 @@ class Standing:
     """When the first failure of the current streak ended."""
     successes: deque[Success] = field(default_factory=lambda: deque(maxlen=HISTORY))
     """The last successes' durations and record counts (what rules compare against)."""
+    recovered_after: int = 0
+    """The failures in a row that the last finish, a success, ended (0: it ended none)."""
 
     def copy(self) -> Standing:
         return replace(self, successes=deque(self.successes, maxlen=HISTORY))
@@ -44,7 +46,9 @@ class Standing:
         """Take one finish, in the order they ended."""
         self.last_outcome = outcome
         self.last_finish = ended or self.last_finish
+        self.recovered_after = 0
         if outcome == Outcome.SUCCESS:
+            self.recovered_after = self.failures
             self.failures, self.failing_since = 0, None
             self.last_success = ended or self.last_success
             self.successes.append(Success(duration, records))
@@ -54,12 +58,17 @@ class Standing:
                 self.failing_since = ended
 
     def fields(self) -> dict[str, Any]:
-        """What a `run.finished` event carries of it, once taken."""
-        return {
+        """What a `run.finished` event carries of it, once taken; a recovery also the length of
+        the streak it ended (`recovered_after`: an alert that waits for `after` failures
+        sends the recovery only of a streak that long)."""
+        fields: dict[str, Any] = {
             "failures_in_a_row": self.failures,
             "failing_since": iso(self.failing_since),
             "last_success": iso(self.last_success),
         }
+        if self.recovered_after:
+            fields["recovered_after"] = self.recovered_after
+        return fields
 
 
 Finish = tuple[str, str, datetime | None, float | None, int | None]

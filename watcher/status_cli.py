@@ -122,12 +122,34 @@ def print_view(view: dict[str, Any], out: TextIO) -> None:
         f"\n{totals['agents']} agent(s); {totals['outbox']} delivery(ies) waiting in the outbox",
         file=out,
     )
+    _print_noise(view, out)
     if view["outbox"]:
         print(file=out)
         rows = [("CHANNEL", "WAITING", "OLDEST", "ATTEMPTS", "LAST ERROR")]
         for t in view["outbox"]:
             rows.append((t["channel"], str(t["depth"]), duration_of(t["oldest_age_s"]),
                          str(t["attempts"]), (t["last_error"] or "")[:80]))  # fmt: skip
+        _table(rows, out)
+
+
+def _print_noise(view: dict[str, Any], out: TextIO) -> None:
+    """The silences in force or to come, and the alerts each channel holds."""
+    silences, held = view["silences"], view["held"]
+    count = view["totals"]["held"]
+    print(file=out)
+    print(f"{len(silences)} silence(s) active or pending; {count} alert(s) held", file=out)
+    if silences:
+        print(file=out)
+        rows: list[tuple[str, ...]] = [("ID", "STATE", "MATCHERS", "ENDS", "BY", "COMMENT")]
+        for s in silences:
+            rows.append((s["id"], s["state"], s["matchers"], _at(s["ends_at"]),
+                         s["created_by"], s["comment"]))  # fmt: skip
+        _table(rows, out)
+    if held:
+        print(file=out)
+        rows = [("CHANNEL", "HELD", "WHY", "UNTIL")]
+        for h in held:
+            rows.append((h["channel"], str(h["count"]), h["reason"], _at(h["until"])))
         _table(rows, out)
 
 

@@ -9,6 +9,7 @@
   commit in one transaction, together with one outbox row per (event, target) that must receive
   it. A sink's delivery removes its row only after it succeeded, so a crash at any point loses
   nothing and repeats at most the delivery that was in flight.
+- `silences`, `alert_marks` and the outbox's `held`: noise control (`watcher.noise.records`).
 
 A commit with nothing in it does not touch the file. All methods are synchronous and short;
 the daemon calls them from its event loop.
@@ -28,18 +29,22 @@ from watcher import statefile
 from watcher.diff import Change
 from watcher.history import EventQueries
 from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
+from watcher.noise.records import NOISE_SCHEMA, NoiseQueries
 from watcher.outbox import OutboxQueries, OutboxTarget, Pending
 from watcher.rulestore import RetryRow, RuleQueries
 from watcher.standing import Finish
 
 __all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the first release. 2: per source the last successful poll (`since` for agents seen for
 the first time), the sweep's place and the request budget's last minute; per agent its change
-hint, whether its runs were ever listed, and from when they are news if not."""
+hint, whether its runs were ever listed, and from when they are news if not. 3: silences, what
+each channel last said about each agent, why an outbox row is held, and whether a failing
+source is still within its `source_failed_after`."""
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -82,7 +87,8 @@ CREATE TABLE IF NOT EXISTS sources (
     last_error   TEXT,
     last_success TEXT,
     cursor       TEXT,
-    budget       TEXT
+    budget       TEXT,
+    pending      INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     seq  INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +104,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     first_at   REAL NOT NULL,
     next_at    REAL NOT NULL,
     last_error TEXT,
+    held       TEXT,
     PRIMARY KEY (event_seq, target)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
@@ -120,6 +127,8 @@ CREATE TABLE IF NOT EXISTS retries (
     PRIMARY KEY (source, run_id, try)
 ) WITHOUT ROWID;
 """
+    + NOISE_SCHEMA
+)
 
 _COLUMNS_SINCE: dict[int, tuple[tuple[str, str, str], ...]] = {
     2: (
@@ -129,6 +138,10 @@ _COLUMNS_SINCE: dict[int, tuple[tuple[str, str, str], ...]] = {
         ("agents", "hint", "TEXT"),
         ("agents", "listed", "INTEGER NOT NULL DEFAULT 1"),
         ("agents", "since", "TEXT"),
+    ),
+    3: (
+        ("sources", "pending", "INTEGER NOT NULL DEFAULT 0"),
+        ("outbox", "held", "TEXT"),
     ),
 }
 """The columns each version added to tables an older file already has: (table, column, type)."""
@@ -170,6 +183,8 @@ class SourceHealth:
     failing: bool
     since: datetime | None = None
     last_error: str | None = None
+    pending: bool = False
+    """Failing for less than its `source_failed_after`: `source.failed` not said (yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +195,7 @@ class Counters:
     rows: int
 
 
-class Store(OutboxQueries, RuleQueries, EventQueries):
+class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
@@ -218,11 +233,13 @@ class Store(OutboxQueries, RuleQueries, EventQueries):
             self.identity = statefile.FileIdentity.of(self.path)
             self._own_files = statefile.side_files(self.path)
 
-    def close(self) -> None:
+    def close(self, *, checkpoint: bool = True) -> None:
         """Checkpoint the WAL into the main file and close. A checkpoint that cannot be made
-        (a full disk) is skipped: the WAL is kept and replayed by the next start."""
+        (a full disk) is skipped: the WAL is kept and replayed by the next start. Without
+        `checkpoint` (a short write beside a running daemon) the WAL is left to the daemon."""
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if checkpoint:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass
         finally:
@@ -350,11 +367,11 @@ class Store(OutboxQueries, RuleQueries, EventQueries):
 
     def source_health(self, source: str) -> SourceHealth:
         row = self._db.execute(
-            "SELECT failing, since, last_error FROM sources WHERE source = ?", (source,)
+            "SELECT failing, since, last_error, pending FROM sources WHERE source = ?", (source,)
         ).fetchone()
         if row is None:
             return SourceHealth(failing=False)
-        return SourceHealth(bool(row[0]), parse_iso(row[1]), row[2])
+        return SourceHealth(bool(row[0]), parse_iso(row[1]), row[2], bool(row[3]))
 
     def commit(
         self,
@@ -418,10 +435,17 @@ class Store(OutboxQueries, RuleQueries, EventQueries):
             if health is not None:
                 assert source is not None
                 db.execute(
-                    "INSERT INTO sources(source, failing, since, last_error) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(source) DO UPDATE SET failing=excluded.failing, "
-                    "since=excluded.since, last_error=excluded.last_error",
-                    (source, int(health.failing), iso(health.since), health.last_error),
+                    "INSERT INTO sources(source, failing, since, last_error, pending) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
+                    "failing=excluded.failing, since=excluded.since, "
+                    "last_error=excluded.last_error, pending=excluded.pending",
+                    (
+                        source,
+                        int(health.failing),
+                        iso(health.since),
+                        health.last_error,
+                        int(health.pending),
+                    ),
                 )
                 rows += 1
             if marks is not None:

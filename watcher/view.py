@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
@@ -133,14 +133,13 @@ def build(
     *,
     now: datetime,
     targets: Mapping[str, str],
-    silences: Sequence[Mapping[str, Any]] = (),
     events: int = RECENT_EVENTS,
 ) -> dict[str, Any]:
-    """The view. `targets` names each outbox target as people know it (see `target_labels`);
-    `silences` are the silences in force, shown only when there are any."""
+    """The view. `targets` names each outbox target as people know it (see `target_labels`)."""
     names = {s.name for s in sources}
     agents = _agents(sources, store)
     outbox = _outbox(store, targets, now.timestamp())
+    held = store.held()
     return {
         "version": __version__,
         "generated_at": iso(now),
@@ -150,12 +149,22 @@ def build(
             _event(e) for e in store.recent_events(events) if e.get("source") in names | _OWN
         ],
         "outbox": outbox,
-        "silences": [dict(s) for s in silences],
+        "silences": _silences(store, now),
+        "held": [
+            {
+                "channel": targets.get(h.target, h.target),
+                "count": h.count,
+                "reason": h.reason,
+                "until": iso(datetime.fromtimestamp(h.until, UTC)),
+            }
+            for h in held
+        ],
         "totals": {
             "agents": len(agents),
             "failing_agents": sum(1 for a in agents if a["failures_in_a_row"]),
             "failing_sources": sum(1 for s in sources if s.health.failing),
             "outbox": sum(t["depth"] for t in outbox),
+            "held": sum(h.count for h in held),
         },
     }
 
@@ -310,3 +319,19 @@ def narrow(view: dict[str, Any], *, source: str | None, agent: str | None) -> di
         failing_sources=sum(1 for s in sources if s["health"] == "failing"),
     )
     return {**view, "sources": sources, "agents": agents, "events": events, "totals": totals}
+
+
+def _silences(store: Store, now: datetime) -> list[dict[str, Any]]:
+    """The silences in force or to come, their matchers as `watcher silence list` shows them."""
+    return [
+        {
+            "id": s.id,
+            "state": s.state(now),
+            "matchers": s.describe(),
+            "starts_at": iso(s.starts_at),
+            "ends_at": iso(s.ends_at),
+            "comment": s.comment,
+            "created_by": s.created_by,
+        }
+        for s in store.silences(ending_after=now)
+    ]

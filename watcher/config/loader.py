@@ -118,19 +118,23 @@ def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
 
 def _resolve_key_files(data: dict[str, Any], env: Mapping[str, str], config_dir: Path) -> None:
     """Make each relative secret file (a source's `api_key_file`, a subscription's
-    `secret_file`) absolute, in place: under $CREDENTIALS_DIRECTORY when it is set (systemd's
-    LoadCredential=, so `api_key_file = "sequentum"` names a credential), else under the config
-    file's directory."""
+    `secret_file`, `[http] token_file`) absolute, in place: under $CREDENTIALS_DIRECTORY when it
+    is set (systemd's LoadCredential=, so `api_key_file = "sequentum"` names a credential), else
+    under the config file's directory."""
     credentials = env.get("CREDENTIALS_DIRECTORY")
     base = Path(credentials) if credentials else config_dir
+    keys: list[tuple[dict[str, Any], str]] = []
     for table, key in (("sources", "api_key_file"), ("subscriptions", "secret_file")):
         entries = data.get(table)
-        if not isinstance(entries, list):
-            continue  # validation reports it
-        for entry in entries:
-            key_file = entry.get(key) if isinstance(entry, dict) else None
-            if isinstance(key_file, str) and key_file.strip():
-                entry[key] = str(base / key_file)  # an absolute file stays as it is
+        if isinstance(entries, list):  # else validation reports it
+            keys += [(entry, key) for entry in entries if isinstance(entry, dict)]
+    http = data.get("http")
+    if isinstance(http, dict):
+        keys.append((http, "token_file"))
+    for entry, key in keys:
+        key_file = entry.get(key)
+        if isinstance(key_file, str) and key_file.strip():
+            entry[key] = str(base / key_file)  # an absolute file stays as it is
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 `plan_reload(running, loaded)` says which sources start, stop or restart with a new
 configuration, which subscriptions changed, and which keys cannot change while the daemon runs
-(the state file, the events file, the HTTP listen address: they are kept until the next start).
+(the state file, the events file, the HTTP listen address and token: they are kept until the
+next start).
 `App.reload` applies the plan; nothing here does I/O.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from watcher.config.settings import Settings
 from watcher.config.sources import SourceConfig
 
-RESTART_ONLY = ("watcher.state_path", "watcher.events_path", "http.listen")
+RESTART_ONLY = ("watcher.state_path", "watcher.events_path", "http.listen", "http.token_file")
 """Keys read once at start-up: a reload keeps their running values and says so."""
 
 
@@ -67,6 +68,7 @@ def plan_reload(running: Settings, loaded: Settings) -> ReloadPlan:
             (RESTART_ONLY[0], running.watcher.state_path, loaded.watcher.state_path),
             (RESTART_ONLY[1], running.watcher.events_path, loaded.watcher.events_path),
             (RESTART_ONLY[2], running.http.listen, loaded.http.listen),
+            (RESTART_ONLY[3], running.http.token_file, loaded.http.token_file),
         )
         if before != after
     ]

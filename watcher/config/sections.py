@@ -8,8 +8,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
+from watcher import redact
+from watcher.config.noise import Duration
 from watcher.config.problems import DIGITS, problem
 from watcher.config.rules import duration
 
@@ -30,6 +32,9 @@ class WatcherSection(BaseModel):
     """Seconds in-flight work may take to finish after SIGTERM."""
     event_retention_days: float = Field(default=30.0, gt=0)
     """Delivered events older than this are forgotten by the state file (not the events file)."""
+    source_failed_after: Duration = Field(default=180.0, ge=0)
+    """A source failing for less than this (a blip) says nothing; `source.failed` once it has
+    failed this long. The default of each source's own `source_failed_after`."""
     heartbeat_url: SecretStr | None = None
     """A dead man's switch (healthchecks.io, Cronitor): GET after each cycle in which every
     source polled successfully, at most once a minute."""
@@ -104,6 +109,21 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _read_token(path: Path) -> str:
+    """The token in the file at `path`, registered as a secret; a problem naming the path if
+    it cannot be read or is too short to be one."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise problem(f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise problem(f"cannot read {path}: not UTF-8 text") from None
+    if len(token) < 16:
+        raise problem(f"{path} must hold a token of 16 characters or more")
+    redact.register(token)
+    return token
+
+
 class HttpSection(BaseModel):
     """The `[http]` table: the optional endpoint for health, readiness, metrics and events."""
 
@@ -111,6 +131,10 @@ class HttpSection(BaseModel):
 
     listen: str | None = None
     """"HOST:PORT" to serve /healthz, /readyz, /metrics and /events on; None (or "") is off."""
+    token_file: Path | None = None
+    """A file holding the bearer token that the writes of /api/silences require; without it
+    the silences can be read over HTTP, not changed. Read when the config is loaded."""
+    _token: str | None = PrivateAttr(default=None)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -126,6 +150,22 @@ class HttpSection(BaseModel):
                 ) from None
             return value.strip()
         return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _check_token(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_token(value)
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        if self.token_file is not None:
+            self._token = _read_token(self.token_file)
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token read from `token_file` (None: none configured)."""
+        return self._token
 
     @property
     def address(self) -> tuple[str, int] | None:

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _source_failed_after(self) -> Settings:
+        """A source without its own `source_failed_after` takes the `[watcher]` one."""
+        for source in self.sources:
+            if source.source_failed_after is None:
+                source.source_failed_after = self.watcher.source_failed_after
+        return self
+
+    @model_validator(mode="after")
     def _outputs_name_known_sources(self) -> Settings:
         known = {source.name for source in self.sources}
         problems = [

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from watcher.config.kinds import kinds
+from watcher.config.noise import Duration
 from watcher.config.problems import (
     WILDCARD,
     problem,
@@ -155,6 +156,9 @@ class SourceConfig(BaseModel):
     dashboard_url: str | None = None
     """Template of a run's link, with {agent_id}, {run_id}, {agent_name} and {source}."""
     enabled: bool = True
+    source_failed_after: Duration | None = Field(default=None, ge=0)
+    """Seconds the source must fail before `source.failed` (a shorter blip, and its recovery,
+    are only logged). None: the `[watcher]` default."""
     watch_jobs: bool = False
     """sequentum_acc only: also watch each agent's job runs (run ids "job-<id>")."""
     max_pages: int = Field(default=10, ge=1, le=1000)

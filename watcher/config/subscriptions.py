@@ -8,7 +8,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -19,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from watcher.config.noise import NoiseKeys
 from watcher.config.problems import problem, problem_detail, read_secret, valid_name
 
 SUBSCRIPTION_OUTCOMES = ("failure", "stopped", "success", "skipped")
@@ -76,8 +76,9 @@ def _check_apprise_url(url: str) -> None:
         raise problem("not a usable apprise URL (check its scheme and required parts)")
 
 
-class SubscriptionConfig(BaseModel):
-    """One `[[subscriptions]]` entry: who is told about what, through which channels."""
+class SubscriptionConfig(NoiseKeys):
+    """One `[[subscriptions]]` entry: who is told about what, through which channels (and,
+    from `NoiseKeys`, when not to tell them)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

@@ -96,6 +96,7 @@ class AlertChannel(Sink):
         self.subscription = subscription
         self.name = f"notify:{subscription.name}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
         self.max_age = subscription.config.max_age
+        self.noise = subscription.config
         self._clock = clock
         self._monotonic = monotonic
         self._recent: deque[float] = deque()  # when recent events went out (for grouping)
@@ -109,6 +110,7 @@ class AlertChannel(Sink):
         while self._recent and now - self._recent[0] > cfg.group_wait:
             self._recent.popleft()
         burst = len(events) > 1 and len(self._recent) + len(events) > cfg.group_threshold
+        burst = burst or (len(events) > 1 and all(e.get("held") for e in events))  # released
         if burst:  # each part marked the moment it went out: a crash repeats one part at most
             sub = self.subscription
             parts = render_digests(events, sub.name, sub.display)

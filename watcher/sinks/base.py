@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from watcher.models import Event
+
+if TYPE_CHECKING:
+    from watcher.config import SubscriptionConfig
 
 
 class DeliveryError(Exception):
@@ -30,6 +33,9 @@ class Sink(ABC):
     name: str
     #: Seconds a failing delivery is retried before it is abandoned (None: the dispatcher's).
     max_age: float | None = None
+    #: The subscription whose noise control (silences, mute windows, streaks, flapping) gates
+    #: what this sink is handed (`watcher.noise.gate`): alert channels. None: never gated.
+    noise: SubscriptionConfig | None = None
 
     def accepts(self, event: Event) -> bool:
         """Should this sink receive `event`? Decided once, when the event is recorded."""

@@ -4,6 +4,8 @@ Each URL is sent through its own apprise object, so 100+ services need no code o
 never raises, so its result decides success (and every failure is retried: apprise does not say
 which ones are permanent). What all channels do alike — filters, digests, notification events —
 is `AlertChannel`'s (alerting.py).
+Alerts released together from a hold (a mute window, a flapping agent: `watcher.noise`) go out
+as one digest; silences and the other rules are applied before a channel sees its events.
 """
 
 from __future__ import annotations
