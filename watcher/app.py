@@ -484,6 +484,11 @@ class App:
         for poller in self.pollers:
             poller.source.budget.patience = ONCE_PATIENCE
         reports = await asyncio.gather(*(self.poll(p, force=True) for p in self.pollers))
+        for report in reports:
+            if report.deferred.get("budget"):  # not a failure: cron's next `once` goes on
+                log.info("request budget spent: the other agents wait for the next run",
+                         source=report.source, agents=report.deferred["budget"],
+                         next_slot_s=report.budget_wait)  # fmt: skip
         assert self.dispatcher is not None
         await self.dispatcher.expire_orphans(self.orphan_max_age)
         await self.settle()

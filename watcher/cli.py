@@ -192,12 +192,6 @@ async def _once(settings: Settings) -> int:
     async with App(settings) as app:
         reports = await app.once()
     failed = [r for r in reports if not r.ok]
-    for report in reports:
-        waiting = report.deferred.get("budget", 0)
-        if waiting:
-            then = f"; its next slot in {report.budget_wait:.0f}s" if report.budget_wait else ""
-            print(f"watcher: {report.source}: {waiting} agent(s) wait for the next run: "
-                  f"the request budget is spent{then}", file=sys.stderr)  # fmt: skip
     for report in failed:
         print(
             f"watcher: {report.error_line or report.source + ': state write failed'}",
