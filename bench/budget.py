@@ -433,7 +433,7 @@ class Result:
             diagnosed=diagnosed,
             changes_per_minute=len(changes) / minutes,
             finishes_per_minute=sum(1 for at, _ in expected.values() if at < end) / minutes,
-            active_share=statistics.mean(run.active) / len(agents),
+            active_share=statistics.mean(run.active or [0]) / len(agents),
             swept_all=_full_round(run.swept, agents, start_ts),
             swept_agents=sum(1 for a in agents if any(t < end_ts for t in run.swept.get(a, ()))),
             listed_all=_full_round(run.listed, agents, start_ts),

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from watcher.sources.budget import AdaptiveLimit, RequestBudget
+from watcher.sources.budget import LOWER_SPACING, AdaptiveLimit, RequestBudget
 
 
 class Clock:
@@ -78,9 +78,20 @@ async def test_repeated_429s_lower_the_rate_but_never_to_zero() -> None:
     b = budget(4, clock)
     for _ in range(20):
         b.throttle(None)  # no Retry-After: a second's pause
+        clock.t += LOWER_SPACING
     assert b.rate() == 1
-    clock.t += 2
     assert b.available() == 1
+
+
+async def test_a_burst_of_429s_lowers_the_rate_once() -> None:
+    clock = Clock()
+    b = budget(100, clock)
+    for _ in range(64):  # every request in flight refused at once
+        b.throttle(None)
+    assert b.rate() == 75 and b.throttled == 64
+    clock.t += LOWER_SPACING  # a later 429: the rate was not low enough
+    b.throttle(None)
+    assert b.rate() == 56
 
 
 async def test_the_window_survives_a_restart() -> None:
@@ -123,6 +134,18 @@ async def test_concurrency_never_passes_its_maximum_or_falls_below_one() -> None
         await limit.acquire()
         limit.release(None, dropped=True)
     assert limit.limit == 1
+
+
+async def test_drops_of_requests_out_together_halve_the_limit_once() -> None:
+    limit = AdaptiveLimit(64, initial=32)
+    for _ in range(32):
+        await limit.acquire()
+    for _ in range(32):  # a 429 for every one of them
+        limit.release(None, dropped=True)
+    assert limit.limit == 16
+    await limit.acquire()
+    limit.release(None, dropped=True)  # sent after the halving: a new event
+    assert limit.limit == 8
 
 
 async def test_requests_beyond_the_limit_wait_their_turn() -> None:

@@ -7,14 +7,18 @@ reading of a platform's "100 requests per minute per key" (a classic bucket with
 allowance could spend twice its rate within one window). A 429 means the platform's budget is
 smaller than ours — another client shares the key — so the rate in use is lowered (×0.75) and
 nothing is sent before its Retry-After; every minute without a 429 gives one request per
-minute back, up to the configured rate. `per_minute = 0` is unlimited. The window is kept in
-the state file, so a restart (or a `watcher once` a minute) cannot spend it twice.
+minute back, up to the configured rate. A burst of 429s to requests that were in flight
+together lowers the rate once, as TCP halves its window once per loss event. `per_minute = 0`
+is unlimited: a 429 is still waited out (its Retry-After), and `AdaptiveLimit` sends fewer at
+once. The window is kept in the state file, so a restart (or a `watcher once` a minute) cannot spend
+it twice.
 
 `AdaptiveLimit` — requests in flight at once, found rather than configured (AIMD, as TCP and
 Netflix's concurrency-limits do): it starts low; until the first drop it grows by one with
 every request that comes back while latency holds (doubling each round trip, TCP's slow
-start), after it by one per full window of such requests; a 429 or a timeout halves it. Always
-within [1, `maximum`].
+start), after it by one per full window of such requests; a 429 or a timeout halves it — once
+for the requests that were out together, as TCP halves once per loss event. Always within
+[1, `maximum`].
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ THROTTLE_FACTOR = 0.75
 """The rate in use after a 429, as a share of the rate before it."""
 RECOVERY_PER_MINUTE = 1.0
 """Requests per minute given back for every minute without a 429."""
+LOWER_SPACING = 10.0
+"""Seconds within which further 429s are the same burst: the rate is lowered once for them."""
 
 
 class RequestBudget:
@@ -47,7 +53,8 @@ class RequestBudget:
         self._sleep = sleep
         self._sent: deque[float] = deque()
         self._rate = float(per_minute)  # the rate in use: lower than configured after a 429
-        self._calm_since: float | None = None  # when the last 429 came
+        self._calm_since: float | None = None  # since when the rate recovers
+        self._lowered_at = -math.inf  # when a 429 last lowered the rate
         self._not_before = 0.0  # no request before this (a Retry-After)
         self.throttled = 0  # 429s received
 
@@ -83,16 +90,13 @@ class RequestBudget:
 
     async def take(self) -> None:
         """Wait for a slot and take it (unlimited: only for a Retry-After to pass)."""
-        if self.unlimited:
-            wait = self._not_before - self._wall()
-            if wait > 0:
-                await self._sleep(self._bounded(wait))
-            return
         while True:
             now = self._wall()
             wait = self._not_before - now
             if wait <= 0:
                 self._expire(now)
+                if self.unlimited:
+                    return
                 if len(self._sent) < self.rate(now):
                     self._sent.append(now)
                     return
@@ -110,14 +114,16 @@ class RequestBudget:
         return wait
 
     def throttle(self, retry_after: float | None) -> None:
-        """The platform answered 429: use a lower rate, and wait as long as it said."""
+        """The platform answered 429: wait as long as it said, and use a lower rate — once
+        for a burst of 429s to requests that were in flight together."""
         self.throttled += 1
         now = self._wall()
         wait = 1.0 if retry_after is None else retry_after
         self._not_before = max(self._not_before, now + wait)
-        if not self.unlimited:
-            self._rate = max(1.0, self.rate(now) * THROTTLE_FACTOR)
-            self._calm_since = now
+        if self.unlimited or now - self._lowered_at < LOWER_SPACING:
+            return
+        self._rate = max(1.0, self.rate(now) * THROTTLE_FACTOR)
+        self._calm_since = self._lowered_at = now
 
     def window(self) -> list[float]:
         """When the requests of the last minute were sent (kept in the state file)."""
@@ -145,6 +151,7 @@ class AdaptiveLimit:
         self._best: float | None = None  # the lowest latency seen: what "latency holds" means
         self._good = 0  # requests back without a drop since the last change of the limit
         self._slow_start = True  # until the first drop
+        self._earlier = 0  # requests still out that were sent before the limit was last halved
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self) -> None:
@@ -162,8 +169,12 @@ class AdaptiveLimit:
         """A request came back after `latency` seconds; `dropped` when it met a 429 or a
         timeout (None latency: it failed otherwise, which says nothing about load)."""
         self.in_flight -= 1
+        earlier = self._earlier > 0  # (requests come back about in the order they went)
+        self._earlier -= earlier
         if dropped:
-            self.limit = max(1, self.limit // 2)
+            if not earlier:  # the drops of requests sent together are one event: halve once
+                self.limit = max(1, self.limit // 2)
+                self._earlier = self.in_flight
             self._good = 0
             self._slow_start = False
         elif latency is not None:
