@@ -18,7 +18,6 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
@@ -29,8 +28,7 @@ import structlog
 from watcher import statefile
 from watcher.config import Settings, SourceConfig
 from watcher.dispatch import Dispatcher
-from watcher.durations import duration_of
-from watcher.errors import ConfigError, SourceError, WatcherError
+from watcher.errors import ConfigError, WatcherError
 from watcher.heartbeat import Heartbeat
 from watcher.live import EventStream, Readiness, assess
 from watcher.lock import FileLease, Lease
@@ -38,13 +36,12 @@ from watcher.logs import log_event
 from watcher.models import Event, EventType, source_event
 from watcher.noise.gate import Gate
 from watcher.noise.silences import RETENTION
-from watcher.planner import coverage
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
 from watcher.rules import RuleBook
 from watcher.sinks.base import Sink
 from watcher.sinks.eventlog import EventLog
-from watcher.sources.base import CheckResult, Source, source_class
+from watcher.sources.base import Source, source_class
 from watcher.sources.http import HttpClient, make_session
 from watcher.statefile import StateFileError
 from watcher.store import Store
@@ -92,14 +89,6 @@ class Uncounted:
         pass
 
 
-@dataclass(slots=True)
-class SourceCheck:
-    name: str
-    kind: str
-    ok: bool
-    lines: list[CheckResult] = field(default_factory=list)
-
-
 def build_source(config: SourceConfig, http: HttpClient) -> Source:
     cls = source_class(config.kind)
     if cls is None:
@@ -121,68 +110,6 @@ def build_channels(settings: Settings, *, clock: Clock) -> list[AlertChannel]:
         for sub in subscriptions
         for url in sub.config.url_values()
     ]
-
-
-async def check_sources(settings: Settings, http: HttpClient) -> list[SourceCheck]:
-    """Connectivity and auth of every enabled source, and what its request budget allows
-    (`watcher check`). Touches no state."""
-    results = []
-    for config in settings.sources:
-        if not config.enabled:
-            continue
-        source = build_source(config, http)
-        try:
-            lines = await source.check()
-        except SourceError as err:
-            results.append(
-                SourceCheck(source.name, source.kind, False, [CheckResult(False, err.detail)])
-            )
-            continue
-        lines.extend(budget_lines(source))
-        results.append(SourceCheck(source.name, source.kind, all(x.ok for x in lines), lines))
-    return results
-
-
-def budget_lines(source: Source) -> list[CheckResult]:
-    """What the budget means for this source: the mode, how soon a change is seen, how often
-    every agent is listed."""
-    cfg = source.config
-    rate = cfg.requests_per_minute
-    budget = f"{rate} requests/min" if rate else "no limit"
-    lines = [CheckResult(True, f"request budget: {budget}")]
-    hinted = bool(source.hinted) and cfg.use_hints
-    count = source.checked_agents
-    if not hinted:
-        why = (
-            "the platform has no change hints"
-            if source.hinted is None
-            else "use_hints = false"
-            if not cfg.use_hints
-            else "the platform gives no lastActivity"
-        )
-        lines.append(CheckResult(True, f"mode: sweep ({why}): every agent is listed in turn"))
-    else:
-        text = "mode: change hints: each cycle lists the agents whose hint moved, then those "
-        lines.append(CheckResult(True, text + "with a run in progress"))
-    idle = cfg.sweep_interval if hinted else cfg.poll_interval
-    cover = coverage(
-        agents=count,
-        per_minute=rate,
-        cycle=cfg.poll_interval_active,
-        idle=idle,
-        hinted=hinted,
-        listing_cost=source.listing_cost,
-        jitter=cfg.jitter,
-    )
-    seen = "a hinted change" if hinted else "a change"
-    lines.append(
-        CheckResult(
-            True,
-            f"{seen} is seen within {duration_of(cover.detect)}; all {count} agent(s) are "
-            f"listed at least every {duration_of(cover.sweep)}",
-        )
-    )
-    return lines
 
 
 class App:
