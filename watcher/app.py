@@ -30,7 +30,7 @@ from watcher.config import Settings, SourceConfig
 from watcher.dispatch import Dispatcher
 from watcher.errors import ConfigError, WatcherError
 from watcher.heartbeat import Heartbeat
-from watcher.live import EventStream, Readiness, assess
+from watcher.live import EventStream, ReadinessWatch
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
 from watcher.models import Event, EventType, source_event
@@ -48,7 +48,6 @@ from watcher.store import Store
 
 if TYPE_CHECKING:  # loaded only when configured: a `watcher once` imports what it uses
     from watcher.endpoint import Endpoint
-    from watcher.metrics import OutboxState
     from watcher.sinks.alerting import AlertChannel
     from watcher.sinks.fetcher import Fetcher
 
@@ -137,12 +136,15 @@ class App:
         self.pollers: list[SourcePoller] = []
         self.metrics: Counting = Uncounted()
         if settings.http.listen:  # counted only where they can be read (Prometheus: when used)
-            from watcher.metrics import Metrics, source_states
+            from watcher.metrics import Metrics, held_alerts, outbox_state, source_states
 
             self.metrics = Metrics(
-                sources=lambda: source_states(self.pollers), outbox=self._outbox, held=self._held
+                sources=lambda: source_states(self.pollers),
+                outbox=lambda: outbox_state(self.store, self.clock()),
+                held=lambda: held_alerts(self.store),
             )
         self.stream = EventStream()
+        self.readiness = ReadinessWatch(lambda: self.pollers, clock)
         self.endpoint: Endpoint | None = None
         self.heartbeat: Heartbeat | None = None
         self.failure: WatcherError | None = None
@@ -151,7 +153,6 @@ class App:
         self.abandoned = False
         """Set when a delivery was abandoned at a deadline: its send may still run in one of
         apprise's threads, which the process must not wait for (see `cli`)."""
-        self._ready = False  # readiness last seen, to log its changes once
 
     async def __aenter__(self) -> App:
         await self.open()
@@ -289,7 +290,7 @@ class App:
         started = time.perf_counter()
         report = await poller.poll(force=force)
         self.metrics.observe_poll(report, time.perf_counter() - started)
-        self.readiness()
+        self.readiness.check()
         if self.heartbeat is not None:
             if any(e.type == EventType.SOURCE_FAILED for e in report.events):
                 await self.heartbeat.failing()
@@ -344,33 +345,7 @@ class App:
         self.halted.set()
         return False
 
-    # --- health ----------------------------------------------------------------------------
-
-    def readiness(self) -> Readiness:
-        """Is every source fresh (see `endpoint.assess`)? A change is logged once."""
-        state = assess(self.pollers, self.clock())
-        if state.ready != self._ready:
-            self._ready = state.ready
-            if state.ready:
-                log.info("ready: every source polled successfully within 3 intervals")
-            else:
-                log.warning("not ready: stale sources", stale=[s["source"] for s in state.stale])
-        return state
-
-    def _outbox(self) -> OutboxState | None:
-        """The outbox gauges at scrape time; None once the state file is closed."""
-        if self.store is None:
-            return None
-        from watcher.metrics import OutboxState
-
-        oldest = self.store.oldest_pending()
-        age = max(0.0, self.clock().timestamp() - oldest) if oldest is not None else None
-        return OutboxState(self.store.outbox_depth(), age)
-
-    def _held(self) -> list[tuple[str, str, int]]:
-        """(subscription, reason, alerts) held in the outbox, at scrape time."""
-        rows = self.store.held() if self.store is not None else []
-        return [(h.target.split(":")[1], h.reason, h.count) for h in rows]
+    # --- the HTTP endpoint -------------------------------------------------------------------
 
     async def serve_http(self) -> tuple[str, int] | None:
         """Start the `[http] listen` endpoint, if configured; return the address bound."""
@@ -390,7 +365,7 @@ class App:
             clock=self.clock,
         )
         endpoint = Endpoint(
-            readiness=self.readiness,
+            readiness=self.readiness.check,
             metrics=self.metrics,
             stream=self.stream,
             view=lambda: of_app(self),
