@@ -18,7 +18,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
@@ -35,7 +35,6 @@ from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
 from watcher.models import Event, EventType, source_event
 from watcher.noise.gate import Gate
-from watcher.noise.silences import RETENTION
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
 from watcher.rules import RuleBook
@@ -45,6 +44,7 @@ from watcher.sources.base import Source, source_class
 from watcher.sources.http import HttpClient, make_session
 from watcher.statefile import StateFileError
 from watcher.store import Store
+from watcher.upkeep import expire_orphans, settle
 
 if TYPE_CHECKING:  # loaded only when configured: a `watcher once` imports what it uses
     from watcher.endpoint import Endpoint
@@ -55,8 +55,6 @@ log = structlog.get_logger("watcher")
 
 Clock = Callable[[], datetime]
 
-ORPHAN_MAX_AGE = 24 * 3600.0
-"""Seconds the rows of a removed sink other than a channel wait for it to come back."""
 ONCE_PATIENCE = 10.0
 """Seconds `watcher once` waits at most for its request budget (a slot, a Retry-After)."""
 
@@ -386,46 +384,6 @@ class App:
         for poller in self.pollers:
             poller.source.budget.patience = ONCE_PATIENCE
         reports = await asyncio.gather(*(self.poll(p, force=True) for p in self.pollers))
-        assert self.dispatcher is not None
-        await self.dispatcher.expire_orphans(self.orphan_max_age)
-        await self.settle()
+        await expire_orphans(self)
+        await settle(self)
         return list(reports)
-
-    async def settle(self, timeout: float | None = None) -> bool:
-        """Deliver what is due, and what that delivery causes, within `timeout` (default
-        `shutdown_timeout`); what is still in flight then stays in the outbox."""
-        assert self.dispatcher is not None
-        settled = await self.dispatcher.settle(
-            self.settings.watcher.shutdown_timeout if timeout is None else timeout
-        )
-        self.abandoned = self.abandoned or not settled
-        return settled
-
-    async def housekeeping(self) -> None:
-        """Keep the state file small: forget delivered events older than
-        `event_retention_days`, runs that can no longer appear in any listing, silences
-        expired longer than their retention, and the undelivered rows of channels removed
-        from the config."""
-        assert self.store is not None and self.dispatcher is not None
-        days = self.settings.watcher.event_retention_days
-        events = self.store.prune_events(self.clock() - timedelta(days=days))
-        silences = self.store.prune_silences(self.clock() - RETENTION)
-        runs = 0
-        for poller in self.pollers:
-            async with poller.paused():
-                runs += poller.prune()
-        orphans = await self.dispatcher.expire_orphans(self.orphan_max_age)
-        if events or runs or orphans or silences:
-            log.info("state pruned", events=events, runs=runs, orphans=orphans,
-                     silences=silences, older_than_days=days)  # fmt: skip
-
-    def orphan_max_age(self, target: str) -> float:
-        """How long undelivered rows of a target nobody serves may wait for it: a channel of
-        a subscription that still exists, its `max_age`; of one that is gone, not at all."""
-        if target.startswith("notify:"):
-            name = target.split(":")[1]
-            sub = next((s for s in self.settings.subscriptions if s.name == name), None)
-            return sub.max_age if sub is not None else 0.0
-        if target == "outputs":
-            return self.settings.outputs.max_age
-        return ORPHAN_MAX_AGE

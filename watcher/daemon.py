@@ -34,6 +34,7 @@ from watcher.redact import redact
 from watcher.sdnotify import Notifier
 from watcher.sinks.alerting import AlertChannel
 from watcher.sources.base import Source
+from watcher.upkeep import expire_orphans, housekeeping, settle
 
 log = structlog.get_logger("watcher")
 
@@ -87,7 +88,7 @@ class Daemon:
         self.scheduler = scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         for poller in app.pollers:
             self._schedule(poller)
-        self._every(app.housekeeping, "housekeeping", 3600, now=True)
+        self._every(self._housekeeping, "housekeeping", 3600, now=True)
         self._every(self._watch_state, "state", STATE_CHECK_INTERVAL)
         if self.notifier.watchdog_interval is not None:
             self._every(self._watchdog, "watchdog", self.notifier.watchdog_interval)
@@ -172,6 +173,9 @@ class Daemon:
             if not self._stopping:
                 raise
 
+    async def _housekeeping(self) -> None:
+        await housekeeping(self.app)
+
     async def _watch_state(self) -> None:
         self.app.watch_state()
 
@@ -209,7 +213,7 @@ class Daemon:
         if self._delivering is not None:
             await asyncio.gather(self._delivering, return_exceptions=True)
         if self.app.failure is None and self.app.dispatcher is not None:
-            await self.app.settle(max(0.0, deadline - loop.time()))
+            await settle(self.app, max(0.0, deadline - loop.time()))
         if self.app.endpoint is not None:
             await self.app.endpoint.stop()
             self.app.endpoint = None
@@ -281,8 +285,7 @@ class Daemon:
         log.info("config reloaded", config=str(path), changed=bool(changes), **changes)
         if plan.needs_restart:
             log.warning("config change takes effect at the next start", keys=plan.needs_restart)
-        assert app.dispatcher is not None
-        await app.dispatcher.expire_orphans(app.orphan_max_age)
+        await expire_orphans(app)
         return True
 
     async def _apply(
