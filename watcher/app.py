@@ -4,7 +4,10 @@
 pollers, the sinks and the dispatcher. Everything else receives what it needs as arguments, so
 tests build an `App` with an injected clock against the simulator and drive it with `once()` —
 the same code path as the `watcher once` command. `watcher.daemon.Daemon` runs an App on a
-schedule.
+schedule. What is done with an open App, rather than to build it, lives beside it:
+`watcher.upkeep` (settling deliveries, orphaned rows, housekeeping), `watcher.live`
+(readiness), `watcher.metrics` (the gauges read at scrape time), `watcher.checks`
+(`watcher check`).
 
 Opening is all or nothing: the lease is taken and the state file checked before anything else
 is built, and whatever was built is closed again when a later step fails, so a start that fails
@@ -149,8 +152,8 @@ class App:
         """Set when the App cannot go on (the state file lost): the daemon stops, exit 1."""
         self.halted = asyncio.Event()
         self.abandoned = False
-        """Set when a delivery was abandoned at a deadline: its send may still run in one of
-        apprise's threads, which the process must not wait for (see `cli`)."""
+        """Set when a delivery was abandoned at a deadline (`upkeep.settle`): its send may still
+        run in one of apprise's threads, which the process must not wait for (see `cli`)."""
 
     async def __aenter__(self) -> App:
         await self.open()
