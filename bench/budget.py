@@ -13,7 +13,7 @@ Simulated time: watcher (`App(clock=…)`, `HttpClient(wall=…, sleep=…)`) an
 (`World(now=…)`) read one fake clock, which only the harness moves. The harness calls
 `app.poll()` once per `poll_interval_active` of simulated time, as the daemon's scheduler does
 (a poll that overran its tick skips the ticks it covered: the scheduler coalesces them), and
-delivers what it recorded (`app.settle()`) to an outbox sink. A wait inside watcher (for the
+delivers what it recorded (`upkeep.settle`) to an outbox sink. A wait inside watcher (for the
 budget, a Retry-After, a backoff) moves the clock on by its length: the simulated platform
 answers without latency, so nothing else happens meanwhile. After `minutes`, the autopilot
 starts no more runs and polling goes on until every run has finished and been recorded, or
@@ -49,6 +49,7 @@ from watcher.models import Event, EventType
 from watcher.planner import Plan
 from watcher.sinks.base import Done, Sink
 from watcher.sources.http import HttpClient
+from watcher.upkeep import settle
 from watcher_sim import World, serve
 from watcher_sim.statuses import CLOUD_ACTIVE, CLOUD_FINISHED, CloudStatus
 
@@ -279,7 +280,7 @@ async def _drive(
         sent = len(world.arrivals)
         refused = sum(1 for _, no in world.arrivals if no)
         report = await app.poll(poller)
-        await app.settle(30)
+        await settle(app, 30)
         run.polls += 1
         if run.polls == 1:
             run.first_poll = (

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from watcher.app import App, check_sources
+from watcher.app import App
+from watcher.checks import check_sources
 from watcher.config import SourceConfig
 from watcher.sources.fields import parse_timespan
 from watcher.sources.http import HttpClient

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from watcher.app import App, check_sources
+from watcher.app import App
+from watcher.checks import check_sources
 from watcher.config import SourceConfig
 from watcher.sources.http import HttpClient
 from watcher_sim import AutomationWorld, make_automation_app

@@ -13,6 +13,7 @@ import pytest
 from watcher.app import App
 from watcher.models import Event
 from watcher.sinks.base import DeliveryError, Sink
+from watcher.upkeep import housekeeping
 
 from .conftest import FakeClock, make_settings, source_config
 
@@ -126,7 +127,7 @@ async def test_housekeeping_forgets_old_delivered_events_only(
         assert app.store is not None
         stuck_rows = app.store.outbox_depth()
         clock.advance(timedelta(days=31).total_seconds())
-        await app.housekeeping()
+        await housekeeping(app)
         # Undelivered events stay however old they are; delivered ones are forgotten.
         assert len(app.store.events()) == stuck_rows == 3
 
@@ -143,7 +144,7 @@ async def test_housekeeping_forgets_runs_that_left_every_listing(
         await app.once()
         assert app.store is not None and app.store.run_count() == 301
         app.pollers[0].source.config.max_records = 50
-        await app.housekeeping()
+        await housekeeping(app)
         assert app.store.run_count() == 4 * 50  # the newest 200, the running one among them
         assert "301" in app.pollers[0].runs["1"] and "1" not in app.pollers[0].runs["1"]
         clock.advance(60)

@@ -17,6 +17,7 @@ from watcher.app import App
 from watcher.config import HttpSection, SubscriptionConfig
 from watcher.noise.silences import new_silence
 from watcher.sources.http import HttpClient
+from watcher.upkeep import settle
 from watcher_sim import World
 
 from .conftest import FakeClock, make_settings, source_config
@@ -180,7 +181,7 @@ async def test_alerts_inside_a_mute_window_wait_for_its_end_and_go_as_one_digest
         assert (held.reason, held.count) == ("muted", 2)
         assert held.until == clock().replace(hour=13, minute=0, second=0).timestamp()
         clock.t = clock().replace(hour=13, minute=0, second=1)
-        await app.settle()
+        await settle(app)
         assert app.store.held() == []
     [digest] = hook.got
     body = digest[1]
@@ -197,7 +198,7 @@ async def test_a_mute_window_with_drop_suppresses(
         await app.once()
         await finish(app, fleet, clock, STEAM, FAILURE, 101)
         clock.t += timedelta(days=1)  # Tuesday: nothing comes back
-        await app.settle()
+        await settle(app)
         await finish(app, fleet, clock, STEAM, FAILURE, 102)
     assert hook.titles() == ["102|failed"]
     (suppressed,) = events_of(tmp_path, "notification.suppressed")
@@ -270,10 +271,10 @@ async def test_a_flapping_agent_is_said_once_and_summed_up_when_stable(
             "201|failed",
         ]
         clock.advance(9 * 60)  # still within ten minutes of the last change: held
-        await app.settle()
+        await settle(app)
         assert len(hook.got) == 4
         clock.advance(2 * 60)
-        await app.settle()
+        await settle(app)
     summary = hook.got[4][1]
     assert summary["title"] == "watcher: 3 events for ops (2 failures, 1 success)"
     for run in ("103", "104", "105"):
@@ -353,7 +354,7 @@ async def test_a_held_alert_shows_in_status_and_metrics_and_a_new_config_decides
         unmuted.subscriptions[0].mute = []
         [replacement] = app.channels(unmuted)
         app.dispatcher.add_sink(replacement)
-        await app.settle()
+        await settle(app)
         assert hook.titles() == ["101|failed"]
         assert samples(app).get(held, 0) == 0
 
@@ -368,7 +369,7 @@ async def test_the_alert_of_a_streak_that_failed_to_send_is_retried_not_repeated
         await finish(app, fleet, clock, STEAM, FAILURE, 102)  # the alert: its send fails
         hook.status = 200
         clock.advance(3600)
-        await app.settle()  # retried: the same alert, not a repeat of it
+        await settle(app)  # retried: the same alert, not a repeat of it
     assert [t for t in hook.titles()] == ["102|failed", "102|failed"]
     assert [e["run_id"] for e in events_of(tmp_path, "notification.sent")] == ["102"]
     assert [e["run_id"] for e in events_of(tmp_path, "notification.suppressed")] == ["101"]
@@ -405,5 +406,5 @@ async def test_what_is_held_is_decided_again_at_start_by_the_rules_of_then(
         await finish(app, fleet, clock, STEAM, FAILURE, 101)
     assert hook.got == []
     async with build() as app:  # restarted without the mute window
-        await app.settle()
+        await settle(app)
     assert hook.titles() == ["101|failed"]

@@ -17,6 +17,7 @@ from watcher.app import App
 from watcher.config import Settings, load_settings, plan_reload
 from watcher.daemon import Daemon
 from watcher.sources.http import HttpClient
+from watcher.upkeep import housekeeping, settle
 from watcher_sim import World
 
 from .conftest import API_KEY, FakeClock
@@ -212,7 +213,7 @@ async def test_a_removed_subscription_gives_its_undelivered_alerts_up_at_once(
         assert app.store.outbox_depth() == 1
         assert await daemon.reload(config.write()) is True  # subscription removed
         assert not [n for n in app.dispatcher.sinks if n.startswith("notify:")]
-        await app.settle()
+        await settle(app)
         assert app.store.outbox_depth() == 0  # nobody will ever send it: it leaves the outbox
     set_down(False)
     failed = [e for e in events(config.tmp_path) if e["type"] == "notification.failed"]
@@ -239,12 +240,12 @@ async def test_a_removed_channel_waits_max_age_for_its_return_then_is_given_up(
         assert await daemon.reload(config.write(subs=one)) is True  # channel /a removed
         set_down(False)
         clock.advance(3600)
-        await app.settle()
+        await settle(app)
         assert [p for p, _ in got] == ["/b"]  # the remaining channel delivers
         assert app.store.outbox_depth() == 1  # /a's row waits for the channel to return
         assert app.store.next_due(targets=list(app.dispatcher.sinks)) is None  # no busy loop
         assert await daemon.reload(config.write(subs=two)) is True  # it returns in time
-        await app.settle()
+        await settle(app)
         assert [p for p, _ in got] == ["/b", "/a"] and app.store.outbox_depth() == 0
 
         steam.add_run(AGENT, status=6, run_id=102)
@@ -253,9 +254,9 @@ async def test_a_removed_channel_waits_max_age_for_its_return_then_is_given_up(
         await app.once()
         assert await daemon.reload(config.write(subs=one)) is True
         clock.advance(24 * 3600)  # the subscription's max_age
-        await app.housekeeping()
+        await housekeeping(app)
         set_down(False)
-        await app.settle()
+        await settle(app)
         assert app.store.outbox_depth() == 0
     failed = [e for e in events(config.tmp_path) if e["type"] == "notification.failed"]
     assert [(e["run_id"], e["reason"]) for e in failed] == [("102", "channel removed")]

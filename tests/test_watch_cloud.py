@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from watcher.app import App, check_sources
+from watcher.app import App
+from watcher.checks import check_sources
 from watcher.daemon import Daemon
 from watcher_sim import World
 

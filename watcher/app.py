@@ -4,7 +4,10 @@
 pollers, the sinks and the dispatcher. Everything else receives what it needs as arguments, so
 tests build an `App` with an injected clock against the simulator and drive it with `once()` —
 the same code path as the `watcher once` command. `watcher.daemon.Daemon` runs an App on a
-schedule.
+schedule. What is done with an open App, rather than to build it, lives beside it:
+`watcher.upkeep` (settling deliveries, orphaned rows, housekeeping), `watcher.live`
+(readiness), `watcher.metrics` (the gauges read at scrape time), `watcher.checks`
+(`watcher check`).
 
 Opening is all or nothing: the lease is taken and the state file checked before anything else
 is built, and whatever was built is closed again when a later step fails, so a start that fails
@@ -18,8 +21,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
@@ -29,29 +31,26 @@ import structlog
 from watcher import statefile
 from watcher.config import Settings, SourceConfig
 from watcher.dispatch import Dispatcher
-from watcher.durations import duration_of
-from watcher.errors import ConfigError, SourceError, WatcherError
+from watcher.errors import ConfigError, WatcherError
 from watcher.heartbeat import Heartbeat
-from watcher.live import EventStream, Readiness, assess
+from watcher.live import EventStream, ReadinessWatch
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
 from watcher.models import Event, EventType, source_event
 from watcher.noise.gate import Gate
-from watcher.noise.silences import RETENTION
-from watcher.planner import coverage
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
 from watcher.rules import RuleBook
 from watcher.sinks.base import Sink
 from watcher.sinks.eventlog import EventLog
-from watcher.sources.base import CheckResult, Source, source_class
+from watcher.sources.base import Source, source_class
 from watcher.sources.http import HttpClient, make_session
 from watcher.statefile import StateFileError
 from watcher.store import Store
+from watcher.upkeep import expire_orphans, settle
 
 if TYPE_CHECKING:  # loaded only when configured: a `watcher once` imports what it uses
     from watcher.endpoint import Endpoint
-    from watcher.metrics import OutboxState
     from watcher.sinks.alerting import AlertChannel
     from watcher.sinks.fetcher import Fetcher
 
@@ -59,8 +58,6 @@ log = structlog.get_logger("watcher")
 
 Clock = Callable[[], datetime]
 
-ORPHAN_MAX_AGE = 24 * 3600.0
-"""Seconds the rows of a removed sink other than a channel wait for it to come back."""
 ONCE_PATIENCE = 10.0
 """Seconds `watcher once` waits at most for its request budget (a slot, a Retry-After)."""
 
@@ -92,14 +89,6 @@ class Uncounted:
         pass
 
 
-@dataclass(slots=True)
-class SourceCheck:
-    name: str
-    kind: str
-    ok: bool
-    lines: list[CheckResult] = field(default_factory=list)
-
-
 def build_source(config: SourceConfig, http: HttpClient) -> Source:
     cls = source_class(config.kind)
     if cls is None:
@@ -121,68 +110,6 @@ def build_channels(settings: Settings, *, clock: Clock) -> list[AlertChannel]:
         for sub in subscriptions
         for url in sub.config.url_values()
     ]
-
-
-async def check_sources(settings: Settings, http: HttpClient) -> list[SourceCheck]:
-    """Connectivity and auth of every enabled source, and what its request budget allows
-    (`watcher check`). Touches no state."""
-    results = []
-    for config in settings.sources:
-        if not config.enabled:
-            continue
-        source = build_source(config, http)
-        try:
-            lines = await source.check()
-        except SourceError as err:
-            results.append(
-                SourceCheck(source.name, source.kind, False, [CheckResult(False, err.detail)])
-            )
-            continue
-        lines.extend(budget_lines(source))
-        results.append(SourceCheck(source.name, source.kind, all(x.ok for x in lines), lines))
-    return results
-
-
-def budget_lines(source: Source) -> list[CheckResult]:
-    """What the budget means for this source: the mode, how soon a change is seen, how often
-    every agent is listed."""
-    cfg = source.config
-    rate = cfg.requests_per_minute
-    budget = f"{rate} requests/min" if rate else "no limit"
-    lines = [CheckResult(True, f"request budget: {budget}")]
-    hinted = bool(source.hinted) and cfg.use_hints
-    count = source.checked_agents
-    if not hinted:
-        why = (
-            "the platform has no change hints"
-            if source.hinted is None
-            else "use_hints = false"
-            if not cfg.use_hints
-            else "the platform gives no lastActivity"
-        )
-        lines.append(CheckResult(True, f"mode: sweep ({why}): every agent is listed in turn"))
-    else:
-        text = "mode: change hints: each cycle lists the agents whose hint moved, then those "
-        lines.append(CheckResult(True, text + "with a run in progress"))
-    idle = cfg.sweep_interval if hinted else cfg.poll_interval
-    cover = coverage(
-        agents=count,
-        per_minute=rate,
-        cycle=cfg.poll_interval_active,
-        idle=idle,
-        hinted=hinted,
-        listing_cost=source.listing_cost,
-        jitter=cfg.jitter,
-    )
-    seen = "a hinted change" if hinted else "a change"
-    lines.append(
-        CheckResult(
-            True,
-            f"{seen} is seen within {duration_of(cover.detect)}; all {count} agent(s) are "
-            f"listed at least every {duration_of(cover.sweep)}",
-        )
-    )
-    return lines
 
 
 class App:
@@ -210,21 +137,23 @@ class App:
         self.pollers: list[SourcePoller] = []
         self.metrics: Counting = Uncounted()
         if settings.http.listen:  # counted only where they can be read (Prometheus: when used)
-            from watcher.metrics import Metrics, source_states
+            from watcher.metrics import Metrics, held_alerts, outbox_state, source_states
 
             self.metrics = Metrics(
-                sources=lambda: source_states(self.pollers), outbox=self._outbox, held=self._held
+                sources=lambda: source_states(self.pollers),
+                outbox=lambda: outbox_state(self.store, self.clock()),
+                held=lambda: held_alerts(self.store),
             )
         self.stream = EventStream()
+        self.readiness = ReadinessWatch(lambda: self.pollers, clock)
         self.endpoint: Endpoint | None = None
         self.heartbeat: Heartbeat | None = None
         self.failure: WatcherError | None = None
         """Set when the App cannot go on (the state file lost): the daemon stops, exit 1."""
         self.halted = asyncio.Event()
         self.abandoned = False
-        """Set when a delivery was abandoned at a deadline: its send may still run in one of
-        apprise's threads, which the process must not wait for (see `cli`)."""
-        self._ready = False  # readiness last seen, to log its changes once
+        """Set when a delivery was abandoned at a deadline (`upkeep.settle`): its send may still
+        run in one of apprise's threads, which the process must not wait for (see `cli`)."""
 
     async def __aenter__(self) -> App:
         await self.open()
@@ -362,7 +291,7 @@ class App:
         started = time.perf_counter()
         report = await poller.poll(force=force)
         self.metrics.observe_poll(report, time.perf_counter() - started)
-        self.readiness()
+        self.readiness.check()
         if self.heartbeat is not None:
             if any(e.type == EventType.SOURCE_FAILED for e in report.events):
                 await self.heartbeat.failing()
@@ -417,33 +346,7 @@ class App:
         self.halted.set()
         return False
 
-    # --- health ----------------------------------------------------------------------------
-
-    def readiness(self) -> Readiness:
-        """Is every source fresh (see `endpoint.assess`)? A change is logged once."""
-        state = assess(self.pollers, self.clock())
-        if state.ready != self._ready:
-            self._ready = state.ready
-            if state.ready:
-                log.info("ready: every source polled successfully within 3 intervals")
-            else:
-                log.warning("not ready: stale sources", stale=[s["source"] for s in state.stale])
-        return state
-
-    def _outbox(self) -> OutboxState | None:
-        """The outbox gauges at scrape time; None once the state file is closed."""
-        if self.store is None:
-            return None
-        from watcher.metrics import OutboxState
-
-        oldest = self.store.oldest_pending()
-        age = max(0.0, self.clock().timestamp() - oldest) if oldest is not None else None
-        return OutboxState(self.store.outbox_depth(), age)
-
-    def _held(self) -> list[tuple[str, str, int]]:
-        """(subscription, reason, alerts) held in the outbox, at scrape time."""
-        rows = self.store.held() if self.store is not None else []
-        return [(h.target.split(":")[1], h.reason, h.count) for h in rows]
+    # --- the HTTP endpoint -------------------------------------------------------------------
 
     async def serve_http(self) -> tuple[str, int] | None:
         """Start the `[http] listen` endpoint, if configured; return the address bound."""
@@ -463,7 +366,7 @@ class App:
             clock=self.clock,
         )
         endpoint = Endpoint(
-            readiness=self.readiness,
+            readiness=self.readiness.check,
             metrics=self.metrics,
             stream=self.stream,
             view=lambda: of_app(self),
@@ -489,46 +392,6 @@ class App:
                 log.info("request budget spent: the other agents wait for the next run",
                          source=report.source, agents=report.deferred["budget"],
                          next_slot_s=report.budget_wait)  # fmt: skip
-        assert self.dispatcher is not None
-        await self.dispatcher.expire_orphans(self.orphan_max_age)
-        await self.settle()
+        await expire_orphans(self)
+        await settle(self)
         return list(reports)
-
-    async def settle(self, timeout: float | None = None) -> bool:
-        """Deliver what is due, and what that delivery causes, within `timeout` (default
-        `shutdown_timeout`); what is still in flight then stays in the outbox."""
-        assert self.dispatcher is not None
-        settled = await self.dispatcher.settle(
-            self.settings.watcher.shutdown_timeout if timeout is None else timeout
-        )
-        self.abandoned = self.abandoned or not settled
-        return settled
-
-    async def housekeeping(self) -> None:
-        """Keep the state file small: forget delivered events older than
-        `event_retention_days`, runs that can no longer appear in any listing, silences
-        expired longer than their retention, and the undelivered rows of channels removed
-        from the config."""
-        assert self.store is not None and self.dispatcher is not None
-        days = self.settings.watcher.event_retention_days
-        events = self.store.prune_events(self.clock() - timedelta(days=days))
-        silences = self.store.prune_silences(self.clock() - RETENTION)
-        runs = 0
-        for poller in self.pollers:
-            async with poller.paused():
-                runs += poller.prune()
-        orphans = await self.dispatcher.expire_orphans(self.orphan_max_age)
-        if events or runs or orphans or silences:
-            log.info("state pruned", events=events, runs=runs, orphans=orphans,
-                     silences=silences, older_than_days=days)  # fmt: skip
-
-    def orphan_max_age(self, target: str) -> float:
-        """How long undelivered rows of a target nobody serves may wait for it: a channel of
-        a subscription that still exists, its `max_age`; of one that is gone, not at all."""
-        if target.startswith("notify:"):
-            name = target.split(":")[1]
-            sub = next((s for s in self.settings.subscriptions if s.name == name), None)
-            return sub.max_age if sub is not None else 0.0
-        if target == "outputs":
-            return self.settings.outputs.max_age
-        return ORPHAN_MAX_AGE

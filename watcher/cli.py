@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from watcher import __version__, cli_help, logs
-from watcher.app import App, build_channels, check_sources, utcnow
+from watcher.app import App, build_channels, utcnow
+from watcher.checks import check_sources
 from watcher.completion import SHELLS, script
 from watcher.config import Settings, WatcherSection, find_config, load_settings
 from watcher.errors import ConfigError, WatcherError

@@ -34,6 +34,7 @@ from watcher.redact import redact
 from watcher.sdnotify import Notifier
 from watcher.sinks.alerting import AlertChannel
 from watcher.sources.base import Source
+from watcher.upkeep import expire_orphans, housekeeping, settle
 
 log = structlog.get_logger("watcher")
 
@@ -87,7 +88,7 @@ class Daemon:
         self.scheduler = scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         for poller in app.pollers:
             self._schedule(poller)
-        self._every(app.housekeeping, "housekeeping", 3600, now=True)
+        self._every(self._housekeeping, "housekeeping", 3600, now=True)
         self._every(self._watch_state, "state", STATE_CHECK_INTERVAL)
         if self.notifier.watchdog_interval is not None:
             self._every(self._watchdog, "watchdog", self.notifier.watchdog_interval)
@@ -172,6 +173,9 @@ class Daemon:
             if not self._stopping:
                 raise
 
+    async def _housekeeping(self) -> None:
+        await housekeeping(self.app)
+
     async def _watch_state(self) -> None:
         self.app.watch_state()
 
@@ -196,23 +200,30 @@ class Daemon:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         await self._cancel_reload()
-        polls = [t for t in self._polls.values() if not t.done()]
-        if polls:
-            grace = min(POLL_GRACE, self.settings.watcher.shutdown_timeout / 4)
-            _, pending = await asyncio.wait(polls, timeout=grace)
-            if pending:
-                log.info("a poll still waiting on its platform was abandoned; nothing of it "
-                         "was written", polls=len(pending))  # fmt: skip
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+        await self._finish_polls()
         if self._delivering is not None:
             await asyncio.gather(self._delivering, return_exceptions=True)
         if self.app.failure is None and self.app.dispatcher is not None:
-            await self.app.settle(max(0.0, deadline - loop.time()))
+            await settle(self.app, max(0.0, deadline - loop.time()))
         if self.app.endpoint is not None:
             await self.app.endpoint.stop()
             self.app.endpoint = None
+
+    async def _finish_polls(self) -> None:
+        """Give the polls in flight a short grace (`POLL_GRACE`, at most a quarter of
+        `shutdown_timeout`), then abandon those still waiting on their platform: none of them
+        has written anything yet."""
+        polls = [t for t in self._polls.values() if not t.done()]
+        if not polls:
+            return
+        grace = min(POLL_GRACE, self.settings.watcher.shutdown_timeout / 4)
+        _, pending = await asyncio.wait(polls, timeout=grace)
+        if pending:
+            log.info("a poll still waiting on its platform was abandoned; nothing of it "
+                     "was written", polls=len(pending))  # fmt: skip
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # --- reload (SIGHUP) ----------------------------------------------------------------------
 
@@ -281,49 +292,69 @@ class Daemon:
         log.info("config reloaded", config=str(path), changed=bool(changes), **changes)
         if plan.needs_restart:
             log.warning("config change takes effect at the next start", keys=plan.needs_restart)
-        assert app.dispatcher is not None
-        await app.dispatcher.expire_orphans(app.orphan_max_age)
+        await expire_orphans(app)
         return True
 
     async def _apply(
         self, plan: ReloadPlan, sources: list[Source], channels: list[AlertChannel]
     ) -> None:
-        """Swap pollers, scheduler jobs and alert channels to match `plan`."""
-        app = self.app
-        assert app.dispatcher is not None
-        old = {p.name: p for p in app.pollers}
-        leaving = [old[name] for name in [*plan.removed, *(s.name for s in plan.changed)]]
-        # Out of the list first: a poll job that starts from now on sees it retired.
-        app.pollers = [p for p in app.pollers if p not in leaving]
-        for poller in leaving:
-            self._unschedule(poller.name)
-        for poller in leaving:
-            await poller.idle()  # a poll in flight commits; its successor loads that state
+        """Swap pollers, scheduler jobs and alert channels to match `plan`, then run with its
+        settings."""
+        await self._apply_sources(plan, sources)
+        await self._apply_channels(channels)
+        self._apply_logging(plan.settings)
+        self.app.settings = plan.settings
+
+    async def _apply_sources(self, plan: ReloadPlan, sources: list[Source]) -> None:
+        """Retire the pollers of sources removed or changed, start one for each source built
+        anew (`sources`: added or changed), keep the others; in the order of the config."""
+        running = {p.name: p for p in self.app.pollers}
+        await self._retire([running[n] for n in [*plan.removed, *(s.name for s in plan.changed)]])
         fresh = {source.name: source for source in sources}
         pollers: list[SourcePoller] = []
         for sc in plan.settings.sources:
             if sc.name in fresh:
-                poller = app.poller(fresh[sc.name])
-                if sc.name in old:  # a restarted source stays as fresh as it was
-                    poller.last_success = old[sc.name].last_success
-                self._schedule(poller)
-                pollers.append(poller)
-            elif sc.enabled and sc.name in old:
-                pollers.append(old[sc.name])
-        app.pollers = pollers
+                pollers.append(self._start(fresh[sc.name], running.get(sc.name)))
+            elif sc.enabled and sc.name in running:
+                pollers.append(running[sc.name])
+        self.app.pollers = pollers
 
-        running = {n: s for n, s in app.dispatcher.sinks.items() if isinstance(s, AlertChannel)}
+    async def _retire(self, leaving: list[SourcePoller]) -> None:
+        """Stop polling with `leaving`; a poll of theirs in flight commits first, so that a
+        successor loads its state."""
+        # Out of the list first: a poll job that starts from now on sees it retired.
+        self.app.pollers = [p for p in self.app.pollers if p not in leaving]
+        for poller in leaving:
+            self._unschedule(poller.name)
+        for poller in leaving:
+            await poller.idle()
+
+    def _start(self, source: Source, predecessor: SourcePoller | None) -> SourcePoller:
+        """A poller for `source`, scheduled; a restarted source stays as fresh as it was."""
+        poller = self.app.poller(source)
+        if predecessor is not None:
+            poller.last_success = predecessor.last_success
+        self._schedule(poller)
+        return poller
+
+    async def _apply_channels(self, channels: list[AlertChannel]) -> None:
+        """Close the alert channels no longer wanted; add those that are new or whose
+        subscription changed (replacing the running one of that name)."""
+        dispatcher = self.app.dispatcher
+        assert dispatcher is not None
+        running = {n: s for n, s in dispatcher.sinks.items() if isinstance(s, AlertChannel)}
         wanted = {c.name: c for c in channels}
         for name, sink in running.items():
             if name not in wanted:
-                app.dispatcher.remove_sink(name)
+                dispatcher.remove_sink(name)
                 await sink.close()
         for name, channel in wanted.items():
             current = running.get(name)
             if current is None or not current.subscription.same_as(channel.subscription):
-                app.dispatcher.add_sink(channel)
+                dispatcher.add_sink(channel)
 
-        before, after = self.settings.watcher, plan.settings.watcher
+    def _apply_logging(self, settings: Settings) -> None:
+        """Reconfigure logging when its format or level changed."""
+        before, after = self.settings.watcher, settings.watcher
         if (before.log_format, before.log_level) != (after.log_format, after.log_level):
             logs.configure(after.log_format, after.log_level)
-        app.settings = plan.settings

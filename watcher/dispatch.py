@@ -31,7 +31,7 @@ import structlog
 from watcher.models import Event, follow_up
 from watcher.noise.gate import Gate
 from watcher.redact import redact
-from watcher.sinks.base import DeliveryError, Sink
+from watcher.sinks.base import DeliveryError, Done, Sink
 from watcher.store import Pending, Store
 
 log = structlog.get_logger("watcher.dispatch")
@@ -148,11 +148,27 @@ class Dispatcher:
             self._busy.discard(sink.name)
 
     async def _deliver(self, sink: Sink, items: list[Pending], now: float) -> bool:
+        """Hand `items` to `sink` — an alert channel's past the gate first. True when all of
+        them went; on a failure, what the sink did not mark delivered is retried or given up."""
         groups = [[p.event for p in items]]
         if self.gate is not None and sink.noise is not None:
             items, groups = self._gated(sink, self.gate, items)
             if not items:
                 return True
+        done, marked = self._receipt(items)
+        try:
+            for group in groups:
+                if group:
+                    await sink.deliver(group, done)
+        except Exception as err:  # one bad sink must never break the others
+            await self._failed(sink, [p for p in items if p.event.id not in marked], err, now)
+            return False
+        self.store.delivered([p for p in items if p.event.id not in marked])
+        return True
+
+    def _receipt(self, items: list[Pending]) -> tuple[Done, set[str]]:
+        """The `done` of one delivery of `items` (see `Sink.deliver`), and the ids of the
+        events it has marked delivered so far (the set grows as the sink calls it)."""
         by_id = {p.event.id: p for p in items}
         marked: set[str] = set()
 
@@ -165,34 +181,31 @@ class Dispatcher:
                 marked.update(p.event.id for p in rows)
                 self._recorded(fresh)
 
-        try:
-            for group in groups:
-                if group:
-                    await sink.deliver(group, done)
-        except Exception as err:  # one bad sink must never break the others
-            items = [p for p in items if p.event.id not in marked]
-            retryable = not isinstance(err, DeliveryError) or err.retryable
-            message = redact(str(err) or type(err).__name__)
-            max_age = sink.max_age or self.max_age
-            expired: list[Pending] = []
-            retry: list[Pending] = []
-            for p in items:
-                too_old = now - p.first_at >= max_age
-                (expired if too_old or not retryable else retry).append(p)
-            if expired:
-                await self._abandon(sink, expired, message)
-            if retry:
-                self.store.retry_later(
-                    retry,
-                    error=message,
-                    next_at=lambda p: now + self.backoff.delay(p.attempts),
-                )
-                log.warning(
-                    "delivery failed; will retry", sink=sink.name, events=len(retry), error=message
-                )
-            return False
-        self.store.delivered([p for p in items if p.event.id not in marked])
-        return True
+        return done, marked
+
+    async def _failed(self, sink: Sink, items: list[Pending], err: Exception, now: float) -> None:
+        """A delivery of `items` failed with `err`: give up those that cannot be retried or
+        have waited `max_age` (the sink's, else the dispatcher's); retry the others later, with
+        backoff."""
+        retryable = not isinstance(err, DeliveryError) or err.retryable
+        message = redact(str(err) or type(err).__name__)
+        max_age = sink.max_age or self.max_age
+        expired: list[Pending] = []
+        retry: list[Pending] = []
+        for p in items:
+            too_old = now - p.first_at >= max_age
+            (expired if too_old or not retryable else retry).append(p)
+        if expired:
+            await self._abandon(sink, expired, message)
+        if retry:
+            self.store.retry_later(
+                retry,
+                error=message,
+                next_at=lambda p: now + self.backoff.delay(p.attempts),
+            )
+            log.warning(
+                "delivery failed; will retry", sink=sink.name, events=len(retry), error=message
+            )
 
     def _gated(
         self, sink: Sink, gate: Gate, items: list[Pending]

@@ -1,6 +1,7 @@
 """What the daemon keeps up to date for the outside to look at: whether it is ready (every
-source polled successfully of late) and the live stream of events. No web server here: the
-HTTP endpoint (`watcher.endpoint`) serves these, and is only loaded when it is configured.
+source polled successfully of late; each change of it logged once, `ReadinessWatch`) and the
+live stream of events. No web server here: the HTTP endpoint (`watcher.endpoint`) serves these,
+and is only loaded when it is configured.
 
 Each `/events` client has a bounded queue: a client that does not keep up is dropped (its
 stream ends; it may reconnect) rather than slowing the daemon or growing its memory.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,8 @@ from watcher.models import Event, iso
 from watcher.poller import SourcePoller
 
 log = structlog.get_logger("watcher.endpoint")
+status_log = structlog.get_logger("watcher")
+"""Readiness changes are news of the daemon itself, not of its endpoint."""
 
 CLIENT_QUEUE = 1000
 """Events buffered per `/events` client before it counts as too slow and is dropped."""
@@ -60,6 +63,29 @@ def assess(pollers: Iterable[SourcePoller], now: datetime) -> Readiness:
             }
         )
     return Readiness(not stale, stale)
+
+
+class ReadinessWatch:
+    """Readiness of the running pollers, assessed when asked (after each poll, on `/readyz`);
+    a change is logged once. Not ready until the first assessment finds every source fresh."""
+
+    def __init__(
+        self, pollers: Callable[[], Iterable[SourcePoller]], clock: Callable[[], datetime]
+    ) -> None:
+        self._pollers = pollers
+        self._clock = clock
+        self._ready = False  # readiness last seen, to log its changes once
+
+    def check(self) -> Readiness:
+        state = assess(self._pollers(), self._clock())
+        if state.ready != self._ready:
+            self._ready = state.ready
+            if state.ready:
+                status_log.info("ready: every source polled successfully within 3 intervals")
+            else:
+                stale = [s["source"] for s in state.stale]
+                status_log.warning("not ready: stale sources", stale=stale)
+        return state
 
 
 class _Client:

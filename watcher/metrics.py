@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from prometheus_client import (
@@ -43,6 +44,7 @@ from watcher.models import Event, Phase
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
 from watcher.standing import Standing
+from watcher.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Content-Type of `render()`'s output (Prometheus text format 0.0.4)."""
@@ -106,6 +108,21 @@ def source_states(pollers: Iterable[SourcePoller]) -> list[SourceState]:
             )
         )
     return states
+
+
+def outbox_state(store: Store | None, now: datetime) -> OutboxState | None:
+    """The outbox gauges at scrape time; None once the state file is closed."""
+    if store is None:
+        return None
+    oldest = store.oldest_pending()
+    age = max(0.0, now.timestamp() - oldest) if oldest is not None else None
+    return OutboxState(store.outbox_depth(), age)
+
+
+def held_alerts(store: Store | None) -> list[tuple[str, str, int]]:
+    """(subscription, reason, alerts) held in the outbox, at scrape time."""
+    rows = store.held() if store is not None else []
+    return [(h.target.split(":")[1], h.reason, h.count) for h in rows]
 
 
 class _Present(Collector):

@@ -4,15 +4,19 @@
 configuration, which subscriptions changed, and which keys cannot change while the daemon runs
 (the state file, the events file, the HTTP listen address and token: they are kept until the
 next start).
-`App.reload` applies the plan; nothing here does I/O.
+`watcher.daemon.Daemon.reload` applies the plan; nothing here does I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from watcher.config.settings import Settings
 from watcher.config.sources import SourceConfig
+
+T = TypeVar("T")
 
 RESTART_ONLY = ("watcher.state_path", "watcher.events_path", "http.listen", "http.token_file")
 """Keys read once at start-up: a reload keeps their running values and says so."""
@@ -50,19 +54,49 @@ class ReloadPlan:
 def plan_reload(running: Settings, loaded: Settings) -> ReloadPlan:
     """Compare the running settings with freshly loaded ones. A disabled source counts as
     absent: disabling one stops its poller, enabling one starts it."""
-    old = {s.name: s for s in running.sources if s.enabled}
-    new = {s.name: s for s in loaded.sources if s.enabled}
-    old_subs = {s.name: s for s in running.subscriptions}
-    new_subs = {s.name: s for s in loaded.subscriptions}
+    added, removed, changed = _compare(_enabled_sources(running), _enabled_sources(loaded))
+    subs_added, subs_removed, subs_changed = _compare(
+        {s.name: s for s in running.subscriptions}, {s.name: s for s in loaded.subscriptions}
+    )
+    return ReloadPlan(
+        settings=_kept_at_restart_only(running, loaded),
+        added=added,
+        removed=removed,
+        changed=changed,
+        subscriptions_added=[s.name for s in subs_added],
+        subscriptions_removed=subs_removed,
+        subscriptions_changed=[s.name for s in subs_changed],
+        needs_restart=_restart_only_changes(running, loaded),
+    )
 
+
+def _enabled_sources(settings: Settings) -> dict[str, SourceConfig]:
+    return {s.name: s for s in settings.sources if s.enabled}
+
+
+def _compare(old: Mapping[str, T], new: Mapping[str, T]) -> tuple[list[T], list[str], list[T]]:
+    """What `new` adds (in its order), the names it drops (in the order of `old`), and what it
+    changes (in its order), by name."""
+    added = [item for name, item in new.items() if name not in old]
+    removed = [name for name in old if name not in new]
+    changed = [item for name, item in new.items() if name in old and old[name] != item]
+    return added, removed, changed
+
+
+def _kept_at_restart_only(running: Settings, loaded: Settings) -> Settings:
+    """The loaded settings, with the running values of the keys read once at start-up."""
     kept_watcher = loaded.watcher.model_copy(
         update={
             "state_path": running.watcher.state_path,
             "events_path": running.watcher.events_path,
         }
     )
-    settings = loaded.model_copy(update={"watcher": kept_watcher, "http": running.http})
-    needs_restart = [
+    return loaded.model_copy(update={"watcher": kept_watcher, "http": running.http})
+
+
+def _restart_only_changes(running: Settings, loaded: Settings) -> list[str]:
+    """The restart-only keys whose loaded value differs from the running one."""
+    return [
         key
         for key, before, after in (
             (RESTART_ONLY[0], running.watcher.state_path, loaded.watcher.state_path),
@@ -72,13 +106,3 @@ def plan_reload(running: Settings, loaded: Settings) -> ReloadPlan:
         )
         if before != after
     ]
-    return ReloadPlan(
-        settings=settings,
-        added=[s for name, s in new.items() if name not in old],
-        removed=[name for name in old if name not in new],
-        changed=[s for name, s in new.items() if name in old and old[name] != s],
-        subscriptions_added=[n for n in new_subs if n not in old_subs],
-        subscriptions_removed=[n for n in old_subs if n not in new_subs],
-        subscriptions_changed=[n for n in new_subs if n in old_subs and old_subs[n] != new_subs[n]],
-        needs_restart=needs_restart,
-    )
