@@ -294,3 +294,30 @@ def test_plan_reload_names_each_change(tmp_path: Path, config) -> None:
     }
     assert plan.needs_restart == []
     assert plan.settings.config_path == config.path
+
+
+async def test_rules_and_outputs_added_by_a_reload_apply_to_running_sources(
+    steam, config, clock: FakeClock, http, tmp_path: Path
+) -> None:
+    config.write()
+    async with build(config, clock, http) as (app, daemon):
+        await app.once()
+        running = steam.add_run(AGENT, status=2, run_id=101)  # Running, before the reload
+        clock.advance(15)
+        await app.once()
+        rules = '\n[[rules]]\nname = "slow"\nmax_duration = "10m"\n'
+        outputs = f'\n[outputs]\nenabled = true\ndir = "{tmp_path / "out"}"\non = ["failure"]\n'
+        config.write(subs=rules + outputs)
+        assert await daemon.reload() is True
+        for _ in range(4):  # 11 minutes on: past the rule's limit
+            clock.advance(165)
+            await app.once()
+        steam.set_status(AGENT, running.id, 6)  # and then it fails
+        clock.advance(15)
+        await app.once()
+        await settle(app)
+    stuck = [e for e in events(tmp_path) if e["type"] == "run.stuck"]
+    assert [(e["run_id"], e["rule"]) for e in stuck] == [("101", "slow")]
+    fetched = [e for e in events(tmp_path) if e["type"] == "output.fetched"]
+    assert [e["run_id"] for e in fetched] == ["101"]
+    assert (tmp_path / "out" / "cloud" / str(AGENT) / "101" / "manifest.json").exists()

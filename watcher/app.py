@@ -191,10 +191,9 @@ class App:
         if cfg.watcher.events_path:
             sinks.append(EventLog(cfg.watcher.events_path))
         sinks.extend(self.channels())
-        if cfg.outputs.enabled:
-            from watcher.sinks.outputs import OutputsSink
-
-            sinks.append(OutputsSink(self.fetcher(), clock=self.clock))
+        outputs = self.outputs_sink()
+        if outputs is not None:
+            sinks.append(outputs)
         sinks.extend(self._extra_sinks)
         self.dispatcher = Dispatcher(
             store, sinks, clock=self.clock, on_events=self._on_events, gate=Gate(store)
@@ -243,6 +242,14 @@ class App:
     def channels(self, settings: Settings | None = None) -> list[AlertChannel]:
         """One alert channel per (subscription, URL) of `settings` (default: the running ones)."""
         return build_channels(settings or self.settings, clock=self.clock)
+
+    def outputs_sink(self) -> Sink | None:
+        """What fetches the outputs of finished runs, as `[outputs]` asks (None: disabled)."""
+        if not self.settings.outputs.enabled:
+            return None
+        from watcher.sinks.outputs import OutputsSink
+
+        return OutputsSink(self.fetcher(), clock=self.clock)
 
     def fetcher(self, *, concurrency: int | None = None) -> Fetcher:
         """What fetches run outputs to disk: for the outputs sink and `watcher fetch`."""

@@ -298,12 +298,14 @@ class Daemon:
     async def _apply(
         self, plan: ReloadPlan, sources: list[Source], channels: list[AlertChannel]
     ) -> None:
-        """Swap pollers, scheduler jobs and alert channels to match `plan`, then run with its
-        settings."""
+        """Run with the settings of `plan`: swap pollers and their scheduler jobs (a poller is
+        built with the rules in force), alert channels and the outputs sink to match."""
+        before, self.app.settings = self.app.settings, plan.settings
         await self._apply_sources(plan, sources)
         await self._apply_channels(channels)
-        self._apply_logging(plan.settings)
-        self.app.settings = plan.settings
+        if plan.outputs_changed:
+            await self._apply_outputs()
+        self._apply_logging(before, plan.settings)
 
     async def _apply_sources(self, plan: ReloadPlan, sources: list[Source]) -> None:
         """Retire the pollers of sources removed or changed, start one for each source built
@@ -353,8 +355,22 @@ class Daemon:
             if current is None or not current.subscription.same_as(channel.subscription):
                 dispatcher.add_sink(channel)
 
-    def _apply_logging(self, settings: Settings) -> None:
+    async def _apply_outputs(self) -> None:
+        """Replace the outputs sink with one of the new `[outputs]` (none when disabled); the
+        runs waiting for it stay in the outbox for the new one."""
+        from watcher.sinks.outputs import OutputsSink
+
+        dispatcher = self.app.dispatcher
+        assert dispatcher is not None
+        old = dispatcher.remove_sink(OutputsSink.name)
+        if old is not None:
+            await old.close()
+        sink = self.app.outputs_sink()
+        if sink is not None:
+            dispatcher.add_sink(sink)
+
+    def _apply_logging(self, old: Settings, new: Settings) -> None:
         """Reconfigure logging when its format or level changed."""
-        before, after = self.settings.watcher, settings.watcher
+        before, after = old.watcher, new.watcher
         if (before.log_format, before.log_level) != (after.log_format, after.log_level):
             logs.configure(after.log_format, after.log_level)

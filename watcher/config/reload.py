@@ -37,6 +37,10 @@ class ReloadPlan:
     subscriptions_changed: list[str] = field(default_factory=list)
     needs_restart: list[str] = field(default_factory=list)
     """Restart-only keys whose new value was not applied."""
+    rules_changed: bool = False
+    """`[[rules]]` (or `schedule_refresh`) changed: every poller restarts with the new rules."""
+    outputs_changed: bool = False
+    """`[outputs]` changed: the outputs sink is replaced."""
 
     def summary(self) -> dict[str, list[str]]:
         """The non-empty changes, by what changed (for the one log line of a reload)."""
@@ -47,6 +51,14 @@ class ReloadPlan:
             "subscriptions_added": self.subscriptions_added,
             "subscriptions_removed": self.subscriptions_removed,
             "subscriptions_changed": self.subscriptions_changed,
+            "sections_changed": [
+                name
+                for name, changed in (
+                    ("rules", self.rules_changed),
+                    ("outputs", self.outputs_changed),
+                )
+                if changed
+            ],
         }
         return {k: v for k, v in parts.items() if v}
 
@@ -55,6 +67,13 @@ def plan_reload(running: Settings, loaded: Settings) -> ReloadPlan:
     """Compare the running settings with freshly loaded ones. A disabled source counts as
     absent: disabling one stops its poller, enabling one starts it."""
     added, removed, changed = _compare(_enabled_sources(running), _enabled_sources(loaded))
+    rules_changed = (running.rules, running.watcher.schedule_refresh) != (
+        loaded.rules,
+        loaded.watcher.schedule_refresh,
+    )
+    if rules_changed:  # a poller judges with the rules it was built with: all restart
+        before = _enabled_sources(running)
+        changed = [s for s in loaded.sources if s.enabled and s.name in before]
     subs_added, subs_removed, subs_changed = _compare(
         {s.name: s for s in running.subscriptions}, {s.name: s for s in loaded.subscriptions}
     )
@@ -67,6 +86,8 @@ def plan_reload(running: Settings, loaded: Settings) -> ReloadPlan:
         subscriptions_removed=subs_removed,
         subscriptions_changed=[s.name for s in subs_changed],
         needs_restart=_restart_only_changes(running, loaded),
+        rules_changed=rules_changed,
+        outputs_changed=running.outputs != loaded.outputs,
     )
 
 
