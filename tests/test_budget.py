@@ -4,10 +4,19 @@ adaptive concurrency limit (AIMD), with an injected clock."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
-from watcher.sources.budget import LOWER_SPACING, AdaptiveLimit, RequestBudget
+from watcher.sources.budget import (
+    LEARN_FROM,
+    LEARNED_FOR,
+    LOWER_SPACING,
+    THROTTLE_FACTOR,
+    WINDOW,
+    AdaptiveLimit,
+    RequestBudget,
+)
 
 
 class Clock:
@@ -92,6 +101,25 @@ async def test_a_burst_of_429s_lowers_the_rate_once() -> None:
     clock.t += LOWER_SPACING  # a later 429: the rate was not low enough
     b.throttle(None)
     assert b.rate() == 56
+
+
+async def test_an_unlimited_budget_learns_a_limit_from_a_burst_of_429s_and_forgets_it() -> None:
+    clock = Clock()
+    b = budget(0, clock)
+    await b.take()
+    b.throttle(5)  # one 429 after one request: others spend the platform's budget
+    assert b.unlimited and b.available() is None
+    clock.t += 5
+    for _ in range(LEARN_FROM * 2):  # forty requests within the minute, then a 429
+        await b.take()
+    b.throttle(None)
+    assert not b.unlimited
+    assert b.rate() == math.floor((LEARN_FROM * 2 + 1) * THROTTLE_FACTOR)  # what was sent, lowered
+    assert b.available() == 0  # the minute's requests fill it
+    clock.t += WINDOW
+    assert b.available() == b.rate()
+    clock.t += LEARNED_FOR  # no 429 since: unlimited again
+    assert b.unlimited and b.rate() == 0 and b.available() is None
 
 
 async def test_the_window_survives_a_restart() -> None:

@@ -9,9 +9,10 @@ smaller than ours — another client shares the key — so the rate in use is lo
 nothing is sent before its Retry-After; every minute without a 429 gives one request per
 minute back, up to the configured rate. A burst of 429s to requests that were in flight
 together lowers the rate once, as TCP halves its window once per loss event. `per_minute = 0`
-is unlimited: a 429 is still waited out (its Retry-After), and `AdaptiveLimit` sends fewer at
-once. The window is kept in the state file, so a restart (or a `watcher once` a minute) cannot spend
-it twice.
+is unlimited, but not blind: a 429 is waited out (its Retry-After), and a burst of them after
+20 requests or more in a minute makes what was sent in that minute, lowered, the limit — kept
+while 429s come and for 15 minutes after. The window is kept in the state file, so a restart
+(or a `watcher once` a minute) cannot spend it twice.
 
 `AdaptiveLimit` — requests in flight at once, found rather than configured (AIMD, as TCP and
 Netflix's concurrency-limits do): it starts low; until the first drop it grows by one with
@@ -40,6 +41,11 @@ RECOVERY_PER_MINUTE = 1.0
 """Requests per minute given back for every minute without a 429."""
 LOWER_SPACING = 10.0
 """Seconds within which further 429s are the same burst: the rate is lowered once for them."""
+LEARN_FROM = 20
+"""Requests an unlimited budget must have sent in the minute before a 429 to learn a limit
+from it (fewer: others spend the platform's budget, and a limit that low would say nothing)."""
+LEARNED_FOR = 900.0
+"""Seconds after its last 429 that a limit an unlimited budget learned is kept."""
 
 
 class RequestBudget:
@@ -55,22 +61,30 @@ class RequestBudget:
         self._rate = float(per_minute)  # the rate in use: lower than configured after a 429
         self._calm_since: float | None = None  # since when the rate recovers
         self._lowered_at = -math.inf  # when a 429 last lowered the rate
+        self._learned_until: float | None = None  # unlimited: a limit a 429 taught, till then
         self._not_before = 0.0  # no request before this (a Retry-After)
         self.throttled = 0  # 429s received
 
     @property
     def unlimited(self) -> bool:
-        return self.per_minute <= 0
+        """No limit in force: none configured, and none a burst of 429s taught lately."""
+        if self.per_minute > 0:
+            return False
+        if self._learned_until is not None and self._wall() >= self._learned_until:
+            self._learned_until = None  # calm long enough: unlimited again
+        return self._learned_until is None
 
     def rate(self, now: float | None = None) -> int:
-        """Requests per minute in use now (the configured rate, less after a 429)."""
+        """Requests per minute in use now (the configured rate, less after a 429; 0 for no
+        limit)."""
         if self.unlimited:
             return 0
         now = self._wall() if now is None else now
+        ceiling = self.per_minute if self.per_minute > 0 else math.inf
         if self._calm_since is not None:
             minutes = max(0.0, now - self._calm_since) / 60
-            self._rate = min(self.per_minute, self._rate + RECOVERY_PER_MINUTE * minutes)
-            self._calm_since = now if self._rate < self.per_minute else None
+            self._rate = min(ceiling, self._rate + RECOVERY_PER_MINUTE * minutes)
+            self._calm_since = now if self._rate < ceiling else None
         return max(1, math.floor(self._rate))
 
     def available(self, now: float | None = None) -> int | None:
@@ -96,6 +110,7 @@ class RequestBudget:
             if wait <= 0:
                 self._expire(now)
                 if self.unlimited:
+                    self._sent.append(now)  # counted still: what a burst of 429s teaches
                     return
                 if len(self._sent) < self.rate(now):
                     self._sent.append(now)
@@ -115,15 +130,30 @@ class RequestBudget:
 
     def throttle(self, retry_after: float | None) -> None:
         """The platform answered 429: wait as long as it said, and use a lower rate — once
-        for a burst of 429s to requests that were in flight together."""
+        for a burst of 429s to requests that were in flight together. Unlimited, a 429 after
+        `LEARN_FROM` requests within a minute makes what was sent then the limit (lowered
+        below), until `LEARNED_FOR` passes without a 429."""
         self.throttled += 1
         now = self._wall()
         wait = 1.0 if retry_after is None else retry_after
         self._not_before = max(self._not_before, now + wait)
-        if self.unlimited or now - self._lowered_at < LOWER_SPACING:
+        if self.per_minute <= 0 and not self._learn(now):
+            return
+        if now - self._lowered_at < LOWER_SPACING:
             return
         self._rate = max(1.0, self.rate(now) * THROTTLE_FACTOR)
         self._calm_since = self._lowered_at = now
+
+    def _learn(self, now: float) -> bool:
+        """An unlimited budget meets a 429: whether a limit is in force now."""
+        if self.unlimited:
+            self._expire(now)
+            if len(self._sent) < LEARN_FROM:
+                return False
+            self._rate = float(len(self._sent))
+            self._calm_since = None
+        self._learned_until = now + LEARNED_FOR
+        return True
 
     def window(self) -> list[float]:
         """When the requests of the last minute were sent (kept in the state file)."""
