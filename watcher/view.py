@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from watcher import __version__
 from watcher.live import STALE_INTERVALS
-from watcher.models import iso
+from watcher.models import RunSnapshot, iso
 from watcher.standing import Standing, standings
 from watcher.store import SourceHealth, Store
 
@@ -199,39 +199,54 @@ def _source(facts: SourceFacts, now: datetime, agents: list[dict[str, Any]]) -> 
 
 
 def _agents(sources: Sequence[SourceFacts], store: Store) -> list[dict[str, Any]]:
+    """A row per agent of the `sources` the state file knows: its newest run and its streak."""
     by_source = {s.name: s for s in sources}
     latest = {(s.source, s.agent_id): s for s in store.latest_runs() if s.source in by_source}
-    rows = []
-    for source, agent_id, name in store.agents():
-        facts = by_source.get(source)
-        if facts is None:
-            continue
-        run = latest.get((source, agent_id))
-        standing = facts.standings.get(agent_id) or Standing()
-        outcome = str(run.outcome) if run is not None and run.outcome else None
-        phase = str(run.phase) if run is not None else None
-        rows.append(
-            {
-                "source": source,
-                "agent_id": agent_id,
-                "name": (run.agent_name if run is not None else None) or name,
-                "run_id": run.run_id if run is not None else None,
-                "status": run.status if run is not None else None,
-                "phase": phase,
-                "outcome": outcome,
-                "state": outcome or phase or "none",
-                "started_at": iso(run.started_at) if run is not None else None,
-                "ended_at": iso(run.ended_at) if run is not None else None,
-                "message": run.message if run is not None else None,
-                "url": safe_link(run.url) if run is not None else None,
-                "failures_in_a_row": standing.failures,
-                "failing_since": iso(standing.failing_since),
-                "last_success": iso(standing.last_success),
-                "last_outcome": standing.last_outcome,
-                "last_finish": iso(standing.last_finish),
-            }
-        )
-    return rows
+    return [
+        {
+            "source": source,
+            "agent_id": agent_id,
+            **_latest_run(latest.get((source, agent_id)), name),
+            **_streak(by_source[source].standings.get(agent_id) or Standing()),
+        }
+        for source, agent_id, name in store.agents()
+        if source in by_source
+    ]
+
+
+def _latest_run(run: RunSnapshot | None, name: str | None) -> dict[str, Any]:
+    """An agent's name and what its newest run says; an agent without a run has only its
+    name (as the agent listing gave it) and the state "none"."""
+    if run is None:
+        return {
+            "name": name, "run_id": None, "status": None, "phase": None, "outcome": None,
+            "state": "none", "started_at": None, "ended_at": None, "message": None, "url": None,
+        }  # fmt: skip
+    outcome = str(run.outcome) if run.outcome else None
+    phase = str(run.phase)
+    return {
+        "name": run.agent_name or name,
+        "run_id": run.run_id,
+        "status": run.status,
+        "phase": phase,
+        "outcome": outcome,
+        "state": outcome or phase or "none",
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
+        "message": run.message,
+        "url": safe_link(run.url),
+    }
+
+
+def _streak(standing: Standing) -> dict[str, Any]:
+    """Where an agent stands over its recent finishes (see `watcher.standing`)."""
+    return {
+        "failures_in_a_row": standing.failures,
+        "failing_since": iso(standing.failing_since),
+        "last_success": iso(standing.last_success),
+        "last_outcome": standing.last_outcome,
+        "last_finish": iso(standing.last_finish),
+    }
 
 
 def _event(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,28 +312,47 @@ def agent_matches(agent: Mapping[str, Any], pattern: str) -> bool:
 def narrow(view: dict[str, Any], *, source: str | None, agent: str | None) -> dict[str, Any]:
     """The view of one source and/or the agents `agent` names (the outbox stays whole: it is
     per channel, not per source)."""
-
-    def keep(item: Mapping[str, Any], key: str = "source") -> bool:
-        if source is not None and item.get(key) != source:
-            return False
-        return agent is None or agent_matches(item, agent)
-
-    agents = [a for a in view["agents"] if keep(a)]
-    kept = {(a["source"], a["agent_id"]) for a in agents}
-    events = [
-        e
-        for e in view["events"]
-        if (source is None or e["source"] == source)
-        and (agent is None or (e["source"], e["agent_id"]) in kept)
-    ]
     sources = [s for s in view["sources"] if source is None or s["name"] == source]
-    totals = dict(view["totals"])
-    totals.update(
-        agents=len(agents),
-        failing_agents=sum(1 for a in agents if a["failures_in_a_row"]),
-        failing_sources=sum(1 for s in sources if s["health"] == "failing"),
-    )
-    return {**view, "sources": sources, "agents": agents, "events": events, "totals": totals}
+    agents = [a for a in view["agents"] if _of_source(a, source) and _named(a, agent)]
+    events = [e for e in view["events"] if _of_source(e, source)]
+    if agent is not None:
+        events = _about(events, agents)
+    return {
+        **view,
+        "sources": sources,
+        "agents": agents,
+        "events": events,
+        "totals": _totals_of(view["totals"], sources, agents),
+    }
+
+
+def _about(events: list[dict[str, Any]], agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events about one of `agents`."""
+    kept = {(a["source"], a["agent_id"]) for a in agents}
+    return [e for e in events if (e["source"], e["agent_id"]) in kept]
+
+
+def _totals_of(
+    totals: Mapping[str, Any], sources: list[dict[str, Any]], agents: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`totals` with what counts sources and agents recounted over those kept (the outbox and
+    held rows stay whole)."""
+    return {
+        **totals,
+        "agents": len(agents),
+        "failing_agents": sum(1 for a in agents if a["failures_in_a_row"]),
+        "failing_sources": sum(1 for s in sources if s["health"] == "failing"),
+    }
+
+
+def _of_source(item: Mapping[str, Any], source: str | None) -> bool:
+    """Is an agent or event of `source` (None: of any)?"""
+    return source is None or item.get("source") == source
+
+
+def _named(item: Mapping[str, Any], agent: str | None) -> bool:
+    """Does `agent` (None: any) name this agent?"""
+    return agent is None or agent_matches(item, agent)
 
 
 def _silences(store: Store, now: datetime) -> list[dict[str, Any]]:

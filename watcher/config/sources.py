@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from watcher.config.kinds import kinds
+from watcher.config.kinds import KindRules, kinds
 from watcher.config.noise import Duration
 from watcher.config.problems import (
     WILDCARD,
@@ -273,25 +273,45 @@ def _kind_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
     wildcard agent list."""
     kind = data.get("kind")
     known = kinds()
+    if kind is None:
+        return []  # "required" is reported by the field itself
     if not isinstance(kind, str) or kind not in known:
-        if kind is None:
-            return []  # "required" is reported by the field itself
         names = ", ".join(f"'{k}'" for k in sorted(known))
         return [problem_detail(("kind",), f"must be one of {names}")]
     rules = known[kind]
-    problems: list[InitErrorDetails] = []
-    auth = data.get("auth")
-    auth = auth.strip().lower() if isinstance(auth, str) else auth
-    if auth in get_args(AuthScheme) and auth not in rules.auth_schemes:
-        allowed = " or ".join(f"'{s}'" for s in rules.auth_schemes)
-        problems.append(problem_detail(("auth",), f"must be {allowed} for kind {kind}"))
-    for other in known.values():
-        for key in other.keys:
-            if key in data and other.name != kind:
-                problems.append(problem_detail((key,), f"only for kind {other.name}"))
-    agents = data.get("agents", [WILDCARD])
-    if not rules.wildcard and isinstance(agents, list) and WILDCARD in agents:
-        problems.append(
-            problem_detail(("agents",), f"required for kind {kind}: {rules.agents_required}")
-        )
-    return problems
+    return [
+        *_auth_problems(data.get("auth"), rules),
+        *_foreign_keys(data, rules, known.values()),
+        *_agents_problems(data.get("agents", [WILDCARD]), rules),
+    ]
+
+
+def _auth_problems(auth: object, rules: KindRules) -> list[InitErrorDetails]:
+    """A known credential scheme the kind's platform does not take (an unknown one is the
+    field's own problem)."""
+    scheme = auth.strip().lower() if isinstance(auth, str) else auth
+    if scheme not in get_args(AuthScheme) or scheme in rules.auth_schemes:
+        return []
+    allowed = " or ".join(f"'{s}'" for s in rules.auth_schemes)
+    return [problem_detail(("auth",), f"must be {allowed} for kind {rules.name}")]
+
+
+def _foreign_keys(
+    data: Mapping[str, Any], rules: KindRules, known: Iterable[KindRules]
+) -> list[InitErrorDetails]:
+    """The keys given that belong to another kind."""
+    return [
+        problem_detail((key,), f"only for kind {other.name}")
+        for other in known
+        if other.name != rules.name
+        for key in other.keys
+        if key in data
+    ]
+
+
+def _agents_problems(agents: object, rules: KindRules) -> list[InitErrorDetails]:
+    """Every agent ("*", or no list) asked of a platform that cannot list its agents."""
+    if rules.wildcard or not isinstance(agents, list) or WILDCARD not in agents:
+        return []
+    why = f"required for kind {rules.name}: {rules.agents_required}"
+    return [problem_detail(("agents",), why)]

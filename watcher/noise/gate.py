@@ -254,24 +254,40 @@ class _Pass:
         if not isinstance(count, int) or count < 1 or event.agent_id is None:
             return None, "", []  # not annotated: an alert as any other
         key = (event.source, event.agent_id)
-        mark, after, repeat = self._mark(key), self.rules.after or 1, self.rules.repeat
+        mark, after = self._mark(key), self.rules.after or 1
         notes = [_in_a_row(count, since)] if count > 1 else []
         if mark is not None and mark.event_id == event.id:
             return None, "", notes  # this very alert, delivered again after a failed attempt
         if count < after:
             return "after", f"{count} failure(s) in a row, fewer than after = {after}", []
-        alerted = replace(mark or Mark(), streak=since, failures=count, alerted=self.ts,
-                          event_id=event.id)  # fmt: skip
         if mark is None or mark.alerted is None or not _same_streak(mark, since, count):
-            self._set(key, alerted)
+            self._alerted(key, mark, event, count)
             return None, "", notes
-        if repeat is not None and self.ts - mark.alerted >= repeat:
-            self._set(key, alerted)
+        return self._again(key, mark, event, count, notes)
+
+    def _again(
+        self, key: AgentKey, mark: Mark, event: Event, count: int, notes: list[str]
+    ) -> tuple[str | None, str, list[str]]:
+        """The `count`-th failure of a streak this channel alerted already: sent again once
+        `repeat` has passed since that alert (saying how many it did not send), else
+        suppressed."""
+        repeat, alerted = self.rules.repeat, mark.alerted
+        assert alerted is not None, "only an alerted streak is alerted again"
+        if repeat is not None and self.ts - alerted >= repeat:
+            self._alerted(key, mark, event, count)
             unsent = count - mark.failures - 1
             return None, "", notes + ([f"{unsent} not sent since the last alert"] if unsent else [])
         every = f"repeat = {duration_of(repeat)}" if repeat is not None else "once per streak"
-        ago = duration_of(self.ts - mark.alerted)
+        ago = duration_of(self.ts - alerted)
         return "repeat", f"{count} failures in a row, alerted {ago} ago ({every})", []
+
+    def _alerted(self, key: AgentKey, mark: Mark | None, event: Event, count: int) -> None:
+        """Mark `event`, the `count`-th failure in a row, as its streak's latest alert here."""
+        since = event.get("failing_since")
+        alerted = replace(
+            mark or Mark(), streak=since, failures=count, alerted=self.ts, event_id=event.id
+        )
+        self._set(key, alerted)
 
     def _recovery(self, event: Event) -> tuple[str | None, str, list[str]]:
         ended = event.get("recovered_after")
