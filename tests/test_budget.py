@@ -103,6 +103,20 @@ async def test_a_burst_of_429s_lowers_the_rate_once() -> None:
     assert b.rate() == 56
 
 
+async def test_a_429_to_a_request_sent_before_the_rate_was_lowered_lowers_it_no_further() -> None:
+    clock = Clock()
+    b = budget(100, clock)
+    early, late = clock.t, clock.t + 1
+    clock.t += 2
+    b.throttle(None, sent_at=early)
+    assert b.rate() == 75
+    clock.t += 30  # a slow answer, long after: its request went out before the lowering
+    b.throttle(None, sent_at=late)
+    assert b.rate() == 75
+    b.throttle(None, sent_at=clock.t)  # one sent at the lower rate, and still refused
+    assert b.rate() == 56
+
+
 async def test_an_unlimited_budget_learns_a_limit_from_a_burst_of_429s_and_forgets_it() -> None:
     clock = Clock()
     b = budget(0, clock)

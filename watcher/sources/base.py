@@ -395,18 +395,20 @@ class Source(ABC):
 class _BudgetOnly:
     """A download's gate: the budget, and a count, but no concurrency slot."""
 
-    __slots__ = ("_budget", "_counts")
+    __slots__ = ("_budget", "_counts", "_sent_at")
 
     def __init__(self, budget: RequestBudget, counts: Counter[str]) -> None:
         self._budget = budget
         self._counts = counts
+        self._sent_at: float | None = None
 
     async def enter(self) -> None:
         await self._budget.take()
+        self._sent_at = self._budget.now()
         self._counts["download"] += 1
 
     def leave(self, latency: float | None, *, dropped: bool) -> None:
         pass
 
     def throttled(self, retry_after: float | None) -> None:
-        self._budget.throttle(retry_after)
+        self._budget.throttle(retry_after, sent_at=self._sent_at)

@@ -128,18 +128,24 @@ class RequestBudget:
             )
         return wait
 
-    def throttle(self, retry_after: float | None) -> None:
+    def now(self) -> float:
+        return self._wall()
+
+    def throttle(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
         """The platform answered 429: wait as long as it said, and use a lower rate — once
         for a burst of 429s to requests that were in flight together. Unlimited, a 429 after
         `LEARN_FROM` requests within a minute makes what was sent then the limit (lowered
-        below), until `LEARNED_FOR` passes without a 429."""
+        below), until `LEARNED_FOR` passes without a 429. `sent_at`, when the refused request
+        went out: one sent before the rate was last lowered is of the same burst."""
         self.throttled += 1
         now = self._wall()
         wait = 1.0 if retry_after is None else retry_after
         self._not_before = max(self._not_before, now + wait)
         if self.per_minute <= 0 and not self._learn(now):
             return
-        if now - self._lowered_at < LOWER_SPACING:
+        if sent_at is not None and sent_at <= self._lowered_at:
+            return  # sent before the rate was lowered: it says nothing of the lower rate
+        if sent_at is None and now - self._lowered_at < LOWER_SPACING:
             return
         self._rate = max(1.0, self.rate(now) * THROTTLE_FACTOR)
         self._calm_since = self._lowered_at = now
@@ -230,7 +236,7 @@ class Gate:
     """One request's way through a source's budget and concurrency limit, counted by purpose
     (`hints`, `runs`, `enrich`, `sweep`, `download`, …) for the metrics."""
 
-    __slots__ = ("_budget", "_counts", "_limit", "purpose")
+    __slots__ = ("_budget", "_counts", "_limit", "_sent_at", "purpose")
 
     def __init__(
         self, budget: RequestBudget, limit: AdaptiveLimit, counts: Counter[str], purpose: str
@@ -239,14 +245,16 @@ class Gate:
         self._limit = limit
         self._counts = counts
         self.purpose = purpose
+        self._sent_at: float | None = None
 
     async def enter(self) -> None:
         await self._budget.take()
         await self._limit.acquire()
+        self._sent_at = self._budget.now()
         self._counts[self.purpose] += 1
 
     def leave(self, latency: float | None, *, dropped: bool) -> None:
         self._limit.release(latency, dropped=dropped)
 
     def throttled(self, retry_after: float | None) -> None:
-        self._budget.throttle(retry_after)
+        self._budget.throttle(retry_after, sent_at=self._sent_at)
