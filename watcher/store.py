@@ -400,75 +400,112 @@ class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
             return []
         stamp = iso(now)
         with self._tx() as db:
-            rows = 0
-            if agents:
-                assert source is not None
-                db.executemany(
-                    "INSERT INTO agents(source, agent_id, name, baselined_at, hint, listed, "
-                    "since) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source, agent_id) DO UPDATE "
-                    "SET name=coalesce(excluded.name, name), hint=excluded.hint, "
-                    "listed=excluded.listed, since=excluded.since",
-                    [_agent_row(source, a, stamp) for a in agents],
-                )
-                rows += len(agents)
-            if changes:
-                db.executemany(
-                    "INSERT INTO runs(source, agent_id, run_id, status, status_code, phase, "
-                    "outcome, attempt, digest, snapshot, first_seen, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(source, agent_id, run_id) DO UPDATE SET "
-                    "status=excluded.status, status_code=excluded.status_code, "
-                    "phase=excluded.phase, outcome=excluded.outcome, attempt=excluded.attempt, "
-                    "digest=excluded.digest, snapshot=excluded.snapshot, "
-                    "updated_at=excluded.updated_at",
-                    (_run_row(c, stamp) for c in changes),  # streamed: no list of 200k rows
-                )
-                rows += len(changes)
-            if listings:
-                assert source is not None
-                db.executemany(
-                    "INSERT INTO listings(source, key, digest) VALUES (?, ?, ?) "
-                    "ON CONFLICT(source, key) DO UPDATE SET digest=excluded.digest",
-                    [(source, key, digest) for key, digest in listings.items()],
-                )
-                rows += len(listings)
-            if health is not None:
-                assert source is not None
-                db.execute(
-                    "INSERT INTO sources(source, failing, since, last_error, pending) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
-                    "failing=excluded.failing, since=excluded.since, "
-                    "last_error=excluded.last_error, pending=excluded.pending",
-                    (
-                        source,
-                        int(health.failing),
-                        iso(health.since),
-                        health.last_error,
-                        int(health.pending),
-                    ),
-                )
-                rows += 1
-            if marks is not None:
-                assert source is not None
-                db.execute(
-                    "INSERT INTO sources(source, failing, last_success, cursor, budget) "
-                    "VALUES (?, 0, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
-                    "last_success=excluded.last_success, cursor=excluded.cursor, "
-                    "budget=excluded.budget",
-                    (
-                        source,
-                        iso(marks.last_success),
-                        marks.cursor,
-                        json.dumps(marks.budget) if marks.budget else None,
-                    ),
-                )
-                rows += 1
+            rows = self._write_agents(db, source, agents, stamp)
+            rows += self._write_runs(db, changes, stamp)
+            rows += self._write_listings(db, source, listings)
+            rows += self._write_health(db, source, health)
+            rows += self._write_marks(db, source, marks)
             if retries:
                 self._write_retries(db, retries)
             fresh = self._insert_events(db, events, targets if targets is not None else {}, now_ts)
-            rows += len(fresh)
-            self._rows += rows
+            self._rows += rows + len(fresh)
         return fresh
+
+    def _write_agents(
+        self,
+        db: sqlite3.Connection,
+        source: str | None,
+        agents: Sequence[AgentRecord],
+        stamp: str | None,
+    ) -> int:
+        """Write agents whole (new ones, or a changed hint); a name once known is kept."""
+        if not agents:
+            return 0
+        assert source is not None
+        db.executemany(
+            "INSERT INTO agents(source, agent_id, name, baselined_at, hint, listed, "
+            "since) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source, agent_id) DO UPDATE "
+            "SET name=coalesce(excluded.name, name), hint=excluded.hint, "
+            "listed=excluded.listed, since=excluded.since",
+            [_agent_row(source, a, stamp) for a in agents],
+        )
+        return len(agents)
+
+    def _write_runs(
+        self, db: sqlite3.Connection, changes: Sequence[Change], stamp: str | None
+    ) -> int:
+        """Write each changed run's snapshot and state (first seen: when it was inserted)."""
+        if not changes:
+            return 0
+        db.executemany(
+            "INSERT INTO runs(source, agent_id, run_id, status, status_code, phase, "
+            "outcome, attempt, digest, snapshot, first_seen, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(source, agent_id, run_id) DO UPDATE SET "
+            "status=excluded.status, status_code=excluded.status_code, "
+            "phase=excluded.phase, outcome=excluded.outcome, attempt=excluded.attempt, "
+            "digest=excluded.digest, snapshot=excluded.snapshot, "
+            "updated_at=excluded.updated_at",
+            (_run_row(c, stamp) for c in changes),  # streamed: no list of 200k rows
+        )
+        return len(changes)
+
+    def _write_listings(
+        self, db: sqlite3.Connection, source: str | None, listings: Mapping[str, bytes] | None
+    ) -> int:
+        """Write the hashes of the listing bodies the changes came from."""
+        if not listings:
+            return 0
+        assert source is not None
+        db.executemany(
+            "INSERT INTO listings(source, key, digest) VALUES (?, ?, ?) "
+            "ON CONFLICT(source, key) DO UPDATE SET digest=excluded.digest",
+            [(source, key, digest) for key, digest in listings.items()],
+        )
+        return len(listings)
+
+    def _write_health(
+        self, db: sqlite3.Connection, source: str | None, health: SourceHealth | None
+    ) -> int:
+        """Write whether the source is failing (its marks are left as they are)."""
+        if health is None:
+            return 0
+        assert source is not None
+        db.execute(
+            "INSERT INTO sources(source, failing, since, last_error, pending) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
+            "failing=excluded.failing, since=excluded.since, "
+            "last_error=excluded.last_error, pending=excluded.pending",
+            (
+                source,
+                int(health.failing),
+                iso(health.since),
+                health.last_error,
+                int(health.pending),
+            ),
+        )
+        return 1
+
+    def _write_marks(
+        self, db: sqlite3.Connection, source: str | None, marks: SourceMarks | None
+    ) -> int:
+        """Write where the source stands (its health is left as it is)."""
+        if marks is None:
+            return 0
+        assert source is not None
+        db.execute(
+            "INSERT INTO sources(source, failing, last_success, cursor, budget) "
+            "VALUES (?, 0, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
+            "last_success=excluded.last_success, cursor=excluded.cursor, "
+            "budget=excluded.budget",
+            (
+                source,
+                iso(marks.last_success),
+                marks.cursor,
+                json.dumps(marks.budget) if marks.budget else None,
+            ),
+        )
+        return 1
 
     def prune_runs(self, source: str, keep: int) -> int:
         """Forget finished runs beyond the newest `keep` of each agent.
