@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS alert_marks (
     PRIMARY KEY (target, source, agent_id)
 ) WITHOUT ROWID;
 """
-"""The tables of noise control, part of the state file's schema since version 3 (`store`)."""
+"""The tables of noise control, part of the state file's schema since version 3 (`schema`)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
