@@ -30,15 +30,12 @@ from watcher.diff import Change
 from watcher.history import EventQueries
 from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
 from watcher.noise.records import NoiseQueries
-from watcher.outbox import OutboxQueries, OutboxTarget, Pending
+from watcher.outbox import OutboxQueries, OutboxTarget, Pending, Targets
 from watcher.rulestore import RetryRow, RuleQueries
 from watcher.schema import SCHEMA_VERSION, migrate
 from watcher.standing import Finish
 
 __all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
-
-Targets = Mapping[str, Sequence[str]]
-"""Event id → the outbox targets (sinks) that must receive it, decided by the dispatcher."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,30 +399,6 @@ class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
             )
             self._rows += cur.rowcount
         return cur.rowcount
-
-    def _insert_events(
-        self, db: sqlite3.Connection, events: Sequence[Event], targets: Targets, now_ts: float
-    ) -> list[Event]:
-        """Insert `events` and their outbox rows (within the caller's transaction); return
-        those that were new, not replays of events already recorded."""
-        fresh: list[Event] = []
-        for event in events:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO events(id, type, ts, body) VALUES (?, ?, ?, ?)",
-                (event.id, event.type, iso(event.ts), json.dumps(event.to_dict())),
-            )
-            if cur.rowcount == 0:
-                continue  # a replay of an event already recorded
-            fresh.append(event)
-            names = targets.get(event.id, ())
-            if names:
-                db.executemany(
-                    "INSERT OR IGNORE INTO outbox(event_seq, target, first_at, next_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(cur.lastrowid, t, now_ts, now_ts) for t in names],
-                )
-                self._rows += len(names)
-        return fresh
 
     # --- reading, for `watcher status` and tests --------------------------------------------
 
