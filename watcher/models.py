@@ -7,13 +7,14 @@ into `Event`s, the store persists both, sinks consume events.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
 
-import orjson
+from watcher.codec import dumps_compact, iso, parse_iso
+
+__all__ = ["dumps_compact", "iso", "parse_iso"]  # moved to watcher.codec; kept until imports move
 
 
 class Phase(StrEnum):
@@ -346,15 +347,6 @@ def _required_time(value: Any) -> datetime:
     return moment
 
 
-def dumps_compact(data: Any) -> str:
-    """Compact JSON: orjson, for speed; the standard library for what orjson refuses (integers
-    beyond 64 bits, lone surrogates). A str: orjson's bytes keep kilobytes of spare capacity."""
-    try:
-        return orjson.dumps(data).decode()
-    except TypeError:
-        return json.dumps(data, separators=(",", ":"))
-
-
 def event_id(*parts: object) -> str:
     """Stable id of an event: the same facts always hash to the same id, so replays are seen."""
     return _hash(*parts)[:24]
@@ -452,56 +444,6 @@ def with_data(event: Event, **data: Any) -> Event:
     merged = dict(event.data)
     merged.update(data)
     return replace(event, data=tuple(sorted(merged.items())))
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is UTC:  # the common case, fast: what parse_iso returns
-        return value.isoformat().replace("+00:00", "Z")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_iso(value: Any) -> datetime | None:
-    """Parse an ISO 8601 timestamp; naive values are taken as UTC. Unparseable → None."""
-    if not value or not isinstance(value, str):
-        return None
-    parsed: datetime | None
-    try:  # the common case, fast: "2024-12-18T13:08:49.748151Z"
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        parsed = _parse_iso_slowly(value)
-        if parsed is None:
-            return None
-    try:
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        elif parsed.utcoffset():
-            parsed = parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    if parsed.year <= 1:  # .NET's DateTime.MinValue stands for "never"
-        return None
-    return parsed
-
-
-def _parse_iso_slowly(value: str) -> datetime | None:
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # .NET emits up to 7 fractional digits; Python accepts at most 6.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        if digits > 6:
-            rest = rest[:6] + rest[digits:]
-        text = f"{head}.{rest}"
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _plain(value: Any) -> Any:
