@@ -199,7 +199,7 @@ WRITER = textwrap.dedent(
     from datetime import UTC, datetime, timedelta
     from watcher.store import Store
     from watcher.diff import diff_agent
-    from watcher.models import Agent
+    from watcher.runstore import AgentRecord
     from tests.test_diff import snap
 
     store = Store.open(sys.argv[1])
