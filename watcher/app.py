@@ -31,11 +31,11 @@ from watcher.config import Settings, SourceConfig
 from watcher.dispatch import Dispatcher
 from watcher.durations import duration_of
 from watcher.errors import ConfigError, SourceError, WatcherError
+from watcher.events import Event, EventType, source_event
 from watcher.heartbeat import Heartbeat
 from watcher.live import EventStream, Readiness, assess
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
-from watcher.models import Event, EventType, source_event
 from watcher.noise.gate import Gate
 from watcher.noise.silences import RETENTION
 from watcher.planner import coverage

@@ -16,7 +16,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
-from watcher.models import Event, iso
+from watcher.codec import iso
+from watcher.events import Event
 
 Targets = Mapping[str, Sequence[str]]
 """Event id → the outbox targets (sinks) that must receive it, decided by the dispatcher."""

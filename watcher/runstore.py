@@ -21,8 +21,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
+from watcher.codec import iso, parse_iso
 from watcher.diff import Change
-from watcher.models import Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
+from watcher.runs import Hint, Outcome, Phase, RunSnapshot, RunState
 from watcher.standing import Finish
 
 

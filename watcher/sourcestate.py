@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from watcher.models import iso, parse_iso
+from watcher.codec import iso, parse_iso
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,17 +31,16 @@ from datetime import datetime
 from pathlib import Path
 
 from watcher import statefile
+from watcher.codec import iso
 from watcher.diff import Change
+from watcher.events import Event
 from watcher.history import EventQueries
-from watcher.models import Event, iso
 from watcher.noise.records import NoiseQueries
-from watcher.outbox import OutboxQueries, OutboxTarget, Pending, Targets
+from watcher.outbox import OutboxQueries, Targets
 from watcher.rulestore import RetryRow, RuleQueries
 from watcher.runstore import AgentRecord, RunQueries
 from watcher.schema import SCHEMA_VERSION, migrate
 from watcher.sourcestate import SourceHealth, SourceMarks, SourceQueries
-
-__all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
 
 
 @dataclass(frozen=True, slots=True)

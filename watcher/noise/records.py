@@ -23,7 +23,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from watcher.models import Event, iso, parse_iso
+from watcher.codec import iso, parse_iso
+from watcher.events import Event
 from watcher.noise.silences import Silence, SilenceError
 from watcher.outbox import Pending
 
