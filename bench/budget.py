@@ -45,7 +45,7 @@ import aiohttp
 import watcher.poller
 from watcher.app import App
 from watcher.config import Settings, SourceConfig, WatcherSection
-from watcher.models import Event, EventType
+from watcher.events import Event, EventType
 from watcher.planner import Plan
 from watcher.sinks.base import Done, Sink
 from watcher.sources.http import HttpClient

@@ -404,7 +404,7 @@ def test_timespan(text: object, seconds: float | None) -> None:
 
 
 def test_times_with_offsets_are_read_as_utc() -> None:
-    from watcher.models import parse_iso
+    from watcher.codec import parse_iso
 
     assert parse_iso("2019-05-21T13:52:14.3020127+10:00") == datetime(
         2019, 5, 21, 3, 52, 14, 302012, tzinfo=UTC

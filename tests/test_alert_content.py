@@ -21,8 +21,9 @@ from aiosmtpd.controller import Controller
 from watcher import logs
 from watcher.app import App
 from watcher.config import Settings, SourceConfig, SubscriptionConfig
+from watcher.events import Event
 from watcher.messages import Display, Templates
-from watcher.models import Event, Outcome
+from watcher.runs import Outcome
 from watcher_sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
 from watcher_sim.acc_model import FAILED, SUCCEEDED
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from watcher.app import App
-from watcher.models import Event
+from watcher.events import Event
 from watcher.sources.http import HttpClient
 from watcher_sim import World, make_cloud_app
 from watcher_sim.model import FAILURE

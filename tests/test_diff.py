@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from watcher.diff import diff_agent
-from watcher.models import Counts, EventType, Outcome, Phase, RunSnapshot, RunState
+from watcher.events import EventType
+from watcher.runs import Counts, Outcome, Phase, RunSnapshot, RunState
 from watcher.status import CLOUD_CODES, CLOUD_NAMES, cloud_status
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from watcher.app import App
-from watcher.models import Event
+from watcher.events import Event
 from watcher.sinks.base import DeliveryError, Sink
 from watcher.upkeep import housekeeping
 

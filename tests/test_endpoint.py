@@ -21,7 +21,7 @@ from watcher.app import App
 from watcher.config import HttpSection, Settings, SubscriptionConfig
 from watcher.endpoint import EventStream
 from watcher.errors import WatcherError
-from watcher.models import Event
+from watcher.events import Event
 from watcher.sources.http import HttpClient
 from watcher_sim import World
 

@@ -17,7 +17,8 @@ from yarl import URL
 
 from watcher.diff import diff_agent
 from watcher.errors import SourceProtocolError, SourceUnavailable
-from watcher.models import Agent, Event, RunSnapshot
+from watcher.events import Event
+from watcher.runs import Agent, RunSnapshot
 from watcher.sources.automation_runs import WILDCARD, AutomationRuns
 from watcher.sources.base import Source
 from watcher.sources.http import HttpClient

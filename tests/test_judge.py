@@ -10,7 +10,7 @@ import pytest
 
 from watcher.app import App
 from watcher.config import RuleConfig
-from watcher.models import Event
+from watcher.events import Event
 from watcher_sim import World
 
 from .conftest import FakeClock, make_settings, source_config

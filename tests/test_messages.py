@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from watcher.events import Event
 from watcher.messages import DIGEST_LINES, Templates, render_digests
-from watcher.models import Event, Outcome
+from watcher.runs import Outcome
 
 STEPS = "Failed steps:\n- fetch (Fetch page): HTTP 500\n- parse: Timeout\n- store\n"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.store import SCHEMA_VERSION
+from watcher.schema import SCHEMA_VERSION
 from watcher_sim import World
 
 from .conftest import served_in_a_thread

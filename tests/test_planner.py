@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.models import Agent
 from watcher.planner import HINTED, SWEPT, Cadence, Reason, Track, plan
+from watcher.runs import Agent
 
 NOW = 10_000.0
 CADENCE = Cadence(active=15, idle=900, slack=7.5)

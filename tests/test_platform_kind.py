@@ -25,10 +25,11 @@ from aiohttp import web
 
 import watcher.sources.base as sources_base
 from watcher.app import App
+from watcher.codec import parse_iso
 from watcher.config import load_settings
 from watcher.config.kinds import KindRules, kinds
 from watcher.errors import ConfigError, SourceProtocolError
-from watcher.models import Agent, Outcome, Phase, RunSnapshot, StatusInfo, parse_iso, snapshot
+from watcher.runs import Agent, Outcome, Phase, RunSnapshot, StatusInfo, snapshot
 from watcher.sources.base import Source, source_class
 from watcher.sources.http import HttpClient
 

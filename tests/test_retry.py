@@ -15,7 +15,7 @@ from aiohttp import web
 
 from watcher.app import App
 from watcher.config import RuleConfig, WatcherSection
-from watcher.models import Event
+from watcher.events import Event
 from watcher_sim import AccWorld, AutomationWorld, World, make_acc_app, make_automation_app
 from watcher_sim.acc_model import FAILED as ACC_FAILED
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from watcher.cli import main
-from watcher.models import Event, Outcome
+from watcher.events import Event
 from watcher.noise.silences import Silence, SilenceError, new_silence
-from watcher.store import SCHEMA_VERSION, Store
+from watcher.runs import Outcome
+from watcher.schema import SCHEMA_VERSION
+from watcher.store import Store
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.models import Phase
+from watcher.runs import Phase
 from watcher.status import ACC_JOB_CODES, ACC_RUN_CODES, CLOUD_CODES, cloud_status
 from watcher_sim.statuses import (
     ACC_JOB_FINISHED,

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from watcher.events import EventType, source_event
 from watcher.lock import FileLease, StateInUse, lock_path
-from watcher.models import EventType, source_event
+from watcher.schema import SCHEMA_VERSION
+from watcher.sourcestate import SourceMarks
 from watcher.statefile import StateFileError
-from watcher.store import SCHEMA_VERSION, SourceMarks, Store
+from watcher.store import Store
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 

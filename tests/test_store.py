@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 
 from watcher.diff import diff_agent
-from watcher.models import EventType, source_event
+from watcher.events import EventType, source_event
+from watcher.runstore import AgentRecord
+from watcher.schema import SCHEMA_VERSION
 from watcher.sinks.eventlog import EventLog
+from watcher.sourcestate import SourceHealth
 from watcher.statefile import StateFileError
-from watcher.store import SCHEMA_VERSION, AgentRecord, SourceHealth, Store
+from watcher.store import Store
 
 from .test_diff import snap
 
@@ -199,7 +202,7 @@ WRITER = textwrap.dedent(
     from datetime import UTC, datetime, timedelta
     from watcher.store import Store
     from watcher.diff import diff_agent
-    from watcher.models import Agent
+    from watcher.runstore import AgentRecord
     from tests.test_diff import snap
 
     store = Store.open(sys.argv[1])

@@ -32,11 +32,11 @@ from watcher import statefile
 from watcher.config import Settings, SourceConfig
 from watcher.dispatch import Dispatcher
 from watcher.errors import ConfigError, WatcherError
+from watcher.events import Event, EventType, source_event
 from watcher.heartbeat import Heartbeat
 from watcher.live import EventStream, ReadinessWatch
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
-from watcher.models import Event, EventType, source_event
 from watcher.noise.gate import Gate
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact

@@ -32,7 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from watcher.models import Event, EventType, Phase, RunSnapshot, RunState, run_event
+from watcher.events import Event, EventType, run_event
+from watcher.runs import Phase, RunSnapshot, RunState
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,12 @@ from datetime import datetime
 
 import structlog
 
-from watcher.models import Event, follow_up
+from watcher.events import Event, follow_up
 from watcher.noise.gate import Gate
+from watcher.outbox import Pending
 from watcher.redact import redact
 from watcher.sinks.base import DeliveryError, Done, Sink
-from watcher.store import Pending, Store
+from watcher.store import Store
 
 log = structlog.get_logger("watcher.dispatch")
 

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from watcher.models import Agent, Hint, Phase, RunState
 from watcher.planner import Track
-from watcher.store import AgentRecord
+from watcher.runs import Agent, Hint, Phase, RunState
+from watcher.runstore import AgentRecord
 
 
 @dataclass(slots=True)

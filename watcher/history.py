@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.models import Event
+from watcher.events import Event
 
 
 @dataclass(frozen=True, slots=True)

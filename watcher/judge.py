@@ -17,11 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from watcher.codec import iso
 from watcher.config.rules import RuleConfig
 from watcher.diff import Change
 from watcher.durations import duration_of
-from watcher.models import Event, EventType, Phase, event_id, iso, with_data
+from watcher.events import Event, EventType, event_id, with_data
 from watcher.rules import RuleBook, Success, anomalies, slots, started_for, stuck
+from watcher.runs import Phase
 from watcher.standing import Standing
 from watcher.store import Store
 

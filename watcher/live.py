@@ -18,7 +18,8 @@ from typing import Any
 
 import structlog
 
-from watcher.models import Event, iso
+from watcher.codec import iso
+from watcher.events import Event
 from watcher.poller import SourcePoller
 
 log = structlog.get_logger("watcher.endpoint")

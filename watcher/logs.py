@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from watcher.models import Event
+from watcher.events import Event
 from watcher.redact import redact_value
 
 _LEVELS = {

@@ -30,8 +30,10 @@ from zoneinfo import ZoneInfo
 from jinja2 import TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from watcher.codec import parse_iso
 from watcher.durations import duration_of
-from watcher.models import Event, Outcome, parse_iso
+from watcher.events import Event
+from watcher.runs import Outcome
 
 __all__ = ["Display", "Message", "Templates", "check_template", "duration_of", "render_digests"]
 

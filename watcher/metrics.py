@@ -40,9 +40,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from watcher import __version__
-from watcher.models import Event, Phase
+from watcher.events import Event
 from watcher.poller import PollReport, SourcePoller
 from watcher.redact import redact
+from watcher.runs import Phase
 from watcher.standing import Standing
 from watcher.store import Store
 

@@ -19,11 +19,12 @@ from datetime import datetime
 
 import structlog
 
+from watcher.codec import iso
 from watcher.durations import duration_of
 from watcher.errors import SourceAuthError, SourceError
-from watcher.models import Event, EventType, iso, source_event, with_data
+from watcher.events import Event, EventType, source_event, with_data
 from watcher.redact import redact
-from watcher.store import SourceHealth
+from watcher.sourcestate import SourceHealth
 
 log = structlog.get_logger("watcher.poller")
 

@@ -1,8 +1,10 @@
 """The outbox half of the state file: undelivered (event, target) rows and their retries.
 
-`Store.commit` writes the rows, in the same transaction as the events that cause them; the
-dispatcher reads and settles them through these methods. A row is deleted only once its target
-delivered the event (or gave it up), so a crash repeats at most the delivery in flight.
+`_insert_events` records events with one row per target that must receive each, within the
+caller's transaction: a poll's (`Store.commit`), a sink's report (`delivered`), noise control's
+verdict (`record_verdict`). The dispatcher reads and settles the rows through these methods. A
+row is deleted only once its target delivered the event (or gave it up), so a crash repeats at
+most the delivery in flight.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
-from watcher.models import Event, iso
+from watcher.codec import iso
+from watcher.events import Event
+
+Targets = Mapping[str, Sequence[str]]
+"""Event id → the outbox targets (sinks) that must receive it, decided by the dispatcher."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +57,28 @@ class OutboxQueries:
         raise NotImplementedError
 
     def _insert_events(
-        self,
-        db: sqlite3.Connection,
-        events: Sequence[Event],
-        targets: Mapping[str, Sequence[str]],
-        now_ts: float,
+        self, db: sqlite3.Connection, events: Sequence[Event], targets: Targets, now_ts: float
     ) -> list[Event]:
-        raise NotImplementedError
+        """Insert `events` and their outbox rows (within the caller's transaction); return
+        those that were new, not replays of events already recorded."""
+        fresh: list[Event] = []
+        for event in events:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO events(id, type, ts, body) VALUES (?, ?, ?, ?)",
+                (event.id, event.type, iso(event.ts), json.dumps(event.to_dict())),
+            )
+            if cur.rowcount == 0:
+                continue  # a replay of an event already recorded
+            fresh.append(event)
+            names = targets.get(event.id, ())
+            if names:
+                db.executemany(
+                    "INSERT OR IGNORE INTO outbox(event_seq, target, first_at, next_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(cur.lastrowid, t, now_ts, now_ts) for t in names],
+                )
+                self._rows += len(names)
+        return fresh
 
     def due(
         self, now_ts: float, *, limit: int = 500, targets: Iterable[str] | None = None
@@ -94,7 +115,7 @@ class OutboxQueries:
         self,
         items: Sequence[Pending],
         produced: Sequence[Event] = (),
-        targets: Mapping[str, Sequence[str]] | None = None,
+        targets: Targets | None = None,
         now_ts: float = 0.0,
     ) -> list[Event]:
         """Remove delivered rows — called only after the sink succeeded — and record what the
@@ -131,7 +152,7 @@ class OutboxQueries:
         self,
         items: Sequence[Pending],
         produced: Sequence[Event] = (),
-        targets: Mapping[str, Sequence[str]] | None = None,
+        targets: Targets | None = None,
         now_ts: float = 0.0,
     ) -> list[Event]:
         """Remove rows that will never be delivered, recording why (`produced`)."""

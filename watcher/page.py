@@ -26,7 +26,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from watcher.durations import duration_of
-from watcher.models import EventType
+from watcher.events import EventType
 
 REFRESH = 15
 """Seconds between two renderings of the whole view from `/api/status`."""

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from watcher.models import Agent
+from watcher.runs import Agent
 
 
 class Reason(StrEnum):

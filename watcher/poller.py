@@ -41,19 +41,22 @@ from watcher.errors import (
     SourceThrottled,
     SourceUnavailable,
 )
+from watcher.events import Event, EventType, source_event, with_data
 from watcher.fleet import Fleet
 from watcher.judge import AgentView, Judge
-from watcher.models import Agent, Event, EventType, source_event, with_data
 from watcher.outages import health_change, note_failing
 from watcher.planner import HINTED, SWEPT, Cadence, Reason, plan
 from watcher.redact import redact
 from watcher.retrying import Retrier
 from watcher.rules import RuleBook
 from watcher.rulestore import RetryRow
+from watcher.runs import Agent
+from watcher.runstore import AgentRecord
 from watcher.sources.base import Source, purpose
 from watcher.sources.http import UNCHANGED, Unchanged
+from watcher.sourcestate import SourceHealth, SourceMarks
 from watcher.standing import Standing, standings
-from watcher.store import AgentRecord, SourceHealth, SourceMarks, Store
+from watcher.store import Store
 
 log = structlog.get_logger("watcher.poller")
 

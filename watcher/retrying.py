@@ -17,11 +17,13 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from watcher.codec import iso
 from watcher.errors import SourceError, SourceThrottled, SourceUnavailable
-from watcher.models import Event, EventType, Outcome, event_id, iso, with_data
+from watcher.events import Event, EventType, event_id, with_data
 from watcher.redact import redact
 from watcher.rules import RuleBook
 from watcher.rulestore import RetryRow
+from watcher.runs import Outcome
 from watcher.sources.base import Source
 from watcher.store import Store
 

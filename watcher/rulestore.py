@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import astuple, dataclass
 from datetime import datetime
 
-from watcher.models import iso, parse_iso
+from watcher.codec import iso, parse_iso
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from watcher.models import Outcome, iso
+from watcher.codec import iso
 from watcher.rules import HISTORY, Success
+from watcher.runs import Outcome
 
 
 @dataclass(slots=True)

@@ -85,49 +85,69 @@ def check_directory(path: Path) -> None:
 
 
 def _check_file(path: Path, schema_version: int) -> None:
-    """Is the file at `path` a sound watcher state file this watcher can read? Read-only."""
+    """Is the file at `path` a sound watcher state file this watcher can read? Read-only:
+    first its header, then — on a read-only connection — its tables, version and pages."""
     if path.is_dir():
         raise StateFileError(path, "is a directory, not a state file")
-    try:
-        with path.open("rb") as f:
-            header = f.read(100)
-            size = os.fstat(f.fileno()).st_size
-    except PermissionError as err:
-        raise StateFileError(path, f"permission denied ({err.strerror})") from None
-    except OSError as err:
-        raise StateFileError(path, f"cannot read: {err.strerror or err}") from None
+    header, size = _read_header(path)
     if size == 0:
         return  # a new, empty file: SQLite makes a database of it
-    if not header.startswith(_MAGIC):
-        raise damaged(path, sqlite3.DatabaseError("file is not a database"))
-    if len(header) == 100 and _pages_missing(header, size):
-        raise damaged(path, sqlite3.DatabaseError("file is shorter than its header says"))
+    _check_header(path, header, size)
     try:
         conn = _read_only(path)
     except sqlite3.DatabaseError as err:
         raise damaged(path, err) from None
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "meta" not in tables:
-            raise damaged(path, sqlite3.DatabaseError("no watcher tables"))
-        if "meta" in tables:
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            found = int(row[0]) if row and str(row[0]).isdigit() else None
-            if found is None:
-                raise damaged(path, sqlite3.DatabaseError("no schema version"))
-            if found > schema_version:
-                raise StateFileError(
-                    path,
-                    f"written by a newer watcher (state schema {found}; this watcher reads up "
-                    f"to {schema_version}); upgrade watcher or restore an older state file",
-                )
-        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if verdict != "ok":
-            raise damaged(path, sqlite3.DatabaseError(str(verdict)))
+        _check_contents(conn, path, schema_version)
     except sqlite3.DatabaseError as err:
         raise damaged(path, err) from None
     finally:
         conn.close()
+
+
+def _read_header(path: Path) -> tuple[bytes, int]:
+    """The file's first 100 bytes (SQLite's header) and its size."""
+    try:
+        with path.open("rb") as f:
+            return f.read(100), os.fstat(f.fileno()).st_size
+    except PermissionError as err:
+        raise StateFileError(path, f"permission denied ({err.strerror})") from None
+    except OSError as err:
+        raise StateFileError(path, f"cannot read: {err.strerror or err}") from None
+
+
+def _check_header(path: Path, header: bytes, size: int) -> None:
+    """A SQLite database, and as long as its header says (not a truncated copy)?"""
+    if not header.startswith(_MAGIC):
+        raise damaged(path, sqlite3.DatabaseError("file is not a database"))
+    if len(header) == 100 and _pages_missing(header, size):
+        raise damaged(path, sqlite3.DatabaseError("file is shorter than its header says"))
+
+
+def _check_contents(conn: sqlite3.Connection, path: Path, schema_version: int) -> None:
+    """Watcher's tables (or no tables yet), a schema this watcher reads, sound pages."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "meta" not in tables:
+        raise damaged(path, sqlite3.DatabaseError("no watcher tables"))
+    if "meta" in tables:
+        _check_version(conn, path, schema_version)
+    verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if verdict != "ok":
+        raise damaged(path, sqlite3.DatabaseError(str(verdict)))
+
+
+def _check_version(conn: sqlite3.Connection, path: Path, schema_version: int) -> None:
+    """The file names its schema version, and it is not newer than this watcher's."""
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    found = int(row[0]) if row and str(row[0]).isdigit() else None
+    if found is None:
+        raise damaged(path, sqlite3.DatabaseError("no schema version"))
+    if found > schema_version:
+        raise StateFileError(
+            path,
+            f"written by a newer watcher (state schema {found}; this watcher reads up "
+            f"to {schema_version}); upgrade watcher or restore an older state file",
+        )
 
 
 def _pages_missing(header: bytes, size: int) -> bool:

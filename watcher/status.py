@@ -7,7 +7,7 @@ phase `unknown` — never an exception. Pure: no I/O.
 
 from __future__ import annotations
 
-from watcher.models import Outcome, Phase, StatusInfo
+from watcher.runs import Outcome, Phase, StatusInfo
 
 P, R, F, U = Phase.PENDING, Phase.RUNNING, Phase.FINISHED, Phase.UNKNOWN
 OK, FAIL, STOP, SKIP = Outcome.SUCCESS, Outcome.FAILURE, Outcome.STOPPED, Outcome.SKIPPED

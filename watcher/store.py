@@ -1,18 +1,23 @@
-"""The state file: one SQLite database (WAL) holding everything watcher must not forget.
+"""The state file as one object: `Store` opens it, keeps its schema current and writes a
+poll's outcome in one transaction.
 
-- `runs`: the last snapshot of every run, with the state the diff engine needs.
-- `agents`: the agents each source has baselined.
-- `listings`: a hash of the last listing body whose meaning each agent's runs hold, so that an
-  identical listing after a restart is recognised without being parsed.
-- `sources`: whether each source is failing, so a restart during an outage does not re-alert.
-- `events` + `outbox`: the transactional outbox. A poll's run changes and the events they cause
-  commit in one transaction, together with one outbox row per (event, target) that must receive
-  it. A sink's delivery removes its row only after it succeeded, so a crash at any point loses
-  nothing and repeats at most the delivery that was in flight.
-- `silences`, `alert_marks` and the outbox's `held`: noise control (`watcher.noise.records`).
+The state file is one SQLite database (WAL) holding everything watcher must not forget.
+`Store.commit` writes a poll's run changes, agents, listing hashes, source health and marks and
+retries together with the events they cause and one outbox row per (event, target) that must
+receive it: a crash at any point loses nothing, and a delivery removes its row only after it
+succeeded, so it repeats at most the delivery in flight. Each part of the file has its queries
+in a module of its own, mixed into `Store`:
 
-A commit with nothing in it does not touch the file. All methods are synchronous and short;
-the daemon calls them from its event loop.
+- `watcher.runstore`: each source's agents, their runs and the hashes of their listings.
+- `watcher.sourcestate`: whether each source is failing, and where it stands.
+- `watcher.outbox`: events and their undelivered (event, target) rows.
+- `watcher.history`: the recorded events, read back.
+- `watcher.rulestore`: what the rules watch, expect and retry.
+- `watcher.noise.records`: silences, what each channel last said, held rows.
+
+`watcher.schema` holds the tables and their migrations; `watcher.statefile` the file on disk
+(checked before it is opened, watched, written back). A commit with nothing in it does not touch
+the file. All methods are synchronous and short; the daemon calls them from its event loop.
 """
 
 from __future__ import annotations
@@ -26,165 +31,16 @@ from datetime import datetime
 from pathlib import Path
 
 from watcher import statefile
+from watcher.codec import iso
 from watcher.diff import Change
+from watcher.events import Event
 from watcher.history import EventQueries
-from watcher.models import Event, Hint, Outcome, Phase, RunSnapshot, RunState, iso, parse_iso
-from watcher.noise.records import NOISE_SCHEMA, NoiseQueries
-from watcher.outbox import OutboxQueries, OutboxTarget, Pending
+from watcher.noise.records import NoiseQueries
+from watcher.outbox import OutboxQueries, Targets
 from watcher.rulestore import RetryRow, RuleQueries
-from watcher.standing import Finish
-
-__all__ = ["AgentRecord", "OutboxTarget", "Pending", "SourceHealth", "SourceMarks", "Store"]
-
-SCHEMA_VERSION = 3
-"""1: the first release. 2: per source the last successful poll (`since` for agents seen for
-the first time), the sweep's place and the request budget's last minute; per agent its change
-hint, whether its runs were ever listed, and from when they are news if not. 3: silences, what
-each channel last said about each agent, why an outbox row is held, and whether a failing
-source is still within its `source_failed_after`."""
-
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS agents (
-    source       TEXT NOT NULL,
-    agent_id     TEXT NOT NULL,
-    name         TEXT,
-    baselined_at TEXT NOT NULL,
-    hint         TEXT,
-    listed       INTEGER NOT NULL DEFAULT 1,
-    since        TEXT,
-    PRIMARY KEY (source, agent_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS runs (
-    source      TEXT NOT NULL,
-    agent_id    TEXT NOT NULL,
-    run_id      TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    status_code INTEGER,
-    phase       TEXT NOT NULL,
-    outcome     TEXT,
-    attempt     INTEGER NOT NULL,
-    digest      TEXT NOT NULL,
-    snapshot    TEXT NOT NULL,
-    first_seen  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL,
-    PRIMARY KEY (source, agent_id, run_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS listings (
-    source TEXT NOT NULL,
-    key    TEXT NOT NULL,
-    digest BLOB NOT NULL,
-    PRIMARY KEY (source, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sources (
-    source       TEXT PRIMARY KEY,
-    failing      INTEGER NOT NULL,
-    since        TEXT,
-    last_error   TEXT,
-    last_success TEXT,
-    cursor       TEXT,
-    budget       TEXT,
-    pending      INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
-    id   TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    ts   TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    event_seq  INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
-    target     TEXT NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    first_at   REAL NOT NULL,
-    next_at    REAL NOT NULL,
-    last_error TEXT,
-    held       TEXT,
-    PRIMARY KEY (event_seq, target)
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at);
-CREATE TABLE IF NOT EXISTS expected_starts (
-    source   TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    at       TEXT NOT NULL,
-    schedule TEXT NOT NULL,
-    PRIMARY KEY (source, agent_id, at)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS retries (
-    source     TEXT NOT NULL,
-    agent_id   TEXT NOT NULL,
-    run_id     TEXT NOT NULL,
-    try        INTEGER NOT NULL,
-    due_at     REAL NOT NULL,
-    state      TEXT NOT NULL,
-    new_run_id TEXT,
-    detail     TEXT,
-    PRIMARY KEY (source, run_id, try)
-) WITHOUT ROWID;
-"""
-    + NOISE_SCHEMA
-)
-
-_COLUMNS_SINCE: dict[int, tuple[tuple[str, str, str], ...]] = {
-    2: (
-        ("sources", "last_success", "TEXT"),
-        ("sources", "cursor", "TEXT"),
-        ("sources", "budget", "TEXT"),
-        ("agents", "hint", "TEXT"),
-        ("agents", "listed", "INTEGER NOT NULL DEFAULT 1"),
-        ("agents", "since", "TEXT"),
-    ),
-    3: (
-        ("sources", "pending", "INTEGER NOT NULL DEFAULT 0"),
-        ("outbox", "held", "TEXT"),
-    ),
-}
-"""The columns each version added to tables an older file already has: (table, column, type)."""
-
-Targets = Mapping[str, Sequence[str]]
-"""Event id → the outbox targets (sinks) that must receive it, decided by the dispatcher."""
-
-
-@dataclass(frozen=True, slots=True)
-class AgentRecord:
-    """What the state file keeps of an agent besides its runs."""
-
-    id: str
-    name: str | None = None
-    hint: Hint | None = None
-    """Its change hint when its runs were last listed (or when it was first recorded)."""
-    listed: bool = True
-    """Its runs have been listed (and recorded) at least once."""
-    since: datetime | None = None
-    """Never listed: its runs that changed after this are news (None: none of its history)."""
-    recorded_at: datetime | None = None
-    """When the source first recorded it (read back only; written once, with the agent)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceMarks:
-    """Where a source stands, kept across restarts: written with other writes, at least once
-    a minute, and at shutdown (`SourcePoller.save_marks`)."""
-
-    last_success: datetime | None = None
-    cursor: str | None = None
-    """The agent the sweep listed last: the next sweep goes on after it."""
-    budget: tuple[float, ...] = ()
-    """When the requests of the last minute were sent (`RequestBudget.window`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceHealth:
-    failing: bool
-    since: datetime | None = None
-    last_error: str | None = None
-    pending: bool = False
-    """Failing for less than its `source_failed_after`: `source.failed` not said (yet)."""
+from watcher.runstore import AgentRecord, RunQueries
+from watcher.schema import SCHEMA_VERSION, migrate
+from watcher.sourcestate import SourceHealth, SourceMarks, SourceQueries
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +51,7 @@ class Counters:
     rows: int
 
 
-class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
+class Store(RunQueries, SourceQueries, OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
@@ -260,21 +116,8 @@ class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
         return aside
 
     def _migrate(self) -> None:
-        with self._tx():
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._db.execute(statement)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            found = int(row[0]) if row is not None else SCHEMA_VERSION
-            for version in range(found + 1, SCHEMA_VERSION + 1):
-                for table, column, kind in _COLUMNS_SINCE.get(version, ()):
-                    have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                    if column not in have:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+        with self._tx() as db:
+            migrate(db)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -286,92 +129,6 @@ class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
             raise
         self._db.execute("COMMIT")
         self._transactions += 1
-
-    # --- runs and agents -------------------------------------------------------------------
-
-    def load_runs(self, source: str) -> dict[str, dict[str, RunState]]:
-        """Everything the diff engine needs for one source: agent → run → state."""
-        out: dict[str, dict[str, RunState]] = {}
-        for agent_id in self.listed_agents(source):
-            out[agent_id] = {}
-        rows = self._db.execute(
-            "SELECT agent_id, run_id, status, status_code, phase, outcome, attempt, digest "
-            "FROM runs WHERE source = ?",
-            (source,),
-        )
-        for agent_id, run_id, status, code, phase, outcome, attempt, digest in rows:
-            out.setdefault(agent_id, {})[run_id] = RunState(
-                status=status,
-                status_code=code,
-                phase=Phase(phase),
-                outcome=Outcome(outcome) if outcome else None,
-                attempt=attempt,
-                digest=digest,
-            )
-        return out
-
-    def finishes(self, source: str) -> list[Finish]:
-        """Every finished run of the source — (agent id, outcome, ended at, duration, records)
-        — in the order they ended (those without an end time first): what
-        `standing.standings` folds."""
-        rows = self._db.execute(
-            "SELECT agent_id, outcome, json_extract(snapshot, '$.ended_at') AS ended, "
-            "json_extract(snapshot, '$.duration_s'), json_extract(snapshot, '$.counts.records') "
-            "FROM runs WHERE source = ? AND outcome IS NOT NULL "
-            "ORDER BY ended IS NOT NULL, ended, first_seen",
-            (source,),
-        )
-        return [(a, o, parse_iso(e), d, r) for a, o, e, d, r in rows]
-
-    def listings(self, source: str) -> dict[str, bytes]:
-        """The hash of each agent's last committed listing body (see `Fingerprints`)."""
-        rows = self._db.execute("SELECT key, digest FROM listings WHERE source = ?", (source,))
-        return dict(rows.fetchall())
-
-    def known_agents(self, source: str) -> set[str]:
-        rows = self._db.execute("SELECT agent_id FROM agents WHERE source = ?", (source,))
-        return {r[0] for r in rows}
-
-    def listed_agents(self, source: str) -> set[str]:
-        rows = self._db.execute(
-            "SELECT agent_id FROM agents WHERE source = ? AND listed", (source,)
-        )
-        return {r[0] for r in rows}
-
-    def load_agents(self, source: str) -> dict[str, AgentRecord]:
-        """Every agent the source has recorded, listed or not."""
-        rows = self._db.execute(
-            "SELECT agent_id, name, hint, listed, since, baselined_at FROM agents WHERE source = ?",
-            (source,),
-        )
-        return {
-            agent_id: AgentRecord(
-                agent_id, name, _hint(hint), bool(listed), parse_iso(since), parse_iso(recorded)
-            )
-            for agent_id, name, hint, listed, since, recorded in rows
-        }
-
-    def last_success(self, source: str) -> datetime | None:
-        """When the source last polled successfully: runs of an agent seen for the first time
-        are news if they finished after it (see `diff_agent`'s `since`)."""
-        return self.marks(source).last_success
-
-    def marks(self, source: str) -> SourceMarks:
-        row = self._db.execute(
-            "SELECT last_success, cursor, budget FROM sources WHERE source = ?", (source,)
-        ).fetchone()
-        if row is None:
-            return SourceMarks()
-        window = tuple(float(t) for t in json.loads(row[2])) if row[2] else ()
-        return SourceMarks(parse_iso(row[0]), row[1], window)
-
-    def source_health(self, source: str) -> SourceHealth:
-        row = self._db.execute(
-            "SELECT failing, since, last_error, pending FROM sources WHERE source = ?", (source,)
-        ).fetchone()
-        if row is None:
-            return SourceHealth(failing=False)
-        return SourceHealth(bool(row[0]), parse_iso(row[1]), row[2], bool(row[3]))
 
     def commit(
         self,
@@ -400,139 +157,18 @@ class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
             return []
         stamp = iso(now)
         with self._tx() as db:
-            rows = 0
-            if agents:
-                assert source is not None
-                db.executemany(
-                    "INSERT INTO agents(source, agent_id, name, baselined_at, hint, listed, "
-                    "since) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source, agent_id) DO UPDATE "
-                    "SET name=coalesce(excluded.name, name), hint=excluded.hint, "
-                    "listed=excluded.listed, since=excluded.since",
-                    [_agent_row(source, a, stamp) for a in agents],
-                )
-                rows += len(agents)
-            if changes:
-                db.executemany(
-                    "INSERT INTO runs(source, agent_id, run_id, status, status_code, phase, "
-                    "outcome, attempt, digest, snapshot, first_seen, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(source, agent_id, run_id) DO UPDATE SET "
-                    "status=excluded.status, status_code=excluded.status_code, "
-                    "phase=excluded.phase, outcome=excluded.outcome, attempt=excluded.attempt, "
-                    "digest=excluded.digest, snapshot=excluded.snapshot, "
-                    "updated_at=excluded.updated_at",
-                    (_run_row(c, stamp) for c in changes),  # streamed: no list of 200k rows
-                )
-                rows += len(changes)
-            if listings:
-                assert source is not None
-                db.executemany(
-                    "INSERT INTO listings(source, key, digest) VALUES (?, ?, ?) "
-                    "ON CONFLICT(source, key) DO UPDATE SET digest=excluded.digest",
-                    [(source, key, digest) for key, digest in listings.items()],
-                )
-                rows += len(listings)
-            if health is not None:
-                assert source is not None
-                db.execute(
-                    "INSERT INTO sources(source, failing, since, last_error, pending) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
-                    "failing=excluded.failing, since=excluded.since, "
-                    "last_error=excluded.last_error, pending=excluded.pending",
-                    (
-                        source,
-                        int(health.failing),
-                        iso(health.since),
-                        health.last_error,
-                        int(health.pending),
-                    ),
-                )
-                rows += 1
-            if marks is not None:
-                assert source is not None
-                db.execute(
-                    "INSERT INTO sources(source, failing, last_success, cursor, budget) "
-                    "VALUES (?, 0, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
-                    "last_success=excluded.last_success, cursor=excluded.cursor, "
-                    "budget=excluded.budget",
-                    (
-                        source,
-                        iso(marks.last_success),
-                        marks.cursor,
-                        json.dumps(marks.budget) if marks.budget else None,
-                    ),
-                )
-                rows += 1
+            rows = self._write_agents(db, source, agents, stamp)
+            rows += self._write_runs(db, changes, stamp)
+            rows += self._write_listings(db, source, listings)
+            rows += self._write_health(db, source, health)
+            rows += self._write_marks(db, source, marks)
             if retries:
                 self._write_retries(db, retries)
             fresh = self._insert_events(db, events, targets if targets is not None else {}, now_ts)
-            rows += len(fresh)
-            self._rows += rows
+            self._rows += rows + len(fresh)
         return fresh
 
-    def prune_runs(self, source: str, keep: int) -> int:
-        """Forget finished runs beyond the newest `keep` of each agent.
-
-        Listings are the newest N runs of an agent, so a run that many places down can never
-        appear in a listing again: forgetting it cannot turn it into a "new" run later.
-        """
-        with self._tx() as db:
-            cur = db.execute(
-                "DELETE FROM runs WHERE phase = 'finished' AND (source, agent_id, run_id) IN ("
-                "SELECT source, agent_id, run_id FROM (SELECT source, agent_id, run_id, "
-                "ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY first_seen DESC, "
-                "CAST(run_id AS INTEGER) DESC, run_id DESC) AS rn FROM runs WHERE source = ?) "
-                "WHERE rn > ?)",
-                (source, keep),
-            )
-            self._rows += cur.rowcount
-        return cur.rowcount
-
-    def _insert_events(
-        self, db: sqlite3.Connection, events: Sequence[Event], targets: Targets, now_ts: float
-    ) -> list[Event]:
-        """Insert `events` and their outbox rows (within the caller's transaction); return
-        those that were new, not replays of events already recorded."""
-        fresh: list[Event] = []
-        for event in events:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO events(id, type, ts, body) VALUES (?, ?, ?, ?)",
-                (event.id, event.type, iso(event.ts), json.dumps(event.to_dict())),
-            )
-            if cur.rowcount == 0:
-                continue  # a replay of an event already recorded
-            fresh.append(event)
-            names = targets.get(event.id, ())
-            if names:
-                db.executemany(
-                    "INSERT OR IGNORE INTO outbox(event_seq, target, first_at, next_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(cur.lastrowid, t, now_ts, now_ts) for t in names],
-                )
-                self._rows += len(names)
-        return fresh
-
-    # --- reading, for `watcher status` and tests --------------------------------------------
-
-    def latest_runs(self, source: str | None = None) -> list[RunSnapshot]:
-        """The newest run of every agent (latest first sight, then highest id)."""
-        sql = (
-            "SELECT snapshot FROM (SELECT source, snapshot, ROW_NUMBER() OVER ("
-            "PARTITION BY source, agent_id ORDER BY first_seen DESC, "
-            "CAST(run_id AS INTEGER) DESC, run_id DESC) AS rn FROM runs) WHERE rn = 1"
-        )
-        args: tuple[object, ...] = ()
-        if source is not None:
-            sql += " AND source = ?"
-            args = (source,)
-        snaps = [RunSnapshot.from_dict(json.loads(row[0])) for row in self._db.execute(sql, args)]
-        return sorted(snaps, key=lambda s: (s.source, s.agent_id))
-
-    def agents(self) -> list[tuple[str, str, str | None]]:
-        return list(self._db.execute("SELECT source, agent_id, name FROM agents ORDER BY 1, 2"))
-
-    def run_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+    # --- reading, for tests and the benchmarks -------------------------------------------------
 
     def events(self, *, type: str | None = None) -> list[Event]:
         sql, args = "SELECT body FROM events", tuple[str, ...]()
@@ -548,33 +184,3 @@ class Store(OutboxQueries, RuleQueries, EventQueries, NoiseQueries):
     @property
     def counters(self) -> Counters:
         return Counters(self._transactions, self._rows)
-
-
-def _hint(text: str | None) -> Hint | None:
-    if not text:
-        return None
-    status, last_activity = json.loads(text)
-    return Hint(status, parse_iso(last_activity))
-
-
-def _agent_row(source: str, a: AgentRecord, stamp: str | None) -> tuple[object, ...]:
-    hint = None if a.hint is None else json.dumps([a.hint.status, iso(a.hint.last_activity)])
-    return (source, a.id, a.name, stamp, hint, int(a.listed), iso(a.since))
-
-
-def _run_row(change: Change, stamp: str | None) -> tuple[object, ...]:
-    s, st = change.snapshot, change.state
-    return (
-        s.source,
-        s.agent_id,
-        s.run_id,
-        st.status,
-        st.status_code,
-        str(st.phase),
-        str(st.outcome) if st.outcome else None,
-        st.attempt,
-        st.digest,
-        s.as_json(),
-        stamp,
-        stamp,
-    )

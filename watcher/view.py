@@ -22,10 +22,12 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from watcher import __version__
+from watcher.codec import iso
 from watcher.live import STALE_INTERVALS
-from watcher.models import RunSnapshot, iso
+from watcher.runs import RunSnapshot
+from watcher.sourcestate import SourceHealth
 from watcher.standing import Standing, standings
-from watcher.store import SourceHealth, Store
+from watcher.store import Store
 
 if TYPE_CHECKING:
     from watcher.app import App

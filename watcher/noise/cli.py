@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
+from watcher.codec import iso
 from watcher.config import Settings
-from watcher.models import iso
 from watcher.noise.silences import Silence, SilenceError, new_silence
 from watcher.store import Store
 

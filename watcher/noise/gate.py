@@ -31,11 +31,12 @@ from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from watcher.durations import duration_of
-from watcher.models import Event, EventType, Outcome, follow_up, with_data
+from watcher.events import Event, EventType, follow_up, with_data
 from watcher.noise.records import AgentKey, Hold, Mark
 from watcher.noise.silences import Silence
 from watcher.noise.windows import Mute
 from watcher.outbox import Pending
+from watcher.runs import Outcome
 
 if TYPE_CHECKING:
     from watcher.config import SubscriptionConfig

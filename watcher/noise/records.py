@@ -23,7 +23,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from watcher.models import Event, iso, parse_iso
+from watcher.codec import iso, parse_iso
+from watcher.events import Event
 from watcher.noise.silences import Silence, SilenceError
 from watcher.outbox import Pending
 
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS alert_marks (
     PRIMARY KEY (target, source, agent_id)
 ) WITHOUT ROWID;
 """
-"""The tables of noise control, part of the state file's schema since version 3 (`store`)."""
+"""The tables of noise control, part of the state file's schema since version 3 (`schema`)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

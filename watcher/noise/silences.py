@@ -21,8 +21,10 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from watcher.codec import iso, parse_iso
 from watcher.durations import parse_duration
-from watcher.models import Event, Outcome, iso, parse_iso
+from watcher.events import Event
+from watcher.runs import Outcome
 
 MATCHERS = ("source", "agent", "outcome", "type")
 RETENTION = timedelta(days=5)

@@ -30,8 +30,9 @@ from urllib.parse import unquote
 from watcher import redact
 from watcher.config import SubscriptionConfig
 from watcher.config.subscriptions import is_webhook
+from watcher.events import Event, follow_up
 from watcher.messages import Display, Message, Templates, render_digests
-from watcher.models import Event, Outcome, follow_up
+from watcher.runs import Outcome
 from watcher.sinks.base import DeliveryError, Done, Sink
 
 SEND_TIMEOUT = 30.0

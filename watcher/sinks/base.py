@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from watcher.models import Event
+from watcher.events import Event
 
 if TYPE_CHECKING:
     from watcher.config import SubscriptionConfig

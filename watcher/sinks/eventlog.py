@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from watcher.models import Event
+from watcher.events import Event
 from watcher.sinks.base import DeliveryError, Done, Sink
 
 TAIL_BYTES = 256 * 1024

@@ -25,9 +25,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from watcher.codec import iso
 from watcher.config import OutputsConfig, OutputSourceRules
 from watcher.errors import SourceError, SourceProtocolError, SourceTooLarge, SourceUnavailable
-from watcher.models import iso
 from watcher.safezip import UnsafeArchive, ZipLimits, extract_zip
 from watcher.sinks.rundir import MANIFEST, ManifestEntry, RunDir, UnsafePath, safe_name
 from watcher.sinks.rundir import unique_names as _unique

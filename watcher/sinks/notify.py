@@ -18,8 +18,9 @@ from datetime import datetime
 import apprise
 
 from watcher import redact
+from watcher.events import Event
 from watcher.messages import Message
-from watcher.models import Event, Outcome
+from watcher.runs import Outcome
 from watcher.sinks.alerting import (
     SEND_TIMEOUT,
     AlertChannel,

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import structlog
 
-from watcher.models import Event, follow_up
+from watcher.events import Event, follow_up
 from watcher.sinks.base import DeliveryError, Done, Sink
 from watcher.sinks.fetcher import Fetcher, FetchError, FetchResult
 

@@ -32,9 +32,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from watcher import __version__, redact
+from watcher.codec import dumps_compact
 from watcher.config.subscriptions import WEBHOOK_PREFIX
+from watcher.events import Event
 from watcher.messages import Message
-from watcher.models import Event, dumps_compact
 from watcher.sinks.alerting import SEND_TIMEOUT, AlertChannel, Subscription, register_secrets
 from watcher.sinks.base import DeliveryError
 

@@ -25,10 +25,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from watcher.codec import parse_iso
 from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import Agent, Event, Outcome, RunSnapshot, parse_iso, snapshot, with_data
+from watcher.events import Event, with_data
 from watcher.redact import redact
+from watcher.runs import Agent, Outcome, RunSnapshot, snapshot
 from watcher.sources.base import Answer, CheckResult, Source
 from watcher.sources.fields import as_id, as_number, as_text, error_text, is_path_segment
 from watcher.status import automation_status

@@ -25,7 +25,8 @@ from yarl import URL
 from watcher import __version__, redact
 from watcher.config.kinds import KindRules, register
 from watcher.errors import SourceProtocolError
-from watcher.models import Agent, Event, Hint, RunSnapshot
+from watcher.events import Event
+from watcher.runs import Agent, Hint, RunSnapshot
 from watcher.sources.budget import AdaptiveLimit, Gate, RequestBudget
 from watcher.sources.http import Downloaded, HttpClient, RetryPolicy, Unchanged
 

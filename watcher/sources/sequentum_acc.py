@@ -30,18 +30,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from watcher.codec import parse_iso
 from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import (
-    Agent,
-    Counts,
-    Event,
-    Phase,
-    RunSnapshot,
-    parse_iso,
-    snapshot,
-    with_data,
-)
+from watcher.events import Event, with_data
+from watcher.runs import Agent, Counts, Phase, RunSnapshot, snapshot
 from watcher.sources.base import CheckResult, RunFile, ScheduledStart, Source
 from watcher.sources.fields import as_count, as_id, as_text, parse_timespan
 from watcher.status import acc_job_status, acc_run_status

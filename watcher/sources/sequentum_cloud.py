@@ -23,19 +23,11 @@ from typing import Any
 
 import structlog
 
+from watcher.codec import parse_iso
 from watcher.config.kinds import KindRules
 from watcher.errors import SourceError, SourceProtocolError
-from watcher.models import (
-    Agent,
-    Counts,
-    Event,
-    Hint,
-    Outcome,
-    RunSnapshot,
-    parse_iso,
-    snapshot,
-    with_data,
-)
+from watcher.events import Event, with_data
+from watcher.runs import Agent, Counts, Hint, Outcome, RunSnapshot, snapshot
 from watcher.sources.base import CheckResult, Hints, RunFile, ScheduledStart, Source
 from watcher.sources.fields import as_count as _count
 from watcher.sources.fields import as_id as _id
