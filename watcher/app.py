@@ -28,6 +28,7 @@ import structlog
 
 from watcher import statefile
 from watcher.config import Settings, SourceConfig
+from watcher.cycle import PollReport
 from watcher.dispatch import Dispatcher
 from watcher.durations import duration_of
 from watcher.errors import ConfigError, SourceError, WatcherError
@@ -39,7 +40,7 @@ from watcher.models import Event, EventType, source_event
 from watcher.noise.gate import Gate
 from watcher.noise.silences import RETENTION
 from watcher.planner import coverage
-from watcher.poller import PollReport, SourcePoller
+from watcher.poller import SourcePoller
 from watcher.redact import redact
 from watcher.rules import RuleBook
 from watcher.sinks.base import Sink
