@@ -8,7 +8,7 @@
     list       the runs of the agents due for the safety-net sweep, and of the active ones,
                with what is left
     enrich     the same, for what the second round found
-    rules      stuck runs, anomalies, missed schedules; the retries to schedule
+    rules      stuck runs, anomalies, missed schedules; the retries to schedule (`cycle_rules`)
     commit     the run changes and the events they cause, in one transaction; then the
                retries that are due are asked of the platform
 
@@ -36,17 +36,17 @@ import structlog
 from watcher.cycle import WILDCARD, Cycle, Memory, OnEvents, PollReport, Route, spent
 from watcher.cycle_discovery import DiscoveryStage
 from watcher.cycle_listing import ListingStage
+from watcher.cycle_rules import RulesStage
 from watcher.diff import Change
 from watcher.errors import SourceError, SourceUnavailable
 from watcher.fleet import Fleet
-from watcher.judge import AgentView, Judge
+from watcher.judge import Judge
 from watcher.models import Event, EventType, RunState, source_event, with_data
 from watcher.outages import health_change, note_failing
 from watcher.redact import redact
 from watcher.retrying import Retrier
 from watcher.rules import RuleBook
-from watcher.rulestore import RetryRow
-from watcher.sources.base import Source, purpose
+from watcher.sources.base import Source
 from watcher.standing import Standing, standings
 from watcher.store import AgentRecord, SourceHealth, SourceMarks, Store
 
@@ -108,14 +108,14 @@ class SourcePoller:
         """The marks as last written."""
         self.listing = ListingStage(source, memory, write_ahead=self._write_ahead)
         retrier = Retrier(source, store, book)
-        self.retrier = retrier
+        self.rules = RulesStage(source, store, memory, judge=judge, retrier=retrier, route=route)
         self._stages: tuple[Stage, ...] = (
             self.discovery.discover,
             self.listing.first_round,
             self.listing.enrich,
             self.listing.second_round,
             self.listing.enrich,
-            self._apply_rules,
+            self.rules.apply,
         )
 
     @property
@@ -210,7 +210,7 @@ class SourcePoller:
             self._defer(cycle.ts, report.errors)
         if report.events and self.on_events:
             self.on_events(report.events)
-        await self._retries_committed(cycle, self.on_events)
+        await self.rules.committed(cycle, self.on_events)
         return report
 
     def _defer(self, ts: float, errors: list[SourceError]) -> None:
@@ -224,71 +224,6 @@ class SourcePoller:
         self._not_before = ts + wait - self.source.config.poll_interval_active / 2
 
     # --- stages -----------------------------------------------------------------------------------
-
-    async def _apply_rules(self, cycle: Cycle) -> None:
-        """The judge's findings and the retries to schedule, added to the cycle."""
-        views = self._views(cycle)
-        await self._read_schedules(cycle, views)
-        cycle.events.extend(
-            self.judge.judge(
-                now=cycle.now,
-                events=cycle.events,
-                changes=cycle.changes,
-                standings=self.memory.standings,
-                agents=views,
-            )
-        )
-        cycle.retries = self.retrier.plan(cycle.events, cycle.now)
-
-    def _views(self, cycle: Cycle) -> dict[str, AgentView]:
-        """What the judge needs of each agent; one listed in this cycle has its runs known up
-        to now."""
-        members = self.memory.fleet.members
-        views = {
-            agent_id: AgentView(m.agent.name, m.recorded_at, m.listed_at)
-            for agent_id, m in members.items()
-        }
-        for agent_id in cycle.listed:
-            member = members.get(agent_id)
-            if member is not None:
-                views[agent_id] = AgentView(member.agent.name, member.recorded_at, cycle.ts)
-        return views
-
-    async def _read_schedules(self, cycle: Cycle, views: dict[str, AgentView]) -> None:
-        """The platform's own schedules, every `schedule_refresh`, for the rules that expect
-        them. A failure to read them is logged; it fails nothing."""
-        wanted = self.judge.scheduled_agents(cycle.now, views)
-        if not wanted:
-            return
-        try:
-            with purpose("schedules"):
-                starts = await self.source.schedules(wanted)
-        except SourceError as err:
-            log.warning("schedules unreadable", source=self.source.name, error=err.detail)
-            return
-        self.judge.expect(((s.agent_id, s.at, s.schedule) for s in starts or ()), cycle.now)
-
-    async def _retries_committed(self, cycle: Cycle, on_events: OnEvents | None) -> None:
-        """The cycle is written: its retries count from now, and those due are asked of the
-        platform, each new event handed to `on_events`."""
-        self.retrier.committed(cycle.retries)
-        now = cycle.now
-
-        def record(row: RetryRow, events: list[Event]) -> None:
-            fresh = self.store.commit(
-                source=self.source.name,
-                retries=[row],
-                events=events,
-                targets={event.id: self.route(event) for event in events},
-                now=now,
-                now_ts=now.timestamp(),
-            )
-            if fresh and on_events:
-                on_events(fresh)
-
-        for row in self.retrier.due(now):
-            with purpose("retry"):
-                await self.retrier.send(row, now, record)
 
     def _commit(self, cycle: Cycle) -> bool:
         """Write the cycle; then take it into the memory. False if the write failed (logged;
