@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 
-import watcher.poller
+import watcher.cycle_listing
 from watcher.app import App
 from watcher.config import Settings, SourceConfig, WatcherSection
 from watcher.events import Event, EventType
@@ -227,14 +227,14 @@ async def run_variant(
     end = START + timedelta(minutes=minutes)
     run = Run(world, end, end)
     planned: list[list[tuple[str, str]]] = []
-    original_plan = watcher.poller.plan
+    original_plan = watcher.cycle_listing.plan
 
     def recording_plan(*args: Any, **kw: Any) -> Plan:
         chosen = original_plan(*args, **kw)
         planned.append([(a.id, str(reason)) for a, reason in chosen.listings])
         return chosen
 
-    watcher.poller.plan = recording_plan  # which agents each poll planned, and why
+    watcher.cycle_listing.plan = recording_plan  # which agents each poll planned, and why
     runner, url = await serve(world)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -246,7 +246,7 @@ async def run_variant(
                     await _drive(app, run, clock, planned, drain)
             run.delivered = recorder.finished
     finally:
-        watcher.poller.plan = original_plan
+        watcher.cycle_listing.plan = original_plan
         await runner.cleanup()
     return run
 

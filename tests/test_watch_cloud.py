@@ -544,7 +544,7 @@ async def test_a_listing_whose_write_failed_is_parsed_after_a_restart(
 @pytest.fixture
 def many(world: World, monkeypatch) -> World:
     """40 agents with 3 runs each (the newest failed), and baseline chunks of 10 runs."""
-    monkeypatch.setattr("watcher.poller.BASELINE_CHUNK", 10)
+    monkeypatch.setattr("watcher.cycle_listing.BASELINE_CHUNK", 10)
     for agent_id in range(1, 41):
         world.add_agent(id=agent_id, name=f"agent-{agent_id}")
         for status in (9, 9, 6):

@@ -30,6 +30,7 @@ import structlog
 
 from watcher import statefile
 from watcher.config import Settings, SourceConfig
+from watcher.cycle import PollReport
 from watcher.dispatch import Dispatcher
 from watcher.errors import ConfigError, WatcherError
 from watcher.events import Event, EventType, source_event
@@ -38,7 +39,7 @@ from watcher.live import EventStream, ReadinessWatch
 from watcher.lock import FileLease, Lease
 from watcher.logs import log_event
 from watcher.noise.gate import Gate
-from watcher.poller import PollReport, SourcePoller
+from watcher.poller import SourcePoller
 from watcher.redact import redact
 from watcher.rules import RuleBook
 from watcher.sinks.base import Sink

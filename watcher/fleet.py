@@ -44,6 +44,22 @@ class Member:
     def record(self) -> AgentRecord:
         return AgentRecord(self.agent.id, self.agent.name, self.hint, self.listed, self.since)
 
+    def track(self, *, active: bool) -> Track:
+        """The planner's view of it (which lists a change whose run settled — a finish,
+        likely to alert — first, then the oldest change)."""
+        current, changed = self.current, self.changed
+        changed_at = None
+        if changed and current is not None and current.last_activity:
+            changed_at = current.last_activity.timestamp()
+        return Track(
+            self.agent,
+            self.listed_at,
+            active,
+            changed,
+            settled=changed and current is not None and not current.active,
+            changed_at=changed_at,
+        )
+
 
 class Fleet:
     def __init__(self, records: Mapping[str, AgentRecord], *, wildcard: bool) -> None:
@@ -144,31 +160,18 @@ class Fleet:
         ids = sorted(self.members)
         if after is not None:
             ids = [i for i in ids if i > after] + [i for i in ids if i <= after]
-        out = []
-        for agent_id in ids:
-            member = self.members[agent_id]
-            if agent_id == "*":  # one listing for all (automation runs): active if any is
-                active = any(
-                    st.phase is not Phase.FINISHED for r in runs.values() for st in r.values()
-                )
-            elif agent_id in runs:
-                active = any(st.phase is not Phase.FINISHED for st in runs[agent_id].values())
-            else:
-                active = member.current is not None and member.current.active
-            current = member.current
-            changed = member.changed
-            out.append(
-                Track(
-                    member.agent,
-                    member.listed_at,
-                    active,
-                    changed,
-                    settled=changed and current is not None and not current.active,
-                    changed_at=(
-                        current.last_activity.timestamp()
-                        if changed and current is not None and current.last_activity
-                        else None
-                    ),
-                )
-            )
-        return out
+        return [self.members[i].track(active=self._active(i, runs)) for i in ids]
+
+    def _active(self, agent_id: str, runs: Mapping[str, Mapping[str, RunState]]) -> bool:
+        """Has the agent a run in progress: as its runs were last listed, or — never listed —
+        as its hint says."""
+        if agent_id == "*":  # one listing for all (automation runs): active if any is
+            return any(_running(r) for r in runs.values())
+        if agent_id in runs:
+            return _running(runs[agent_id])
+        current = self.members[agent_id].current
+        return current is not None and current.active
+
+
+def _running(runs: Mapping[str, RunState]) -> bool:
+    return any(st.phase is not Phase.FINISHED for st in runs.values())

@@ -40,8 +40,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from watcher import __version__
+from watcher.cycle import PollReport
 from watcher.events import Event
-from watcher.poller import PollReport, SourcePoller
+from watcher.poller import SourcePoller
 from watcher.redact import redact
 from watcher.runs import Phase
 from watcher.standing import Standing

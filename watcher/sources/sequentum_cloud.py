@@ -85,6 +85,19 @@ class SequentumCloud(Source):
         and if they run out before `totalRecordCount` is reached, page 0 is read as well (and
         remembered as the first page)."""
         found: dict[str, tuple[Agent, Hint]] = {}
+        total, partial = await self._read_pages(found, None if complete else watermark)
+        if partial:
+            return Hints(self._wanted(found), complete=False)
+        if total is not None and len(found) < total and self._first_page == 1:
+            await self._read_page_zero(found)
+        return Hints(self._wanted(found), complete=True)
+
+    async def _read_pages(
+        self, found: dict[str, tuple[Agent, Hint]], watermark: datetime | None
+    ) -> tuple[int | None, bool]:
+        """Pages from the first on, into `found`, until the total is reached or a page adds
+        nobody — or, with a `watermark`, until a page ends with an agent older than it.
+        Returns the total the platform gave, and whether the watermark stopped the read."""
         total: int | None = None
         page = self._first_page
         for _ in range(MAX_PAGES):
@@ -95,16 +108,19 @@ class SequentumCloud(Source):
                 found.setdefault(agent.id, (agent, hint))
             if total is None or len(found) >= total or len(found) == before:
                 break
-            if not complete and watermark is not None and _older(entries[-1][1], watermark):
-                return Hints(self._wanted(found), complete=False)
+            if watermark is not None and _older(entries[-1][1], watermark):
+                return total, True
             page += 1
-        if total is not None and len(found) < total and self._first_page == 1:
-            items, _ = await self._agent_page(0)
-            entries = [e for e in self._entries(items) if e[0].id not in found]
-            found.update((agent.id, (agent, hint)) for agent, hint in entries)
-            if entries:
-                self._first_page = 0
-        return Hints(self._wanted(found), complete=True)
+        return total, False
+
+    async def _read_page_zero(self, found: dict[str, tuple[Agent, Hint]]) -> None:
+        """Pages from 1 on fell short of the total: page 0 too, remembered as the first page
+        when it had anyone new."""
+        items, _ = await self._agent_page(0)
+        entries = [e for e in self._entries(items) if e[0].id not in found]
+        found.update((agent.id, (agent, hint)) for agent, hint in entries)
+        if entries:
+            self._first_page = 0
 
     def _wanted(self, found: dict[str, tuple[Agent, Hint]]) -> list[tuple[Agent, Hint]]:
         if self.config.agents == ["*"]:
@@ -218,9 +234,7 @@ class SequentumCloud(Source):
 
     async def enrich(self, event: Event) -> Event:
         """A failed run's diagnostics: possible causes and suggested actions."""
-        if event.outcome is not Outcome.FAILURE or not event.run_id or not event.agent_id:
-            return event
-        if not (_is_number(event.agent_id) and _is_number(event.run_id)):
+        if not _diagnosable(event):
             return event
         path = f"/api/v1/analytics/agents/{event.agent_id}/runs/{event.run_id}/diagnostics"
         try:
@@ -228,18 +242,7 @@ class SequentumCloud(Source):
         except SourceError as err:  # not offered for this run, or not now: alert without it
             log.debug("no diagnostics", source=self.name, run_id=event.run_id, error=err.detail)
             return event
-        if not isinstance(data, dict):
-            return event
-        found: dict[str, Any] = {}
-        for key in ("possibleCauses", "suggestedActions"):
-            items = data.get(key)
-            if isinstance(items, list):
-                texts = [t for t in (_text(i, 500) for i in items[:10]) if t]
-                if texts:
-                    found[key] = texts
-        message = _text(data.get("errorMessage"), 500)
-        if message:
-            found["errorMessage"] = message
+        found = _diagnostics(data)
         return with_data(event, diagnostics=found) if found else event
 
     async def schedules(self, agent_ids: Sequence[str]) -> list[ScheduledStart] | None:
@@ -333,6 +336,31 @@ class SequentumCloud(Source):
 
 _FILE_KINDS = {1: "data", 6: "log"}
 """Cloud `fileType` values (seed 002's listing): 1 a data export, 6 the run log."""
+
+
+def _diagnosable(event: Event) -> bool:
+    """A failed run, with ids that are numbers (they go into the URL path)."""
+    if event.outcome is not Outcome.FAILURE or not event.run_id or not event.agent_id:
+        return False
+    return _is_number(event.agent_id) and _is_number(event.run_id)
+
+
+def _diagnostics(data: Any) -> dict[str, Any]:
+    """What a diagnostics answer says, in short: at most ten causes and ten actions, and
+    the error message, each cut at 500 characters; nothing from an answer of another shape."""
+    if not isinstance(data, dict):
+        return {}
+    found: dict[str, Any] = {}
+    for key in ("possibleCauses", "suggestedActions"):
+        items = data.get(key)
+        if isinstance(items, list):
+            texts = [t for t in (_text(i, 500) for i in items[:10]) if t]
+            if texts:
+                found[key] = texts
+    message = _text(data.get("errorMessage"), 500)
+    if message:
+        found["errorMessage"] = message
+    return found
 
 
 def _is_number(text: str) -> bool:
