@@ -202,6 +202,44 @@ def test_a_new_agent_between_two_agent_lists_alerts_its_failure(sim, tmp_path: P
     assert hook.titles() == [f"{run}|failure"]
 
 
+def test_a_retry_out_when_the_daemon_is_killed_is_never_sent_again(sim, tmp_path: Path) -> None:
+    """kill -9 while the platform has the retry request: done or not, nobody knows, so the
+    next start marks it unknown and asks nothing again — a retried crawl is not run twice."""
+    world, url = sim
+    start = "/api/v1/agent/2537/start"
+    world.inject(start, kind="stall", delay=3, times=1)  # the request stays out a while
+    events_path = tmp_path / "events.jsonl"
+    rule = '\n[[rules]]\nname = "again"\nretry = { max = 2, after = "1s", on = ["failure"] }\n'
+    config = write_config(tmp_path, url, rule)
+
+    def posts() -> int:
+        return sum(1 for method, path in world.requests if method == "POST" and path == start)
+
+    daemon = Daemon(config)
+    try:
+        baselined(daemon, events_path)
+        world.add_run(2537, status=FAILURE, run_id=101)
+        daemon.wait_for(lambda: posts() == 1, "the retry request")
+        daemon.kill()  # SIGKILL, with the request out
+    finally:
+        daemon.kill()
+    again = Daemon(config)
+    try:
+        seen = listings(world)
+        again.wait_for(lambda: listings(world) >= seen + 5, "five more polls")
+        assert again.stop() < 10
+    finally:
+        again.kill()
+    assert posts() == 1
+    store = Store.open(tmp_path / "state.db", readonly=True)
+    try:
+        (row,) = store.retries("cloud")
+    finally:
+        store.close()
+    assert (row.run_id, row.try_, row.state) == ("101", 1, "unknown")
+    assert len(of_type(events_path, "run.retry_requested", run_id="101")) == 1
+
+
 # --- bounded shutdown ----------------------------------------------------------------------
 
 
