@@ -75,3 +75,12 @@ def test_a_digest_lists_every_event_in_parts_of_at_most_digest_lines() -> None:
     assert lines[-1] == "- 🔌 cloud source.failed — HTTP 401"
     ((_, single),) = render_digests(runs[:2], "ops")
     assert single.title == "watcher: 2 events for ops (2 failures)"
+
+
+def test_a_failure_says_a_retry_is_under_way_and_the_last_how_many_were_tried() -> None:
+    planned = failure(retry={"try": 1, "of": 2, "at": "2026-11-23T12:05:15Z"}, retries_tried=0)
+    body = Templates().render(planned).body
+    assert "A retry is under way: try 1 of 2, at 2026-11-23 12:05:15 UTC." in body
+    spent = Templates().render(failure(retries_tried=2)).body
+    assert "Retried 2 time(s) already; no more retries." in spent
+    assert "retr" not in Templates().render(failure()).body.lower()

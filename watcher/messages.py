@@ -97,6 +97,11 @@ RUN_BODY = """\
 {% if streak %}{{ streak }}
 
 {% endif %}
+{% if event.retry %}A retry is under way: try {{ event.retry.try }} of {{ event.retry.of }}, at {{ when(event.retry.at) }}.
+
+{% elif event.retries_tried %}Retried {{ event.retries_tried }} time(s) already; no more retries.
+
+{% endif %}
 {% for note in event.notes %}{{ note }}
 {% endfor %}{% if event.notes %}
 
