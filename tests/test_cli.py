@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,9 +249,20 @@ def test_daemon_stops_cleanly_on_sigterm(sim, tmp_path: Path) -> None:
         store.close()
 
 
-def test_demo_shows_success_failure_and_stopped() -> None:
+def test_demo_shows_success_failure_and_stopped_and_serves_its_status_page() -> None:
     proc = _spawn(["demo", "--duration", "6", "--tick", "0.4", "--log-format", "json"])
-    _, err = proc.communicate(timeout=60)
+    assert proc.stderr is not None
+    head = []
+    for line in proc.stderr:  # until the endpoint says where it listens
+        head.append(line)
+        if '"http endpoint listening"' in line:
+            page = json.loads(line)["status_page"]
+            break
+    assert page.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(page, timeout=10) as answer:
+        assert answer.status == 200 and "<title>" in answer.read().decode()
+    _, rest = proc.communicate(timeout=60)
+    err = "".join(head) + rest
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     outcomes = {e.get("outcome") for e in events if e.get("event") == "run.finished"}

@@ -31,7 +31,7 @@ from watcher import __version__, cli_help, logs
 from watcher.app import App, build_channels, utcnow
 from watcher.checks import check_sources
 from watcher.completion import SHELLS, script
-from watcher.config import Settings, WatcherSection, find_config, load_settings
+from watcher.config import HttpSection, Settings, WatcherSection, find_config, load_settings
 from watcher.errors import ConfigError, WatcherError
 from watcher.noise import cli as silence_cli
 from watcher.sources.http import HttpClient, make_session
@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="ports of the Cloud, ACC and automation-runs simulators: PORT, PORT+1, PORT+2 "
         "(default: any free)",
+    )
+    demo.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="the status page, metrics and event stream (default: a free port on 127.0.0.1, "
+        'logged at start; "" for none)',
     )
     demo.add_argument("--seed", type=int, default=7, help="simulator random seed")
     demo.add_argument(
@@ -262,6 +269,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 ),
                 sources=platforms.sources,
                 rules=platforms.rules,
+                http=HttpSection(listen=args.listen),
             )
             print(
                 f"watcher demo: simulated {platforms.describe()}; state in {tmp}; Ctrl-C to stop",

@@ -105,7 +105,10 @@ class Endpoint:
         self._runner = runner
         bound = runner.addresses[0]
         self.address = (str(bound[0]), int(bound[1]))
-        log.info("http endpoint listening", host=self.address[0], port=self.address[1])
+        host, port = self.address
+        shown = f"[{host}]" if ":" in host else host
+        log.info("http endpoint listening", host=host, port=port,
+                 status_page=f"http://{shown}:{port}/")  # fmt: skip
         return self.address
 
     async def stop(self) -> None:
