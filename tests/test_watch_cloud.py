@@ -207,6 +207,27 @@ async def test_all_agents_are_paged(world, app_factory, tmp_path, page_base):
     assert len(listing) == (13 if page_base == 1 else 14)  # 0-based: 1…12, 13 (empty), 0
 
 
+async def test_a_page_failing_amid_the_whole_listing_fails_the_poll_and_loses_nothing(
+    world, app_factory, clock, tmp_path
+):
+    for i in range(1, 1203):
+        world.add_agent(id=i, name=f"agent-{i}")
+    # The first page and two of the ten read together after it are answered; the third fails.
+    world.inject("/api/v1/agent/all", kind="http", status=500, after=3)
+    async with app_factory(retries=0, source_failed_after=0) as app:
+        (report,) = await app.once()
+        assert not report.ok
+        assert "GET /api/v1/agent/all" in (report.error_line or "")
+        assert "500" in (report.error_line or "")
+        assert app.store is not None and not app.store.load_runs("cloud")
+        listing = [c for c in world.calls if c.path == "/api/v1/agent/all"]
+        assert len(listing) == 11  # the whole batch was read to its end, none left running
+        assert all(c.status is not None for c in listing)
+        await poll(app, clock)
+    baselined = [e for e in read_events(tmp_path) if e["type"] == "source.baselined"]
+    assert [e["agents"] for e in baselined] == [1202]
+
+
 async def test_explicit_agent_ids(world, app_factory, clock, tmp_path):
     world.add_agent(id=1, name="one")
     world.add_agent(id=2, name="two")

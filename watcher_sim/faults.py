@@ -41,7 +41,7 @@ class Fault:
     "html" (an HTML page), "truncated" (JSON cut in the middle), "stall" (answer late),
     "reset" (drop the connection with a TCP RST), "cut" (a 200 whose headers announce the real
     body, then half of it and the connection closed: a download dying half-way). `times` counts
-    down; -1 means forever.
+    down; -1 means forever. `after` lets that many matching requests through first.
 
     Note: an aiohttp ClientSession silently retries an idempotent request (GET) once when the
     server drops the connection, so a GET only fails with a "reset" fault of `times` >= 2
@@ -56,6 +56,7 @@ class Fault:
     body: str | bytes | None = None
     delay: float = 0.0  # seconds to wait before answering (any kind; the point of "stall")
     method: str | None = None  # only requests with this method, when set
+    after: int = 0  # matching requests answered normally before the fault begins
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -124,11 +125,12 @@ class SimServer:
         body: str | bytes | None = None,
         delay: float = 0.0,
         method: str | None = None,
+        after: int = 0,
     ) -> Fault:
         """Script a fault for the next `times` requests whose path matches `path` (see `Fault`)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; one of {sorted(FAULT_KINDS)}")
-        fault = Fault(path, kind, status, times, dict(headers or {}), body, delay, method)
+        fault = Fault(path, kind, status, times, dict(headers or {}), body, delay, method, after)
         self.faults.append(fault)
         return fault
 
@@ -136,6 +138,9 @@ class SimServer:
         """The first fault matching a request, with one use counted off it; None if none."""
         for fault in self.faults:
             if fault.matches(method, path):
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
                 fault.hits += 1
                 if fault.times > 0:
                     fault.times -= 1

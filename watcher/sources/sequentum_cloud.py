@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -41,6 +43,8 @@ log = structlog.get_logger("watcher.source")
 PAGE_SIZE = 100
 """Agents per page of /agent/all: the most the platform serves in one."""
 MAX_PAGES = 1000
+PAGES_AT_ONCE = 10
+"""Pages of the whole agent listing read at once (each still takes its slot of the budget)."""
 
 
 def parse_agent_id(item: object) -> str | None:
@@ -97,21 +101,53 @@ class SequentumCloud(Source):
     ) -> tuple[int | None, bool]:
         """Pages from the first on, into `found`, until the total is reached or a page adds
         nobody — or, with a `watermark`, until a page ends with an agent older than it.
-        Returns the total the platform gave, and whether the watermark stopped the read."""
-        total: int | None = None
+        Without one (the whole listing) the pages after the first are read at once, as its
+        total says how many there are. Returns the total the platform gave, and whether the
+        watermark stopped the read."""
+        items, total = await self._agent_page(self._first_page)
+        entries = self._add(found, items)
+        if watermark is None and total is not None:
+            await self._read_the_rest(found, total)
+            return total, False
         page = self._first_page
-        for _ in range(MAX_PAGES):
-            items, total = await self._agent_page(page)
-            before = len(found)
-            entries = self._entries(items)
-            for agent, hint in entries:
-                found.setdefault(agent.id, (agent, hint))
-            if total is None or len(found) >= total or len(found) == before:
+        for _ in range(MAX_PAGES - 1):
+            if total is None or len(found) >= total or not entries:
                 break
             if watermark is not None and _older(entries[-1][1], watermark):
                 return total, True
             page += 1
+            before = len(found)
+            items, total = await self._agent_page(page)
+            entries = self._add(found, items)
+            if len(found) == before:
+                break
         return total, False
+
+    async def _read_the_rest(self, found: dict[str, tuple[Agent, Hint]], total: int) -> None:
+        """The pages after the first, `PAGES_AT_ONCE` at a time, until the total is reached
+        or a batch adds nobody (a total that overstates does not cost a request a page)."""
+        page = self._first_page + 1
+        last = self._first_page + min(math.ceil(total / PAGE_SIZE), MAX_PAGES) - 1
+        while len(found) < total and page <= last:
+            batch = range(page, min(page + PAGES_AT_ONCE, last + 1))
+            before = len(found)
+            pages = await asyncio.gather(
+                *(self._agent_page(p) for p in batch), return_exceptions=True
+            )  # each page read to its end, so none is left running when one fails
+            for answer in pages:  # in page order: an agent on two pages keeps the first
+                if isinstance(answer, BaseException):
+                    raise answer
+                self._add(found, answer[0])
+            if len(found) == before:
+                break
+            page = batch.stop
+
+    def _add(self, found: dict[str, tuple[Agent, Hint]], items: list[Any]) -> list[Any]:
+        """Take one page's agents into `found` (those already there stay); its entries."""
+        entries = self._entries(items)
+        for agent, hint in entries:
+            found.setdefault(agent.id, (agent, hint))
+        return entries
 
     async def _read_page_zero(self, found: dict[str, tuple[Agent, Hint]]) -> None:
         """Pages from 1 on fell short of the total: page 0 too, remembered as the first page
