@@ -267,3 +267,23 @@ def test_demo_shows_success_failure_and_stopped_and_serves_its_status_page() -> 
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     outcomes = {e.get("outcome") for e in events if e.get("event") == "run.finished"}
     assert {"success", "failure", "stopped"} <= outcomes
+
+
+def test_the_process_entry_freezes_what_the_imports_built() -> None:
+    # `watcher` and `python -m watcher` go through `entry`; tests call `main` and freeze nothing.
+    script = (
+        "import gc, sys\n"
+        "from watcher.cli import entry\n"
+        "sys.argv = ['watcher', 'completion', 'bash']\n"
+        "code = entry()\n"
+        "print(code, gc.get_freeze_count() > 10_000, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stderr.split() == ["0", "True"]
+    assert "complete" in done.stdout
+    assert (
+        'watcher = "watcher.cli:entry"'
+        in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    )

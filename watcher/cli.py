@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -130,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     completion.add_argument("shell", choices=SHELLS)
     cli_help.describe(parser)
     return parser
+
+
+def entry() -> int:
+    """The process's entry point (`watcher`, `python -m watcher`). What the imports built —
+    modules, classes, schemas — lives as long as the process: frozen, the collector never
+    walks it again, neither while watcher polls nor when it exits (0.2 s of a 1.2 s `watcher
+    once`). Tests call `main`, whose objects must stay collectable."""
+    gc.freeze()
+    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
