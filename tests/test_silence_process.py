@@ -88,6 +88,7 @@ def test_a_bad_silence_is_one_line_naming_the_option(sim, tmp_path: Path) -> Non
     cases = [
         (["--outcome", "failed", "--for", "1h"], "watcher: --outcome: must be one of success"),
         (["--agent", "x", "--for", "soon"], "watcher: --for: not a duration"),
+        (["--agent", "x", "--for", "99999999999d"], "watcher: --for: too long"),
         (["--agent", "x", "--until", "2000-01-01T00:00:00Z"], "watcher: --until: must be after"),
         (["--for", "1h"], "watcher: --source/--agent/--outcome/--type: give at least one of"),
         (["--source", "acc", "--for", "1h"], 'watcher: --source: unknown source "acc"'),

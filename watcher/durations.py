@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -12,6 +13,8 @@ def parse_duration(text: str | float) -> float:
     """Seconds in "90s", "15m", "2h", "1d" (or a plain number of seconds); raise ValueError
     naming what is accepted otherwise."""
     if isinstance(text, int | float) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            raise ValueError("must be a finite number of seconds")
         if text < 0:
             raise ValueError("must not be negative")
         return float(text)

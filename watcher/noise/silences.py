@@ -117,9 +117,12 @@ def new_silence(
             seconds = parse_duration(duration)  # type: ignore[arg-type]
         except ValueError as err:
             raise SilenceError("for", str(err)) from None
-        if seconds <= 0:
+        if not seconds > 0:  # NaN too
             raise SilenceError("for", "must be longer than 0s")
-        end = start + timedelta(seconds=seconds)
+        try:
+            end = start + timedelta(seconds=seconds)
+        except (OverflowError, ValueError):
+            raise SilenceError("for", "too long: it would end after the year 9999") from None
     else:
         end = _time("ends_at", ends_at)
         if end <= start:
