@@ -199,6 +199,11 @@ def test_status_filters_that_name_nothing_exit_2_in_one_line(sim, tmp_path: Path
         assert main(["--config", str(config), *args, "--source", "nope"]) == 2
         err = capsys.readouterr().err
         assert err == "watcher: --source nope: no such source (have: cloud, acc)\n"
+        # Before any poll too: an agent neither configured nor recorded is still a usage error.
+        assert main(["--config", str(config), *args, "--agent", "nope"]) == 2
+        err = capsys.readouterr().err
+        assert err == "watcher: --agent nope: no such agent (have: sequentum/Test2/quick)\n"
+    assert not (tmp_path / "state.db").exists()
     assert main(["--config", str(config), "once"]) == 1  # the ACC cannot be reached
     capsys.readouterr()
     assert main(["--config", str(config), "status", "--agent", "nope"]) == 2

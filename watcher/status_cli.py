@@ -44,13 +44,13 @@ def status_command(
     if source is not None and source not in configured:
         have = ", ".join(configured)
         raise ConfigError([f"--source {source}: no such source (have: {have})"])
+    view = read_view(settings, now)
+    if agent is not None:
+        _check_agent(settings, view, agent)
     path = settings.watcher.state_path
     if not path.exists() and not as_json:
         print(f"no state yet at {path}: run `watcher once` or start the daemon", file=out)
         return EXIT_OK
-    view = read_view(settings, now)
-    if agent is not None:
-        _check_agent(settings, view, agent)
     view = views.narrow(view, source=source, agent=agent)
     if as_json:
         print(json.dumps(view, indent=2, ensure_ascii=False), file=out)
