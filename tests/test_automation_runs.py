@@ -104,6 +104,17 @@ async def test_runs_over_several_pages_are_all_seen(auto, auto_app, clock, tmp_p
     assert {e["agent_id"] for e in events if e["run_id"]} == {"sync", "prices"}
 
 
+async def test_the_status_view_lists_automations_not_the_wildcard_unit(auto, auto_app, clock):
+    from watcher import view
+
+    async with auto_app() as app:
+        await app.once()
+        assert app.store is not None
+        facts = view.stored_sources(app.settings.sources, app.store)
+        seen = view.build(facts, app.store, now=clock(), targets={})
+    assert sorted(a["agent_id"] for a in seen["agents"]) == ["prices", "sync"]
+
+
 async def test_a_listing_longer_than_max_pages_is_cut(auto, auto_app, clock):
     for i in range(30):
         auto.add_run("sync", "succeeded", created=clock() - timedelta(minutes=i))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from watcher import __version__
 from watcher.codec import iso
+from watcher.config.problems import WILDCARD
 from watcher.live import STALE_INTERVALS
 from watcher.runs import RunSnapshot
 from watcher.sourcestate import SourceHealth
@@ -212,7 +213,7 @@ def _agents(sources: Sequence[SourceFacts], store: Store) -> list[dict[str, Any]
             **_streak(by_source[source].standings.get(agent_id) or Standing()),
         }
         for source, agent_id, name in store.agents()
-        if source in by_source
+        if source in by_source and agent_id != WILDCARD  # a wildcard source's unit: no agent
     ]
 
 
