@@ -69,6 +69,25 @@ async def test_a_run_past_max_duration_is_stuck_once(world: World, watch, clock)
     assert finished.get("was_stuck") is True and finished.duration_s > 7200
 
 
+async def test_a_run_already_running_when_watcher_starts_can_be_stuck(
+    world: World, watch, clock
+) -> None:
+    world.add_agent(id=AGENT, name="nightly")
+    world.add_run(AGENT, status=1, run_id=7)  # started an hour before watcher's first poll
+    clock.advance(3600)
+    stuck_rule = RuleConfig(name="two-hours", max_duration="2h")
+    async with watch(stuck_rule) as app:
+        await app.once()  # its baseline: history, no event
+        assert of(app, "run.stuck") == []
+        await tick(app, clock, 3601)
+        (stuck,) = of(app, "run.stuck")
+        await tick(app, clock, 600)
+    assert stuck.run_id == "7" and stuck.get("running_s") > 7200
+    async with watch(stuck_rule) as app:  # a restart: not again
+        await tick(app, clock, 600)
+        assert len(of(app, "run.stuck")) == 1
+
+
 async def test_a_run_longer_than_usual_is_stuck(world: World, watch, clock) -> None:
     world.add_agent(id=AGENT, name="quick")
     for run_id in range(1, 6):  # the last successes each took 60 s

@@ -204,6 +204,7 @@ class CommitStage:
             return False
         self._apply(quiet.changes, ids, cycle.ts, None)
         _fold(self.memory.standings, quiet.changes)
+        self.judge.follow(quiet.changes, cycle.now)
         cycle.listed = [a for a in cycle.listed if a not in ids]
         for agent_id in ids:
             cycle.records.pop(agent_id, None)  # written: the commit must not write it back

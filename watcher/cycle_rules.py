@@ -49,7 +49,7 @@ class RulesStage:
             self.judge.judge(
                 now=cycle.now,
                 events=cycle.events,
-                changes=cycle.changes,
+                changes=[*cycle.quiet.changes, *cycle.changes],
                 standings=self.memory.standings,
                 agents=views,
             )

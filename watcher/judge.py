@@ -92,7 +92,7 @@ class Judge:
         """What this cycle's runs tell that their statuses do not."""
         if not self.book:
             return []
-        self._follow(changes, now)
+        self.follow(changes, now)
         found: list[Event] = []
         for event in events:
             if event.type == EventType.RUN_FINISHED:
@@ -155,8 +155,12 @@ class Judge:
 
     # --- stuck runs -------------------------------------------------------------------------
 
-    def _follow(self, changes: Iterable[Change], now: datetime) -> None:
-        """Keep the active runs and their starts up to date with the cycle's changes."""
+    def follow(self, changes: Iterable[Change], now: datetime) -> None:
+        """Keep the active runs and their starts up to date with what is written of runs —
+        the cycle's changes and a first listing's quiet baseline alike: a run already running
+        when watcher first sees it can be stuck too."""
+        if not self.book:
+            return
         for change in changes:
             snap, state = change.snapshot, change.state
             key = (snap.agent_id, snap.run_id)
