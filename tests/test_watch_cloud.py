@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from datetime import timedelta
@@ -226,6 +227,58 @@ async def test_a_page_failing_amid_the_whole_listing_fails_the_poll_and_loses_no
         await poll(app, clock)
     baselined = [e for e in read_events(tmp_path) if e["type"] == "source.baselined"]
     assert [e["agents"] for e in baselined] == [1202]
+
+
+async def test_a_listing_that_moves_while_its_pages_are_read_loses_no_agent(
+    world, app_factory, clock
+):
+    for i in range(1, 251):
+        world.add_agent(id=i, name=f"agent-{i}")
+        world.add_run(i, status=10, run_id=1000 + i, created=clock() - timedelta(hours=i))
+    async with app_factory(agents=["*"]) as app:
+        await app.once()
+        fleet = app.pollers[0].memory.fleet
+        assert len(fleet) == 250
+        clock.advance(16 * 60)  # the whole listing is read again (every sweep_interval)
+        # Its first page is answered at once, the others late; in between, the agents least
+        # recently active start runs, which puts them first by activity.
+        world.inject("/api/v1/agent/all", kind="stall", delay=0.2, after=1, times=-1)
+        polling = asyncio.create_task(app.once())
+        while sum(c.path == "/api/v1/agent/all" for c in world.calls) < 2:
+            await asyncio.sleep(0.01)
+        for i in range(240, 251):
+            world.add_run(i, status=1)
+        assert all(r.ok for r in await polling)
+        assert len(fleet) == 250
+    whole = [c for c in world.calls if c.path == "/api/v1/agent/all"][-3:]
+    assert {(c.query["sortColumn"], c.query["sortOrder"]) for c in whole} == {("created", "0")}
+    assert sorted(c.query["pageIndex"] for c in whole) == ["1", "2", "3"]  # no page 0 needed
+
+
+async def test_a_whole_listing_short_of_its_total_forgets_no_agent(world, app_factory, clock):
+    for i in range(1, 151):
+        world.add_agent(id=i, name=f"agent-{i}")
+    async with app_factory(agents=["*"]) as app:
+        await app.once()
+        fleet = app.pollers[0].memory.fleet
+        assert len(fleet) == 150
+        clock.advance(16 * 60)
+        # The platform counts 150 agents but its second page fails to show the last 50.
+        world.inject("/api/v1/agent/all", kind="http", status=200, after=1, times=2,
+                     body=json.dumps({"agents": [], "totalRecordCount": 150}))  # fmt: skip
+        await poll(app, clock, 0)
+        assert len(fleet) == 150
+
+
+async def test_a_platform_serving_fewer_agents_a_page_than_asked_is_read_whole(world, app_factory):
+    world.max_page_size = 40
+    for i in range(1, 131):
+        world.add_agent(id=i, name=f"agent-{i}")
+    async with app_factory(agents=["*"]) as app:
+        await app.once()
+        assert len(app.pollers[0].memory.fleet) == 130
+    listing = [c for c in world.calls if c.path == "/api/v1/agent/all"]
+    assert sorted(c.query["pageIndex"] for c in listing) == ["1", "2", "3", "4"]
 
 
 async def test_explicit_agent_ids(world, app_factory, clock, tmp_path):

@@ -50,9 +50,13 @@ class DiscoveryStage:
         return cycle.ts - self._agents_at >= every - 1
 
     async def _read_agents(self, cycle: Cycle) -> None:
-        agents = await self.source.agents()
         fleet = self.memory.fleet
-        if fleet.wildcard and self.memory.hinted is not None:
+        listing = await self.source.hints(None, complete=True) if fleet.wildcard else None
+        if listing is None:  # a platform without a listing of its agents: as configured
+            agents, whole = await self.source.agents(), True
+        else:  # one whose hints are unusable: its whole listing, for the agents alone
+            agents, whole = [agent for agent, _ in listing.agents], listing.whole
+        if fleet.wildcard and self.memory.hinted is not None and whole:
             fleet.forget(a.id for a in agents)
         self._adopt(cycle, agents)
 
@@ -89,11 +93,16 @@ class DiscoveryStage:
         )
 
     def _took_complete(self, cycle: Cycle, hints: Hints) -> None:
-        """A whole listing: under `agents = ["*"]` an agent missing from it is gone; and it
-        tells whether the platform's hints are usable at all."""
+        """A whole listing: under `agents = ["*"]` an agent missing from it is gone (when it
+        had every agent the platform counted); and it tells whether the platform's hints are
+        usable at all."""
         fleet = self.memory.fleet
         fleet.complete_at = cycle.now
-        if fleet.wildcard:
+        if fleet.wildcard and not hints.whole:
+            log.info("the agent listing came short of the total it gave: no agent is "
+                     "forgotten on its word", source=self.source.name,
+                     agents=len(hints.agents))  # fmt: skip
+        elif fleet.wildcard:
             for agent_id in fleet.forget(a.id for a, _ in hints.agents):
                 log.info("agent no longer listed; no longer watched", source=self.source.name,
                          agent_id=agent_id)  # fmt: skip

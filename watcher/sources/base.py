@@ -92,11 +92,15 @@ Answer = tuple[Agent, list[RunSnapshot] | Unchanged | Exception]
 
 @dataclass(frozen=True, slots=True)
 class Hints:
-    """A platform's agent listing, most recently active first, read as far as it changed."""
+    """A platform's agent listing: whole, or read as far as it changed."""
 
     agents: list[tuple[Agent, Hint]]
     complete: bool
-    """The whole listing was read: an agent missing from it no longer exists."""
+    """The whole listing was read."""
+    whole: bool = True
+    """…and it had every agent the platform counted: only then is one missing from it gone.
+    (A listing that changes while its pages are read can come short, as can a platform whose
+    total overstates.)"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,11 @@ PAGE_SIZE = 100
 MAX_PAGES = 1000
 PAGES_AT_ONCE = 10
 """Pages of the whole agent listing read at once (each still takes its slot of the budget)."""
+WHOLE_ORDER: dict[str, str | int] = {"sortColumn": "created", "sortOrder": 0}
+"""The whole listing, oldest agent first: an order that activity does not change, so no agent
+moves from a page not read yet to one already read (most recently active first, it would)."""
+NEWS_ORDER: dict[str, str | int] = {"sortColumn": "lastActivity", "sortOrder": 1}
+"""The listing read as far as it changed: most recently active first."""
 
 
 def parse_agent_id(item: object) -> str | None:
@@ -81,20 +86,23 @@ class SequentumCloud(Source):
         return [agent for agent, _ in listing.agents]
 
     async def hints(self, watermark: datetime | None, *, complete: bool) -> Hints:
-        """The agents, most recently active first, with their change hints: every page with
-        `complete`, else pages until one ends with an agent whose last activity is older than
-        `watermark` (the newest activity of the last read): what follows has not moved.
+        """The agents with their change hints: every page with `complete` (oldest agent
+        first), else most recently active first, pages until one ends with an agent whose last
+        activity is older than `watermark` (the newest activity of the last read): what
+        follows has not moved.
 
         Whether `pageIndex` counts from 0 or 1 is not documented: pages are read from 1 on,
         and if they run out before `totalRecordCount` is reached, page 0 is read as well (and
-        remembered as the first page)."""
+        remembered as the first page when it is a page of its own). A whole read that still
+        falls short of the total says so (`Hints.whole`)."""
         found: dict[str, tuple[Agent, Hint]] = {}
         total, partial = await self._read_pages(found, None if complete else watermark)
         if partial:
             return Hints(self._wanted(found), complete=False)
         if total is not None and len(found) < total and self._first_page == 1:
             await self._read_page_zero(found)
-        return Hints(self._wanted(found), complete=True)
+        whole = total is None or len(found) >= total
+        return Hints(self._wanted(found), complete=True, whole=whole)
 
     async def _read_pages(
         self, found: dict[str, tuple[Agent, Hint]], watermark: datetime | None
@@ -104,10 +112,11 @@ class SequentumCloud(Source):
         Without one (the whole listing) the pages after the first are read at once, as its
         total says how many there are. Returns the total the platform gave, and whether the
         watermark stopped the read."""
-        items, total = await self._agent_page(self._first_page)
+        order = WHOLE_ORDER if watermark is None else NEWS_ORDER
+        items, total = await self._agent_page(self._first_page, order)
         entries = self._add(found, items)
         if watermark is None and total is not None:
-            await self._read_the_rest(found, total)
+            await self._read_the_rest(found, total, per_page=len(items))
             return total, False
         page = self._first_page
         for _ in range(MAX_PAGES - 1):
@@ -117,22 +126,26 @@ class SequentumCloud(Source):
                 return total, True
             page += 1
             before = len(found)
-            items, total = await self._agent_page(page)
+            items, total = await self._agent_page(page, order)
             entries = self._add(found, items)
             if len(found) == before:
                 break
         return total, False
 
-    async def _read_the_rest(self, found: dict[str, tuple[Agent, Hint]], total: int) -> None:
+    async def _read_the_rest(
+        self, found: dict[str, tuple[Agent, Hint]], total: int, *, per_page: int
+    ) -> None:
         """The pages after the first, `PAGES_AT_ONCE` at a time, until the total is reached
-        or a batch adds nobody (a total that overstates does not cost a request a page)."""
+        or a batch adds nobody (a total that overstates does not cost a request a page).
+        `per_page`: as many as the first page had (a platform may serve fewer than asked)."""
         page = self._first_page + 1
-        last = self._first_page + min(math.ceil(total / PAGE_SIZE), MAX_PAGES) - 1
+        count = math.ceil(total / max(1, min(per_page, PAGE_SIZE)))
+        last = self._first_page + min(count, MAX_PAGES) - 1
         while len(found) < total and page <= last:
             batch = range(page, min(page + PAGES_AT_ONCE, last + 1))
             before = len(found)
             pages = await asyncio.gather(
-                *(self._agent_page(p) for p in batch), return_exceptions=True
+                *(self._agent_page(p, WHOLE_ORDER) for p in batch), return_exceptions=True
             )  # each page read to its end, so none is left running when one fails
             for answer in pages:  # in page order: an agent on two pages keeps the first
                 if isinstance(answer, BaseException):
@@ -150,12 +163,13 @@ class SequentumCloud(Source):
         return entries
 
     async def _read_page_zero(self, found: dict[str, tuple[Agent, Hint]]) -> None:
-        """Pages from 1 on fell short of the total: page 0 too, remembered as the first page
-        when it had anyone new."""
-        items, _ = await self._agent_page(0)
-        entries = [e for e in self._entries(items) if e[0].id not in found]
-        found.update((agent.id, (agent, hint)) for agent, hint in entries)
-        if entries:
+        """Pages from 1 on fell short of the total: page 0 too. It is the first page of a
+        platform that counts from 0 when none of its agents were on the others (a platform
+        that counts from 1 may answer page 0 as page 1); its new agents are taken either way."""
+        entries = self._entries((await self._agent_page(0, WHOLE_ORDER))[0])
+        fresh = [(agent, hint) for agent, hint in entries if agent.id not in found]
+        found.update((agent.id, (agent, hint)) for agent, hint in fresh)
+        if entries and len(fresh) == len(entries):
             self._first_page = 0
 
     def _wanted(self, found: dict[str, tuple[Agent, Hint]]) -> list[tuple[Agent, Hint]]:
@@ -163,16 +177,13 @@ class SequentumCloud(Source):
             return list(found.values())
         return [found[a] for a in self.config.agents if a in found]
 
-    async def _agent_page(self, page: int) -> tuple[list[Any], int | None]:
-        """One page of /agent/all: its items and the total, or (everything, None) unpaged."""
+    async def _agent_page(
+        self, page: int, order: dict[str, str | int]
+    ) -> tuple[list[Any], int | None]:
+        """One page of /agent/all in `order`: its items and the total, or (everything, None)
+        when the platform does not page."""
         data = await self.get(
-            "/api/v1/agent/all",
-            params={
-                "pageIndex": page,
-                "recordsPerPage": PAGE_SIZE,
-                "sortColumn": "lastActivity",
-                "sortOrder": 1,
-            },
+            "/api/v1/agent/all", params={"pageIndex": page, "recordsPerPage": PAGE_SIZE, **order}
         )
         if isinstance(data, list):  # the server does not page: this is everything
             return data, None
