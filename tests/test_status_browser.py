@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     )
 
 from watcher.app import App
-from watcher.config import HttpSection, RuleConfig
+from watcher.config import HttpSection, RuleConfig, SubscriptionConfig
 from watcher.sources.http import HttpClient
 from watcher_sim import World
 
@@ -153,12 +153,13 @@ async def test_a_failure_appears_live_without_a_reload(
 def configured(
     fleet: World, tmp_path: Path, cloud_url: str, clock: FakeClock, http: HttpClient
 ) -> Callable[..., App]:
-    """An App on the simulator serving its endpoint, with the given rules."""
+    """An App on the simulator serving its endpoint, with the given rules and subscriptions."""
 
-    def build(*, rules: tuple[RuleConfig, ...] = ()) -> App:
+    def build(*, rules: tuple[RuleConfig, ...] = (), subscriptions=()) -> App:
         settings = make_settings(tmp_path, source_config(cloud_url))
         settings.http = HttpSection(listen="127.0.0.1:0")
         settings.rules = list(rules)
+        settings.subscriptions = list(subscriptions)
         return App(settings, clock=clock, http=http)
 
     return build
@@ -241,6 +242,28 @@ async def test_a_missed_schedule_is_marked_live_and_the_mark_goes_when_a_run_sta
         assert view.problems == [] and view.foreign() == []
 
 
+async def test_the_alerts_a_channel_holds_render_the_same_after_a_refresh(
+    configured, browser: Browser, fleet: World, clock: FakeClock
+) -> None:
+    """A failure within a mute window (Mondays; 2026-11-23 is one) is held until it ends."""
+    muted = SubscriptionConfig(name="ops", urls=["json://127.0.0.1:9/hook"], mute=["Mon"])
+    async with configured(subscriptions=[muted]) as app:
+        await app.once()
+        fleet.add_run(1596, status=6, run_id=201)
+        clock.advance(60)
+        await app.once()
+        view = await open_page(app, browser)
+        page = view.page
+        await expect(page.locator("#held-section")).to_be_visible()
+        rendered = await page.evaluate(visible_text())
+        await page.click("#refresh")
+        await expect(page.locator("body")).to_have_attribute("data-refreshed", "1")
+        assert await page.evaluate(visible_text()) == rendered
+    held = rendered[4]
+    assert held == ["ops: json://127.0.0.1:9/hook | 1 | muted | 2026-11-24T00:00:00Z"]
+    assert view.problems == [] and view.foreign() == []
+
+
 def visible_text() -> str:
     """A script returning what the page shows, row by row and cell by cell, each moment as its
     timestamp (the relative "5s ago" moves on with the browser's clock)."""
@@ -252,7 +275,7 @@ def visible_text() -> str:
         };
         const rows = (id) => [...document.getElementById(id).children].map(
             (r) => r.cells ? [...r.cells].map(text).join(' | ') : text(r));
-        return ['sources', 'agents', 'events', 'outbox'].map(rows)
+        return ['sources', 'agents', 'events', 'outbox', 'held', 'silences'].map(rows)
             .concat([[text(document.getElementById('totals'))]]);
     }"""
 

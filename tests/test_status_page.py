@@ -254,6 +254,43 @@ async def test_watcher_status_shows_each_agents_marks_in_a_word(
     assert marks == {"1596": "missed:2026-11-23T14:00:00Z", "2537": "stuck:101", "7": "-"}
 
 
+async def test_the_alerts_a_channel_holds_are_on_the_page(
+    fleet: World, settings: Settings, clock: FakeClock, http: HttpClient
+) -> None:
+    """A failure within a mute window (Mondays; 2026-11-23 is one) is held until it ends."""
+    settings.subscriptions = [
+        SubscriptionConfig(name="ops", urls=["json://127.0.0.1:9/hook?token=s3cret"], mute=["Mon"])
+    ]
+    async with App(settings, clock=clock, http=http) as app:
+        host, port = await app.serve_http() or ("", 0)
+        await app.once()
+        _, _, html = await fetch(f"http://{host}:{port}/")
+        assert 'id="held-section" hidden' in html  # nothing held: no section
+        fleet.add_run(1596, status=6, run_id=201)
+        clock.advance(60)
+        await app.once()
+        _, _, text = await fetch(f"http://{host}:{port}/api/status")
+        _, _, html = await fetch(f"http://{host}:{port}/")
+    [held] = json.loads(text)["held"]
+    assert held == {
+        "channel": "ops: json://127.0.0.1:9/hook",
+        "count": 1,
+        "reason": "muted",
+        "until": "2026-11-24T00:00:00Z",
+    }
+    section = html.split('id="held-section"', 1)[1].split("</section>", 1)[0]
+    assert not section.startswith(" hidden")
+    [row] = re.findall(r"<tr><td.*?</tr>", section)
+    cells = re.findall(r'<td data-label="(\w+)">(.*?)</td>', row)
+    assert cells == [
+        ("Channel", "ops: json://127.0.0.1:9/hook"),
+        ("Held", "1"),
+        ("Why", "muted"),
+        ("Until", '<time datetime="2026-11-24T00:00:00Z">2026-11-24 00:00:00Z</time>'),
+    ]
+    assert "s3cret" not in html
+
+
 def test_silences_are_shown_when_there_are_any() -> None:
     view = {
         "version": "0",
@@ -263,6 +300,7 @@ def test_silences_are_shown_when_there_are_any() -> None:
         "agents": [],
         "events": [],
         "outbox": [],
+        "held": [],
         "silences": [
             {
                 "matchers": "agent=amazon-*",

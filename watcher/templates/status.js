@@ -128,6 +128,12 @@
     td("Attempts", String(t.attempts)),
     tdc("Last error", "msg", orDash(t.last_error)));
 
+  const heldRow = (h) => el("tr", null,
+    td("Channel", h.channel),
+    td("Held", String(h.count)),
+    td("Why", h.reason),
+    td("Until", time(h.until)));
+
   const silenceRow = (s) => el("tr", null,
     td("Matchers", String(s.matchers)),
     td("Ends", time(s.ends_at)),
@@ -170,6 +176,8 @@
     $("outbox-empty").hidden = view.outbox.length > 0;
     $("silences").replaceChildren(...view.silences.map(silenceRow));
     $("silences-section").hidden = view.silences.length === 0;
+    $("held").replaceChildren(...view.held.map(heldRow));
+    $("held-section").hidden = view.held.length === 0;
     index();
     renderTotals();
     humanize(document);
