@@ -114,9 +114,9 @@ def test_once_check_and_status(sim, tmp_path: Path, capsys) -> None:
     assert table[1].split()[:4] == ["cloud", "sequentum_cloud", "ok", "-"]
     at = table.index("") + 1
     assert table[at].split() == ["SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME",
-                                 "ENDED", "IN", "A", "ROW", "LAST", "SUCCESS"]  # fmt: skip
-    assert table[at + 1].split()[:7] == ["cloud", "2537", "steam", "101", "Failure", "finished",
-                                         "failure"]  # fmt: skip
+                                 "MARKS", "ENDED", "IN", "A", "ROW", "LAST", "SUCCESS"]  # fmt: skip
+    assert table[at + 1].split()[:8] == ["cloud", "2537", "steam", "101", "Failure", "finished",
+                                         "failure", "-"]  # fmt: skip
     streak, success = table[at + 1].split()[-2:]
     assert streak == "1" and success.endswith("Z")  # a failure in a row since run 100's success
 

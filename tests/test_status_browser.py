@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     )
 
 from watcher.app import App
-from watcher.config import HttpSection
+from watcher.config import HttpSection, RuleConfig, SubscriptionConfig
 from watcher.sources.http import HttpClient
 from watcher_sim import World
 
@@ -149,6 +149,121 @@ async def test_a_failure_appears_live_without_a_reload(
     assert view.foreign() == []
 
 
+@pytest.fixture
+def configured(
+    fleet: World, tmp_path: Path, cloud_url: str, clock: FakeClock, http: HttpClient
+) -> Callable[..., App]:
+    """An App on the simulator serving its endpoint, with the given rules and subscriptions."""
+
+    def build(*, rules: tuple[RuleConfig, ...] = (), subscriptions=()) -> App:
+        settings = make_settings(tmp_path, source_config(cloud_url))
+        settings.http = HttpSection(listen="127.0.0.1:0")
+        settings.rules = list(rules)
+        settings.subscriptions = list(subscriptions)
+        return App(settings, clock=clock, http=http)
+
+    return build
+
+
+async def open_page(app: App, browser: Browser) -> Watched:
+    host, port = await app.serve_http() or ("", 0)
+    view = await watched(browser, f"http://{host}:{port}")
+    await (await view.open()).evaluate("window.sameDocument = true")
+    return view
+
+
+async def same_after_a_refresh(page: Page) -> list[str]:
+    """The agents rows as the live events left them, once the page has rendered the server's
+    view again: the same."""
+    [_, live, *_] = await page.evaluate(visible_text())
+    await page.click("#refresh")
+    await expect(page.locator("body")).to_have_attribute("data-refreshed", "1")
+    [_, refreshed, *_] = await page.evaluate(visible_text())
+    assert refreshed == live
+    return live
+
+
+async def test_a_stuck_run_is_marked_live_and_the_mark_goes_when_it_finishes(
+    configured, browser: Browser, fleet: World, clock: FakeClock
+) -> None:
+    two_hours = RuleConfig(name="two-hours", agents=["steam"], max_duration="2h")
+    async with configured(rules=[two_hours]) as app:
+        await app.once()
+        fleet.add_run(2537, status=1, run_id=101)  # steam starts
+        clock.advance(60)
+        await app.once()
+        view = await open_page(app, browser)
+        outcome = row(view.page, "2537").locator("td[data-label=Outcome]")
+        await expect(outcome).to_have_text("running")
+
+        clock.advance(7200)  # past its two hours
+        await app.once()
+        stuck = outcome.locator(".badge.m-stuck")
+        await expect(stuck).to_have_text("stuck")
+        assert (await stuck.get_attribute("title") or "").startswith("pending or running for 2h")
+        await expect(outcome).to_contain_text("running")  # the run's own outcome stays
+        assert "running stuck" in (await same_after_a_refresh(view.page))[1]
+        await view.page.select_option("#filter-state", "stuck")
+        await expect(view.page.locator("#agents tr:visible")).to_have_count(1)
+        await expect(row(view.page, "2537")).to_be_visible()
+        await view.page.select_option("#filter-state", "")
+
+        fleet.set_status(2537, 101, 10)  # it finishes: no longer stuck
+        clock.advance(60)
+        await app.once()
+        await expect(outcome).to_have_text("success")
+        await expect(outcome.locator(".badge")).to_have_count(1)
+        assert await view.page.evaluate("window.sameDocument") is True
+        assert view.problems == [] and view.foreign() == []
+
+
+async def test_a_missed_schedule_is_marked_live_and_the_mark_goes_when_a_run_starts(
+    configured, browser: Browser, fleet: World, clock: FakeClock
+) -> None:
+    clock.t = clock.t.replace(minute=30)  # 12:30
+    hourly = RuleConfig(name="hourly", agents=["amazon"], schedule="0 * * * *", grace="10m")
+    async with configured(rules=[hourly]) as app:
+        await app.once()
+        view = await open_page(app, browser)
+        outcome = row(view.page, "1596").locator("td[data-label=Outcome]")
+        for _ in range(8):  # 12:30 → 13:10: the 13:00 slot passes its grace with no run
+            clock.advance(300)
+            await app.once()
+        missed = outcome.locator(".badge.m-missed")
+        await expect(missed).to_contain_text("missed")
+        await expect(missed.locator("time")).to_have_attribute("datetime", "2026-11-23T13:00:00Z")
+        assert "success missed 2026-11-23T13:00:00Z" in (await same_after_a_refresh(view.page))[0]
+
+        fleet.add_run(1596, status=1, run_id=201)  # a run starts, late
+        clock.advance(60)
+        await app.once()
+        await expect(outcome).to_have_text("running")
+        assert await view.page.evaluate("window.sameDocument") is True
+        assert view.problems == [] and view.foreign() == []
+
+
+async def test_the_alerts_a_channel_holds_render_the_same_after_a_refresh(
+    configured, browser: Browser, fleet: World, clock: FakeClock
+) -> None:
+    """A failure within a mute window (Mondays; 2026-11-23 is one) is held until it ends."""
+    muted = SubscriptionConfig(name="ops", urls=["json://127.0.0.1:9/hook"], mute=["Mon"])
+    async with configured(subscriptions=[muted]) as app:
+        await app.once()
+        fleet.add_run(1596, status=6, run_id=201)
+        clock.advance(60)
+        await app.once()
+        view = await open_page(app, browser)
+        page = view.page
+        await expect(page.locator("#held-section")).to_be_visible()
+        rendered = await page.evaluate(visible_text())
+        await page.click("#refresh")
+        await expect(page.locator("body")).to_have_attribute("data-refreshed", "1")
+        assert await page.evaluate(visible_text()) == rendered
+    held = rendered[4]
+    assert held == ["ops: json://127.0.0.1:9/hook | 1 | muted | 2026-11-24T00:00:00Z"]
+    assert view.problems == [] and view.foreign() == []
+
+
 def visible_text() -> str:
     """A script returning what the page shows, row by row and cell by cell, each moment as its
     timestamp (the relative "5s ago" moves on with the browser's clock)."""
@@ -160,7 +275,7 @@ def visible_text() -> str:
         };
         const rows = (id) => [...document.getElementById(id).children].map(
             (r) => r.cells ? [...r.cells].map(text).join(' | ') : text(r));
-        return ['sources', 'agents', 'events', 'outbox'].map(rows)
+        return ['sources', 'agents', 'events', 'outbox', 'held', 'silences'].map(rows)
             .concat([[text(document.getElementById('totals'))]]);
     }"""
 

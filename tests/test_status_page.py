@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from watcher.app import App
-from watcher.config import HttpSection, Settings, SubscriptionConfig
+from watcher.config import HttpSection, RuleConfig, Settings, SubscriptionConfig
 from watcher.noise.silences import Silence
 from watcher.page import StatusPage
 from watcher.sources.http import HttpClient
@@ -69,6 +69,83 @@ async def served(
             clock.advance(60)
             await app.once()
         yield app, f"http://{host}:{port}"
+
+
+@pytest.fixture
+async def ruled(
+    fleet: World, settings: Settings, clock: FakeClock, http: HttpClient
+) -> AsyncIterator[tuple[App, str]]:
+    """From 12:30, rules watch steam's runs (2 h at most) and amazon's hourly schedule (10
+    minutes' grace); by 14:35 steam's run 101, started at 12:30, is stuck, and amazon missed
+    its 13:00 and 14:00 slots."""
+    clock.t = clock.t.replace(minute=30)
+    settings.rules = [
+        RuleConfig(name="two-hours", agents=["steam"], max_duration="2h"),
+        RuleConfig(name="hourly", agents=["amazon"], schedule="0 * * * *", grace="10m"),
+    ]
+    async with App(settings, clock=clock, http=http) as app:
+        host, port = await app.serve_http() or ("", 0)
+        await app.once()
+        fleet.add_run(2537, status=1, run_id=101)
+        for _ in range(25):
+            clock.advance(300)
+            await app.once()
+        yield app, f"http://{host}:{port}"
+
+
+def marks_of(view: dict) -> dict[str, list[dict]]:
+    return {a["name"]: a["marks"] for a in view["agents"]}
+
+
+def row_of(html: str, agent: int) -> str:
+    found = re.search(rf'<tr data-source="cloud" data-agent="{agent}">(.*?)</tr>', html, re.S)
+    assert found is not None, f"no row of agent {agent}"
+    return found[1]
+
+
+async def test_a_stuck_run_and_a_missed_schedule_mark_their_agents_until_they_clear(
+    ruled, fleet: World, clock: FakeClock, settings: Settings
+) -> None:
+    app, base = ruled
+    _, _, text = await fetch(f"{base}/api/status")
+    live = json.loads(text)
+    marks = marks_of(live)
+    [stuck] = marks["steam"]
+    assert stuck == {
+        "mark": "stuck",
+        "since": stuck["since"],
+        "run_id": "101",
+        "message": "pending or running for 2h 5m, past max_duration 2h 0m",
+    }
+    assert "2026-11-23T14:30:00Z" < stuck["since"] <= "2026-11-23T14:35:00Z"
+    [missed] = marks["amazon"]  # the latest slot missed
+    assert missed == {
+        "mark": "missed",
+        "since": missed["since"],
+        "expected_at": "2026-11-23T14:00:00Z",
+        "schedule": "0 * * * * UTC",
+        "message": "no run started within 10m 0s of 2026-11-23T14:00:00Z (0 * * * * UTC)",
+    }
+    assert marks[HOSTILE] == []
+    _, _, html = await fetch(f"{base}/")
+    steam, amazon = row_of(html, 2537), row_of(html, 1596)
+    assert '<span class="badge m-stuck"' in steam and "m-missed" not in steam
+    assert '<span class="badge m-missed"' in amazon and "m-stuck" not in amazon
+    assert 'datetime="2026-11-23T14:00:00Z"' in amazon  # the slot it missed
+    assert "m-stuck" not in row_of(html, 7) and "m-missed" not in row_of(html, 7)
+    out = io.StringIO()  # `watcher status --json`, from the state file: the same marks
+    assert status_command(settings, as_json=True, out=out, now=clock()) == 0
+    assert marks_of(json.loads(out.getvalue())) == marks
+
+    fleet.set_status(2537, 101, 10)  # steam's run finishes
+    fleet.add_run(1596, status=1, run_id=203)  # amazon's starts, late
+    clock.advance(60)
+    await app.once()
+    _, _, text = await fetch(f"{base}/api/status")
+    assert set(map(len, marks_of(json.loads(text)).values())) == {0}
+    _, _, html = await fetch(f"{base}/")
+    rows = html.split('<tbody id="agents">', 1)[1].split("</tbody>", 1)[0]
+    assert rows.count("<tr ") == 3 and "m-stuck" not in rows and "m-missed" not in rows
 
 
 async def fetch(url: str) -> tuple[int, dict[str, str], str]:
@@ -164,6 +241,56 @@ async def test_a_silence_in_force_is_in_the_view_and_on_the_page(served, clock) 
     assert "new parser &lt;b&gt;" in section
 
 
+async def test_watcher_status_shows_each_agents_marks_in_a_word(
+    ruled, settings: Settings, clock: FakeClock
+) -> None:
+    out = io.StringIO()
+    assert status_command(settings, out=out, now=clock()) == 0
+    lines = out.getvalue().splitlines()
+    header = next(line for line in lines if line.startswith("SOURCE  AGENT"))
+    at = header.index("MARKS")
+    rows = lines[lines.index(header) + 1 : lines.index(header) + 4]
+    marks = {row.split()[1]: row[at:].split()[0] for row in rows}
+    assert marks == {"1596": "missed:2026-11-23T14:00:00Z", "2537": "stuck:101", "7": "-"}
+
+
+async def test_the_alerts_a_channel_holds_are_on_the_page(
+    fleet: World, settings: Settings, clock: FakeClock, http: HttpClient
+) -> None:
+    """A failure within a mute window (Mondays; 2026-11-23 is one) is held until it ends."""
+    settings.subscriptions = [
+        SubscriptionConfig(name="ops", urls=["json://127.0.0.1:9/hook?token=s3cret"], mute=["Mon"])
+    ]
+    async with App(settings, clock=clock, http=http) as app:
+        host, port = await app.serve_http() or ("", 0)
+        await app.once()
+        _, _, html = await fetch(f"http://{host}:{port}/")
+        assert 'id="held-section" hidden' in html  # nothing held: no section
+        fleet.add_run(1596, status=6, run_id=201)
+        clock.advance(60)
+        await app.once()
+        _, _, text = await fetch(f"http://{host}:{port}/api/status")
+        _, _, html = await fetch(f"http://{host}:{port}/")
+    [held] = json.loads(text)["held"]
+    assert held == {
+        "channel": "ops: json://127.0.0.1:9/hook",
+        "count": 1,
+        "reason": "muted",
+        "until": "2026-11-24T00:00:00Z",
+    }
+    section = html.split('id="held-section"', 1)[1].split("</section>", 1)[0]
+    assert not section.startswith(" hidden")
+    [row] = re.findall(r"<tr><td.*?</tr>", section)
+    cells = re.findall(r'<td data-label="(\w+)">(.*?)</td>', row)
+    assert cells == [
+        ("Channel", "ops: json://127.0.0.1:9/hook"),
+        ("Held", "1"),
+        ("Why", "muted"),
+        ("Until", '<time datetime="2026-11-24T00:00:00Z">2026-11-24 00:00:00Z</time>'),
+    ]
+    assert "s3cret" not in html
+
+
 def test_silences_are_shown_when_there_are_any() -> None:
     view = {
         "version": "0",
@@ -173,6 +300,7 @@ def test_silences_are_shown_when_there_are_any() -> None:
         "agents": [],
         "events": [],
         "outbox": [],
+        "held": [],
         "silences": [
             {
                 "matchers": "agent=amazon-*",

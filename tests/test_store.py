@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from watcher.codec import iso
 from watcher.diff import diff_agent
-from watcher.events import EventType, source_event
+from watcher.events import Event, EventType, source_event
 from watcher.runstore import AgentRecord
 from watcher.schema import SCHEMA_VERSION
 from watcher.sinks.eventlog import EventLog
@@ -276,3 +277,50 @@ def test_recent_events_newest_first_and_events_after_an_id_bounded(store: Store)
     last = store.events_after(ids[-1], limit=10)
     assert last is not None and last.events == [] and not last.more
     assert store.events_after("no-such-id", limit=10) is None  # never recorded, or pruned
+
+
+def rule_event(type: str, at: datetime, *, run_id: str | None = None, **data: object) -> Event:
+    """An event the rules would record about agent 2537 of "cloud" at `at`."""
+    return Event(
+        id=f"{type}-{run_id}-{iso(at)}",
+        type=type,
+        ts=at,
+        source="cloud",
+        source_kind="sequentum_cloud",
+        agent_id="2537",
+        run_id=run_id,
+        message=f"{type} at {iso(at)}",
+        data=tuple(sorted(data.items())),
+    )
+
+
+def test_a_stuck_mark_holds_until_its_attempt_finishes_not_when_the_run_reopens(store) -> None:
+    commit_listing(store, [snap("1", 1)])
+    stuck = rule_event("run.stuck", T0 + timedelta(hours=2), run_id="1")
+    store.commit(events=[stuck], now=stuck.ts, now_ts=stuck.ts.timestamp())
+    [finding] = store.open_findings()
+    assert (finding.mark, finding.run_id, finding.since) == ("stuck", "1", stuck.ts)
+    commit_listing(store, [snap("1", 6)], now=T0 + timedelta(hours=3))  # it fails
+    assert store.open_findings() == []
+    commit_listing(store, [snap("1", 1)], now=T0 + timedelta(hours=4))  # restarted in place
+    assert store.load_runs("cloud")["2537"]["1"].attempt == 1
+    assert store.open_findings() == []  # the report was of the attempt that finished
+
+
+def test_a_missed_mark_is_the_latest_slot_until_a_run_starts_at_or_after_it(store) -> None:
+    commit_listing(store, [snap("1", 9)])
+    for hours in (3, 1):  # recorded out of order: the latest slot is the one marked
+        slot = T0 + timedelta(hours=hours)
+        missed = rule_event(
+            "agent.missed_schedule", slot + timedelta(minutes=10), expected_at=iso(slot),
+            schedule="0 * * * * UTC",
+        )  # fmt: skip
+        store.commit(events=[missed], now=missed.ts, now_ts=missed.ts.timestamp())
+    [finding] = store.open_findings()
+    assert (finding.mark, finding.expected_at, finding.schedule) == (
+        "missed", T0 + timedelta(hours=3), "0 * * * * UTC",
+    )  # fmt: skip
+    commit_listing(store, [snap("1", 9), snap("2", 1)], now=T0 + timedelta(hours=2, minutes=59))
+    assert len(store.open_findings()) == 1  # started before the slot: it did not make it
+    commit_listing(store, [snap("1", 9), snap("2", 1), snap("3", 1)], now=T0 + timedelta(hours=3))
+    assert store.open_findings() == []

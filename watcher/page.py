@@ -5,8 +5,9 @@ every value — they come from platforms and users. It carries everything it nee
 CSS and script, no fonts, nothing from elsewhere), so it works on a closed network; a
 Content-Security-Policy that allows only those two inline blocks, by hash, and requests to the
 endpoint itself makes that a promise the browser keeps. The script keeps the page current: it
-follows `/events` (server-sent events) and updates the agents and the events as runs finish,
-and every `REFRESH` seconds it renders the whole view again from `/api/status`.
+follows `/events` (server-sent events) and updates the agents (their runs and the rules' marks)
+and the events as they happen, and every `REFRESH` seconds it renders the whole view again from
+`/api/status`.
 
 The templates are files in the package (`watcher/templates/`), shipped in the wheel.
 """

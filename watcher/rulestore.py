@@ -1,5 +1,6 @@
 """The part of the state file the rules need: the runs they watch, what they already said,
-the starts they expect, the retries they asked for.
+the starts they expect, the retries they asked for — and, for the status view, which of their
+findings still hold.
 
 `Store` provides the connection and the transactions; these are its rule-side queries.
 """
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import astuple, dataclass
 from datetime import datetime
+from typing import Literal
 
 from watcher.codec import iso, parse_iso
 
@@ -31,6 +33,25 @@ class RetryRow:
     new_run_id: str | None = None
     """The run the retry started, where the platform starts a new one (Sequentum Cloud)."""
     detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule's finding that still holds: a run reported stuck that has not finished (the same
+    attempt), or an agent's latest missed schedule slot with no run started since."""
+
+    source: str
+    agent_id: str
+    mark: Literal["stuck", "missed"]
+    since: datetime
+    """When the rule reported it."""
+    message: str | None
+    run_id: str | None = None
+    """The stuck run."""
+    expected_at: datetime | None = None
+    """The missed slot."""
+    schedule: str | None = None
+    """The schedule of the missed slot, as the rule or the platform names it."""
 
 
 class RuleQueries:
@@ -78,6 +99,58 @@ class RuleQueries:
             (type,),
         )
         return {(a, r, int(n or 0)) for s, a, r, n in rows if s == source and a and r}
+
+    def open_findings(self) -> list[Finding]:
+        """The rules' findings that still hold, of every source: the runs reported stuck and
+        not finished since, then per agent its latest missed slot if no run of it started at
+        or after that slot (as the platform says it started, else as watcher first saw it)."""
+        stuck = self._db.execute(
+            "WITH stuck AS (SELECT ts, json_extract(body, '$.source') AS source, "
+            "json_extract(body, '$.agent_id') AS agent_id, "
+            "json_extract(body, '$.run_id') AS run_id, "
+            "coalesce(json_extract(body, '$.attempt'), 0) AS attempt, "
+            "json_extract(body, '$.message') AS message FROM events WHERE type = 'run.stuck') "
+            "SELECT stuck.source, stuck.agent_id, stuck.ts, stuck.message, stuck.run_id "
+            "FROM stuck JOIN runs ON runs.source = stuck.source "
+            "AND runs.agent_id = stuck.agent_id AND runs.run_id = stuck.run_id "
+            "WHERE runs.phase != 'finished' AND runs.attempt = stuck.attempt ORDER BY stuck.ts"
+        )
+        found = [
+            Finding(source, agent_id, "stuck", at, message, run_id=run_id)
+            for source, agent_id, ts, message, run_id in stuck
+            if (at := parse_iso(ts)) is not None
+        ]
+        return found + [m for m in self._latest_missed() if not self._started_since(m)]
+
+    def _latest_missed(self) -> list[Finding]:
+        """Each agent's latest missed slot."""
+        rows = self._db.execute(
+            "SELECT ts, json_extract(body, '$.source'), json_extract(body, '$.agent_id'), "
+            "json_extract(body, '$.message'), json_extract(body, '$.expected_at'), "
+            "json_extract(body, '$.schedule') FROM events WHERE type = 'agent.missed_schedule'"
+        )
+        latest: dict[tuple[str, str], Finding] = {}
+        for ts, source, agent_id, message, expected, schedule in rows:
+            at, slot = parse_iso(ts), parse_iso(expected)
+            if at is None or slot is None or not source or not agent_id:
+                continue
+            known = latest.get((source, agent_id))
+            if known is None or (known.expected_at is not None and slot > known.expected_at):
+                latest[(source, agent_id)] = Finding(
+                    source, agent_id, "missed", at, message, expected_at=slot, schedule=schedule
+                )
+        return sorted(latest.values(), key=lambda f: f.since)
+
+    def _started_since(self, missed: Finding) -> bool:
+        """Did a run of the agent start at or after its missed slot?"""
+        assert missed.expected_at is not None
+        rows = self._db.execute(
+            "SELECT coalesce(json_extract(snapshot, '$.started_at'), first_seen) FROM runs "
+            "WHERE source = ? AND agent_id = ?",
+            (missed.source, missed.agent_id),
+        )
+        moments = (parse_iso(r[0]) for r in rows)
+        return any(m is not None and m >= missed.expected_at for m in moments)
 
     def has_event(self, event_id: str) -> bool:
         return (

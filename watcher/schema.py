@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS events (
     ts   TEXT NOT NULL,
     body TEXT NOT NULL
 );
+-- the status view reads the rules' findings that still hold by their type, every refresh
+CREATE INDEX IF NOT EXISTS events_type ON events (type);
 CREATE TABLE IF NOT EXISTS outbox (
     event_seq  INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
     target     TEXT NOT NULL,

@@ -3,10 +3,11 @@ the state file.
 
 The state file is read without its lease and never written (`Store.open(readonly=True)`), so
 this works while the daemon runs. The view is the status page's (`watcher.view`): the health
-of each source and since when it fails, each agent's latest run and its failures in a row,
-what waits in the outbox per channel; with `--json`, that view as JSON for scripts — what only
-a running daemon knows (the request rate in use, the mode) is null there. A `--source` or
-`--agent` that names nothing configured is a usage error (exit 2), in one line.
+of each source and since when it fails, each agent's latest run, its failures in a row and its
+marks (a run stuck, a schedule slot missed), what waits in the outbox per channel; with
+`--json`, that view as JSON for scripts — what only a running daemon knows (the request rate in
+use, the mode) is null there. A `--source` or `--agent` that names nothing configured is a usage
+error (exit 2), in one line.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def print_view(view: dict[str, Any], out: TextIO) -> None:
                      _at(s["last_success"]), error))  # fmt: skip
     _table(rows, out)
     print(file=out)
-    rows = [("SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME", "ENDED",
-             "IN A ROW", "LAST SUCCESS")]  # fmt: skip
+    rows = [("SOURCE", "AGENT", "NAME", "RUN", "STATUS", "PHASE", "OUTCOME", "MARKS",
+             "ENDED", "IN A ROW", "LAST SUCCESS")]  # fmt: skip
     for a in view["agents"]:
         rows.append(
             (
@@ -111,6 +112,7 @@ def print_view(view: dict[str, Any], out: TextIO) -> None:
                 a["status"] or "-",
                 a["phase"] or "-",
                 a["outcome"] or ("" if a["run_id"] else "-"),
+                _marks(a["marks"]),
                 _at(a["ended_at"]) if a["run_id"] else "-",
                 str(a["failures_in_a_row"]),
                 _at(a["last_success"]),
@@ -151,6 +153,15 @@ def _print_noise(view: dict[str, Any], out: TextIO) -> None:
         for h in held:
             rows.append((h["channel"], str(h["count"]), h["reason"], _at(h["until"])))
         _table(rows, out)
+
+
+def _marks(marks: Sequence[dict[str, Any]]) -> str:
+    """An agent's marks in a word each: `stuck:RUN`, `missed:SLOT` (the latest slot missed)."""
+    said = [
+        f"stuck:{m['run_id']}" if m["mark"] == "stuck" else f"missed:{m['expected_at']}"
+        for m in marks
+    ]
+    return ",".join(said) or "-"
 
 
 def _at(moment: str | None) -> str:

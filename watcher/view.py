@@ -1,6 +1,8 @@
-"""What people look at: one view of where watcher stands — its sources, its agents, the latest
-events, what waits in the outbox and the active silences — built here, in one place, for the
-status page (`/`), its JSON twin (`/api/status`) and `watcher status [--json]`.
+"""What people look at: one view of where watcher stands — its sources, its agents (marked with
+the rules' findings that still hold: a run stuck, a schedule missed), the latest events, what
+waits in the outbox, the active silences and the alerts each channel holds — built here, in
+one place, for the status page (`/`), its JSON twin (`/api/status`) and
+`watcher status [--json]`.
 
 A view is plain data, ready for JSON: strings, numbers, booleans, None, lists and dicts, every
 moment an ISO 8601 UTC string. It is built from `SourceFacts` — what the running daemon's
@@ -25,6 +27,7 @@ from watcher import __version__
 from watcher.codec import iso
 from watcher.config.problems import WILDCARD
 from watcher.live import STALE_INTERVALS
+from watcher.rulestore import Finding
 from watcher.runs import RunSnapshot
 from watcher.sourcestate import SourceHealth
 from watcher.standing import Standing, standings
@@ -202,15 +205,20 @@ def _source(facts: SourceFacts, now: datetime, agents: list[dict[str, Any]]) -> 
 
 
 def _agents(sources: Sequence[SourceFacts], store: Store) -> list[dict[str, Any]]:
-    """A row per agent of the `sources` the state file knows: its newest run and its streak."""
+    """A row per agent of the `sources` the state file knows: its newest run, its streak and
+    the rules' findings that still hold (`marks`)."""
     by_source = {s.name: s for s in sources}
     latest = {(s.source, s.agent_id): s for s in store.latest_runs() if s.source in by_source}
+    marks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for finding in store.open_findings():
+        marks.setdefault((finding.source, finding.agent_id), []).append(_mark(finding))
     return [
         {
             "source": source,
             "agent_id": agent_id,
             **_latest_run(latest.get((source, agent_id)), name),
             **_streak(by_source[source].standings.get(agent_id) or Standing()),
+            "marks": marks.get((source, agent_id), []),
         }
         for source, agent_id, name in store.agents()
         if source in by_source and agent_id != WILDCARD  # a wildcard source's unit: no agent
@@ -239,6 +247,17 @@ def _latest_run(run: RunSnapshot | None, name: str | None) -> dict[str, Any]:
         "message": run.message,
         "url": safe_link(run.url),
     }
+
+
+def _mark(finding: Finding) -> dict[str, Any]:
+    """A finding as the view marks its agent: "stuck" names its run, "missed" its slot."""
+    mark: dict[str, Any] = {"mark": finding.mark, "since": iso(finding.since)}
+    if finding.mark == "stuck":
+        mark["run_id"] = finding.run_id
+    else:
+        mark.update(expected_at=iso(finding.expected_at), schedule=finding.schedule)
+    mark["message"] = finding.message
+    return mark
 
 
 def _streak(standing: Standing) -> dict[str, Any]:

@@ -7,6 +7,7 @@
   const TYPES = (body.dataset.types || "").split(" ").filter(Boolean);
   const MAX_EVENTS = 50;
   const REMEMBERED = 200;
+  const MARKS = ["stuck", "missed"]; // the rules' findings an agent is marked with
   const $ = (id) => document.getElementById(id);
 
   let view = JSON.parse($("view").textContent);
@@ -38,6 +39,7 @@
   const badge = (kind, value) =>
     el("span", { class: `badge ${kind}-${cssName(value)}` }, String(value));
   const safeLink = (url) => (typeof url === "string" && /^https?:\/\//i.test(url) ? url : null);
+  const orNull = (value) => (value === undefined ? null : value);
   const orDash = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
 
   function roundHalfEven(x) {
@@ -83,6 +85,8 @@
   }
 
   function agentRow(a) {
+    const outcome = [badge("s", a.state)];
+    for (const m of a.marks || []) outcome.push(" ", markBadge(m, a));
     const link = safeLink(a.url);
     const run = link
       ? el("a", { href: link, rel: "noopener noreferrer", target: "_blank" }, String(a.run_id))
@@ -90,13 +94,20 @@
     return el("tr", { "data-source": a.source, "data-agent": a.agent_id },
       td("Agent", el("b", null, a.name || a.agent_id), " ", el("small", null, a.agent_id)),
       td("Source", a.source),
-      td("Outcome", badge("s", a.state)),
+      td("Outcome", ...outcome),
       td("Run", run, " ", el("small", null, a.status || "")),
       td("Ended", time(a.ended_at)),
       tdc("In a row", a.failures_in_a_row ? "bad" : "", String(a.failures_in_a_row)),
       td("Failing since", time(a.failing_since)),
       td("Last success", time(a.last_success)),
       tdc("Message", "msg", orDash(a.message)));
+  }
+
+  function markBadge(m, a) { // a rule's finding that still holds (see marks in status.html)
+    const attrs = { class: `badge m-${cssName(m.mark)}`, title: m.message || null };
+    if (m.mark === "missed") return el("span", attrs, "missed ", time(m.expected_at));
+    if (m.run_id !== a.run_id) return el("span", attrs, `stuck · run ${m.run_id}`);
+    return el("span", attrs, String(m.mark));
   }
 
   function eventItem(e) {
@@ -116,6 +127,12 @@
     td("Oldest", duration(t.oldest_age_s)),
     td("Attempts", String(t.attempts)),
     tdc("Last error", "msg", orDash(t.last_error)));
+
+  const heldRow = (h) => el("tr", null,
+    td("Channel", h.channel),
+    td("Held", String(h.count)),
+    td("Why", h.reason),
+    td("Until", time(h.until)));
 
   const silenceRow = (s) => el("tr", null,
     td("Matchers", String(s.matchers)),
@@ -159,6 +176,8 @@
     $("outbox-empty").hidden = view.outbox.length > 0;
     $("silences").replaceChildren(...view.silences.map(silenceRow));
     $("silences-section").hidden = view.silences.length === 0;
+    $("held").replaceChildren(...view.held.map(heldRow));
+    $("held-section").hidden = view.held.length === 0;
     index();
     renderTotals();
     humanize(document);
@@ -176,8 +195,9 @@
       const a = agentOf(row);
       const named = !text || [a.name, a.agent_id, a.source]
         .some((v) => v && String(v).toLowerCase().includes(text));
-      const stated = !state ||
-        (state === "failing" ? a.failures_in_a_row > 0 : a.state === state);
+      const stated = !state || (state === "failing" ? a.failures_in_a_row > 0
+        : MARKS.includes(state) ? (a.marks || []).some((m) => m.mark === state)
+        : a.state === state);
       row.hidden = !(named && stated);
       if (!row.hidden) shown += 1;
     }
@@ -220,11 +240,14 @@
     let a = byKey.get(key(e.source, e.agent_id));
     if (!a) {
       a = { source: e.source, agent_id: e.agent_id, name: e.agent_name, run_id: null,
-        state: "none", failures_in_a_row: 0, failing_since: null, last_success: null };
+        state: "none", failures_in_a_row: 0, failing_since: null, last_success: null,
+        marks: [] };
       view.agents.push(a);
       byKey.set(key(a.source, a.agent_id), a);
     }
-    if (e.type === "run.discovered" || a.run_id === null || e.run_id === a.run_id) {
+    const ofRun = e.phase && (e.type === "run.discovered" || a.run_id === null ||
+      e.run_id === a.run_id); // what the diff says of a run (a rule's event has no phase)
+    if (ofRun) {
       Object.assign(a, { run_id: e.run_id, status: e.status, phase: e.phase,
         outcome: e.outcome, started_at: e.started_at, ended_at: e.ended_at,
         message: e.message, url: safeLink(e.url) });
@@ -237,11 +260,33 @@
       if (e.last_success !== undefined) a.last_success = e.last_success;
       a.last_outcome = e.outcome;
     }
+    a.marks = marked(a.marks || [], e);
     const row = agentRow(a);
     const old = rowOf($("agents"),
       (r) => r.dataset.source === a.source && r.dataset.agent === a.agent_id);
     if (old) old.replaceWith(row); else $("agents").append(row);
     flash(row);
+  }
+
+  // A mark holds while it is true, as the server's view says: "stuck" until its run finishes,
+  // "missed" (the latest slot) until a run of the agent starts at or after that slot.
+  function marked(marks, e) {
+    let stuck = marks.filter((m) => m.mark === "stuck");
+    let missed = marks.filter((m) => m.mark === "missed");
+    if (e.type === "run.stuck") {
+      stuck = stuck.filter((m) => m.run_id !== e.run_id)
+        .concat([{ mark: "stuck", since: e.ts, run_id: e.run_id, message: orNull(e.message) }]);
+    } else if (e.type === "run.finished") {
+      stuck = stuck.filter((m) => m.run_id !== e.run_id);
+    } else if (e.type === "agent.missed_schedule") {
+      const later = missed.every((m) => Date.parse(e.expected_at) >= Date.parse(m.expected_at));
+      if (later) missed = [{ mark: "missed", since: e.ts, expected_at: e.expected_at,
+        schedule: orNull(e.schedule), message: orNull(e.message) }];
+    } else if (e.type === "run.discovered") {
+      const started = Date.parse(e.started_at || e.ts);
+      missed = missed.filter((m) => started < Date.parse(m.expected_at));
+    }
+    return stuck.concat(missed);
   }
 
   function updateSource(e) {
@@ -270,7 +315,8 @@
     list.prepend(item);
     flash(item);
     while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
-    if (event.type.startsWith("run.") && event.agent_id) updateAgent(event);
+    const aboutAgent = event.type.startsWith("run.") || event.type === "agent.missed_schedule";
+    if (aboutAgent && event.agent_id) updateAgent(event);
     if (event.type === "source.failed" || event.type === "source.recovered") updateSource(event);
     if (event.type === "source.baselined") setTimeout(refresh, 0); // its agents, all at once
     renderTotals();
