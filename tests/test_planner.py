@@ -51,6 +51,21 @@ def test_with_hints_changed_then_the_sweep_then_active_agents() -> None:
     assert planned(tracks) == [("changed", "changed"), ("sweep", "sweep"), ("active", "active")]
 
 
+def test_an_agent_running_that_was_never_listed_comes_first_in_its_round() -> None:
+    tracks = [
+        track("idle", None),
+        track("known", NOW - 30, active=True),
+        track("running", None, active=True),
+        track("changed", NOW - 1, changed=True),
+    ]
+    assert planned(tracks, reasons=HINTED.second) == [
+        ("running", "active"), ("idle", "sweep"), ("known", "active"),
+    ]  # fmt: skip
+    assert planned(tracks, reasons=HINTED.first) == [("changed", "changed")]
+    fair = planned(tracks, reasons=SWEPT.second, fair=True)
+    assert fair[0] == ("running", "active")
+
+
 def test_the_least_recently_listed_first_and_ties_keep_the_sweep_order() -> None:
     tracks = [
         track("c", None),

@@ -11,7 +11,8 @@ Where the platform gives hints (`HINTED`):
 2. **sweep**, then **active** — every other agent is listed at least every `sweep_interval`
    (the safety net for whatever the hints miss), the least recently listed first; what the
    budget leaves goes to agents with a run in progress, every `poll_interval_active`, the most
-   overdue first.
+   overdue first. An agent with a run in progress that this process has never listed comes
+   before both (at a first start, after the changed: those first).
 
 Without hints (`SWEPT`), every change must be found by listing, so active agents (every
 `poll_interval_active`) and the others (every `poll_interval`) share the budget fairly: the
@@ -111,9 +112,9 @@ def plan(
         if reason is not None and reason in reasons:
             due.append((reason, track))
     if fair:
-        due.sort(key=lambda item: -_overdue(item[1], item[0], now, cadence))
+        due.sort(key=lambda item: (-_overdue(item[1], item[0], now, cadence), _seen(item[1])))
     else:
-        due.sort(key=lambda item: (reasons.index(item[0]), _order(item[0], item[1])))
+        due.sort(key=lambda item: _rank(item[0], item[1], reasons))
     take = due if allowance is None else due[: max(0, allowance)]
     result = Plan([(t.agent, reason) for reason, t in take])
     if len(take) < len(due):
@@ -129,6 +130,20 @@ def _why_due(track: Track, now: float, cadence: Cadence, force: bool) -> Reason 
         return Reason.ACTIVE if due else None
     due = force or _since(track, now) >= cadence.idle - cadence.slack
     return Reason.SWEEP if due else None
+
+
+def _rank(reason: Reason, track: Track, reasons: tuple[Reason, ...]) -> tuple[object, ...]:
+    """Changed agents first (in their own order), then a run in progress never listed, then
+    by reason and within it by `_order`."""
+    changed = reason is Reason.CHANGED
+    return (not changed, changed or _seen(track), reasons.index(reason), _order(reason, track))
+
+
+def _seen(track: Track) -> bool:
+    """False for an agent whose hint says a run is in progress that this process has never
+    listed: it goes first in its round (at a first start, the runs most likely to finish — or
+    hang — soon are the ones to know)."""
+    return not (track.active and track.listed_at is None)
 
 
 def _since(track: Track, now: float) -> float:
