@@ -124,6 +124,30 @@ async def test_a_cron_slot_without_a_run_is_missed_once(world: World, watch, clo
         assert len(of(app, "agent.missed_schedule")) == 1
 
 
+async def test_a_missed_slot_is_said_from_the_hints_without_waiting_for_the_sweep(
+    world: World, tmp_path: Path, cloud_url: str, clock: FakeClock, http
+) -> None:
+    world.add_agent(id=AGENT, name="hourly")
+    world.add_run(AGENT, status=9, run_id=1)
+    world.add_agent(id=AGENT + 1, name="busy")
+    clock.t = clock.t.replace(minute=30)  # 12:30
+    settings = make_settings(tmp_path, source_config(cloud_url, sweep_interval=3600))
+    settings.rules = [RuleConfig(name="hourly", agents=["hourly"], schedule="0 * * * *",
+                                 grace="10m")]  # fmt: skip
+    async with App(settings, clock=clock, http=http) as app:
+        await app.once()
+        for minute in range(41):  # 12:30 → 13:11, one poll a minute, the hints each time
+            clock.advance(60)
+            report = await app.poll(app.pollers[0])
+            assert report.ok, report.error_line
+            if minute == 20:
+                world.add_run(AGENT + 1, status=1)  # another agent moves; this one does not
+        (missed,) = of(app, "agent.missed_schedule")
+    assert missed.get("expected_at") == "2026-11-23T13:00:00Z"
+    runs_of_hourly = [c for c in world.calls if c.path == f"/api/v1/agent/{AGENT}/runs"]
+    assert len(runs_of_hourly) == 1  # listed at the first start only: the hints said the rest
+
+
 async def test_a_success_with_no_records_after_a_thousand_is_an_anomaly(
     world: World, watch, clock
 ) -> None:

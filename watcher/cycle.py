@@ -123,6 +123,9 @@ class Cycle:
     """Agents recorded for the first time in this cycle."""
     retries: list[RetryRow] = field(default_factory=list)
     """Retries the rules scheduled, written with the cycle."""
+    hinted: bool = False
+    """The platform's change hints were read in this cycle (and are usable): an agent whose
+    hint has not moved since its runs were listed has had no run since, up to now."""
     abandoned: bool = False
 
     @property

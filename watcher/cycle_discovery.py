@@ -82,6 +82,7 @@ class DiscoveryStage:
         cycle.record(fleet.observe(hints.agents, now=cycle.now, since=since, first=cycle.first))
         if hints.complete:
             self._took_complete(cycle, hints)
+        cycle.hinted = bool(self.memory.hinted)
 
     def _complete_due(self, cycle: Cycle) -> bool:
         """Read the whole listing: at the first poll, and every `sweep_interval` after."""

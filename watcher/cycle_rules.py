@@ -57,11 +57,19 @@ class RulesStage:
         cycle.retries = self.retrier.plan(cycle.events, cycle.now)
 
     def _views(self, cycle: Cycle) -> dict[str, AgentView]:
-        """What the judge needs of each agent; one listed in this cycle has its runs known up
-        to now."""
+        """What the judge needs of each agent. Its runs are known up to now when it was
+        listed in this cycle — or listed before, when the change hints read now show it has
+        not moved since (no run started: a missed schedule is said without waiting for the
+        sweep to list it)."""
         members = self.memory.fleet.members
         views = {
-            agent_id: AgentView(m.agent.name, m.recorded_at, m.listed_at)
+            agent_id: AgentView(
+                m.agent.name,
+                m.recorded_at,
+                cycle.ts
+                if cycle.hinted and m.listed_at is not None and not m.changed
+                else m.listed_at,
+            )
             for agent_id, m in members.items()
         }
         for agent_id in cycle.listed:

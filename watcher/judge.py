@@ -6,8 +6,9 @@ commits; the judge answers with events — `run.stuck`, `run.anomaly`,
 restarts too: every finding has a stable event id (a replay is ignored by the store), and what
 was already reported is looked up rather than written again each cycle.
 
-A schedule slot is judged only once the agent's runs have been listed after the slot's grace
-ran out — so a start the budget has not got round to listing yet is never taken for a miss.
+A schedule slot is judged only once the agent's runs are known past the slot's grace — listed
+after it, or listed before with a change hint read after it that has not moved since — so a
+start the budget has not got round to listing yet is never taken for a miss.
 """
 
 from __future__ import annotations
