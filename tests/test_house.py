@@ -99,3 +99,27 @@ def test_the_simulator_is_a_second_implementation() -> None:
     }
     allowed = {m for m in borrowed if m.startswith("watcher_sim/demo.py imports watcher.config")}
     assert borrowed - allowed == set()
+
+
+def test_event_types_are_spelled_by_their_one_vocabulary() -> None:
+    """An event type in the product is an `EventType` member, never its string: a misspelled
+    string is a type nobody emits or a filter that never matches, and nothing would say so.
+    Docstrings and comments may name types; `events.py`, which defines them, spells them."""
+    from watcher.events import EventType
+
+    values = {t.value for t in EventType}
+    raw = []
+    for path in modules(PRODUCT):
+        if path == PRODUCT / "events.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        raw += [
+            f"{name(path)}:{node.lineno} {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value in values
+            and id(node) not in prose
+        ]
+    assert raw == []

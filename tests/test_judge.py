@@ -113,6 +113,9 @@ async def test_a_cron_slot_without_a_run_is_missed_once(world: World, watch, clo
             await tick(app, clock, 300)
         (missed,) = of(app, "agent.missed_schedule")
         assert missed.get("expected_at") == "2026-11-23T13:00:00Z"
+        # its id is a hash of (source, agent, type, slot): the same bytes across versions, or
+        # an upgrade would report every slot it already reported once more
+        assert missed.id == "620d530c7b2a22611c81f3f6"
         clock.advance(50 * 60)  # 14:00
         world.add_run(AGENT, status=1, run_id=2)  # starts 14:00, within grace
         for _ in range(4):

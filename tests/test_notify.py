@@ -178,6 +178,13 @@ async def test_failure_reaches_email_webhook_and_slack_once(
     sent = events_of(tmp_path, "notification.sent")
     assert len(sent) == 3 and {e["event_type"] for e in sent} == {"run.finished"}
     assert all(SLACK_TOKENS[2] not in e["channel"] for e in sent)
+    # ids hash what happened (and where it was sent): the same bytes across versions, or a
+    # replay after an upgrade would look new
+    (to_slack,) = [e for e in sent if e["channel"].startswith("slack://")]
+    assert (to_slack["event_id"], to_slack["id"]) == (
+        "997256fb918dfc794d56a28c",
+        "eb946bb78d87fdf8b3f91936",
+    )
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import load_settings
+from watcher.config import SUBSCRIPTION_EVENTS, load_settings
 from watcher.errors import ConfigError
+from watcher.events import EventType
 
 SOURCE = """
 [[sources]]
@@ -17,6 +18,7 @@ base_url = "https://dashboard.sequentum.com"
 api_key = "k-123456"
 """
 SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#ops"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(tmp_path: Path, text: str, env: dict[str, str] | None = None):
@@ -187,3 +189,25 @@ def test_an_unknown_display_timezone_is_one_line(tmp_path: Path, zone: str) -> N
     assert problems(tmp_path, f'[watcher]\ndisplay_timezone = "{zone}"\n') == [
         'watcher.display_timezone: not a time zone: use an IANA name such as "Europe/Berlin"'
     ]
+
+
+def test_on_names_every_event_type_a_channel_can_be_told_of(tmp_path: Path) -> None:
+    """A new event type is accepted in `on`, or left out on purpose: never forgotten."""
+    never_named = {
+        EventType.RUN_FINISHED,  # named by its outcome
+        EventType.SOURCE_BASELINED,
+        EventType.RUN_STATUS_CHANGED,
+        EventType.AGENT_FLAPPING,  # sent on the channel holding the agent's alerts
+        EventType.NOTIFICATION_SENT,
+        EventType.NOTIFICATION_FAILED,
+        EventType.NOTIFICATION_SUPPRESSED,
+    }
+    named = [str(t) for t in EventType if t not in never_named]
+    assert sorted(named) == sorted(SUBSCRIPTION_EVENTS[1:])
+    on = ", ".join(f'"{t}"' for t in named)
+    (sub,) = load(
+        tmp_path, f'[[subscriptions]]\nname = "all"\nurls = ["{SLACK}"]\non = [{on}]\n'
+    ).subscriptions
+    assert sub.on == named
+    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    assert [t for t in named if t not in example] == []  # and each is documented

@@ -334,7 +334,7 @@ class App:
         self.record(
             [
                 source_event(
-                    "state.restored",
+                    EventType.STATE_RESTORED,
                     source="watcher",
                     source_kind="watcher",
                     ts=now,

@@ -28,7 +28,7 @@ from datetime import datetime
 
 import structlog
 
-from watcher.events import Event, follow_up
+from watcher.events import Event, EventType, follow_up
 from watcher.noise.gate import Gate
 from watcher.outbox import Pending
 from watcher.redact import redact
@@ -357,7 +357,7 @@ def orphaned(item: Pending, ts: datetime) -> Event:
     subscription = item.target.split(":")[1] if item.target.startswith("notify:") else None
     return follow_up(
         item.event,
-        "notification.failed",
+        EventType.NOTIFICATION_FAILED,
         by=item.target,
         ts=ts,
         message="channel removed",

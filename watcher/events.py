@@ -223,13 +223,19 @@ def source_event(
 
 
 def follow_up(
-    event: Event, type: str, *, by: str, ts: datetime, message: str | None = None, **data: Any
+    event: Event,
+    type: EventType | str,
+    *,
+    by: str,
+    ts: datetime,
+    message: str | None = None,
+    **data: Any,
 ) -> Event:
     """An event a sink records about `event` (notification.sent, output.fetched, …): it keeps
     the run's identity, points back with `event_id`, and its id is stable per (type, sink)."""
     return Event(
-        id=event_id(type, by, event.id),
-        type=type,
+        id=event_id(str(type), by, event.id),
+        type=str(type),
         ts=ts,
         source=event.source,
         source_kind=event.source_kind,

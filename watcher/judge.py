@@ -139,7 +139,7 @@ class Judge:
             listed = datetime.fromtimestamp(view.listed_at, tz=now.tzinfo)
             if at + grace > min(now, listed):
                 continue  # not yet judged: its grace runs, or its runs were not listed since
-            eid = event_id(self.source, agent_id, "agent.missed_schedule", iso(at))
+            eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(at))
             starts = self.store.starts(self.source, agent_id, at - timedelta(minutes=1), at + grace)
             if not self.store.has_event(eid) and not started_for(at, rule.grace, starts):
                 found.append(
@@ -254,7 +254,9 @@ class Judge:
             history=first.history,
             checks=checks,
         )
-        eid = event_id(self.source, event.agent_id, event.run_id, "run.anomaly", event.attempt)
+        eid = event_id(
+            self.source, event.agent_id, event.run_id, EventType.RUN_ANOMALY, event.attempt
+        )
         said = "; ".join(_say(a) for a in found)
         return [replace(data, id=eid, type=EventType.RUN_ANOMALY, message=said)]
 
@@ -275,7 +277,7 @@ class Judge:
         until = min(now, listed) - grace
         found = []
         for slot in slots(rule, start, until):
-            eid = event_id(self.source, agent_id, "agent.missed_schedule", iso(slot))
+            eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(slot))
             if self.store.has_event(eid):
                 continue
             starts = self.store.starts(

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from watcher.events import Event
+from watcher.events import Event, EventType
 from watcher.redact import redact_value
 
 _LEVELS = {
@@ -29,13 +29,13 @@ _LEVELS = {
 # Which level each event type is logged at (INFO when not listed): watcher's own trouble is an
 # error; a run that failed is the platform's news, a warning; a `run.finished` is logged at the
 # level of its outcome (OUTCOME_LEVELS).
-EVENT_LEVELS = {
-    "source.failed": logging.ERROR,
-    "notification.failed": logging.ERROR,
-    "output.failed": logging.ERROR,
-    "run.unknown_status": logging.WARNING,
-    "run.warning": logging.WARNING,
-    "agent.flapping": logging.WARNING,
+EVENT_LEVELS: dict[str, int] = {
+    EventType.SOURCE_FAILED: logging.ERROR,
+    EventType.NOTIFICATION_FAILED: logging.ERROR,
+    EventType.OUTPUT_FAILED: logging.ERROR,
+    EventType.RUN_UNKNOWN_STATUS: logging.WARNING,
+    EventType.RUN_WARNING: logging.WARNING,
+    EventType.AGENT_FLAPPING: logging.WARNING,
 }
 OUTCOME_LEVELS = {"failure": logging.WARNING}
 
@@ -126,6 +126,6 @@ def log_event(event: Event, logger: Any = None) -> None:
 
 def level_of(event: Event) -> int:
     """The level of an event's log line: see EVENT_LEVELS."""
-    if event.type == "run.finished" and event.outcome is not None:
+    if event.type == EventType.RUN_FINISHED and event.outcome is not None:
         return OUTCOME_LEVELS.get(event.outcome.value, logging.INFO)
     return EVENT_LEVELS.get(event.type, logging.INFO)

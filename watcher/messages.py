@@ -32,7 +32,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from watcher.codec import parse_iso
 from watcher.durations import duration_of
-from watcher.events import Event
+from watcher.events import Event, EventType
 from watcher.runs import Outcome
 
 __all__ = ["Display", "Message", "Templates", "check_template", "duration_of", "render_digests"]
@@ -51,32 +51,32 @@ ICONS = {
     "stopped": "⏹️",
     "success": "✅",
     "skipped": "⏭️",
-    "run.reopened": "🔁",
-    "run.warning": "⚠️",
-    "run.unknown_status": "❔",
-    "source.failed": "🔌",
-    "source.recovered": "🔌",
+    EventType.RUN_REOPENED: "🔁",
+    EventType.RUN_WARNING: "⚠️",
+    EventType.RUN_UNKNOWN_STATUS: "❔",
+    EventType.SOURCE_FAILED: "🔌",
+    EventType.SOURCE_RECOVERED: "🔌",
 }
 
 VERBS = {"failure": "failed", "stopped": "was stopped", "success": "succeeded",
          "skipped": "was skipped"}  # fmt: skip
 
 TITLES: dict[str, str] = {
-    "run.finished": "{{ icon }} {{ agent }} {{ title_outcome }} (run {{ event.run_id }})",
-    "run.reopened": "🔁 {{ agent }}: run {{ event.run_id }} restarted after {{ event.previous_status }}",
-    "run.warning": "⚠️ {{ agent }}: run {{ event.run_id }} is failing ({{ event.status }})",
-    "run.unknown_status": "❔ {{ agent }}: run {{ event.run_id }} has an unknown status {{ event.status }}",
-    "run.discovered": "{{ agent }}: new run {{ event.run_id }} ({{ event.status }})",
-    "source.failed": "🔌 watcher cannot read {{ event.source }}",
-    "output.fetched": "📦 {{ agent }}: outputs of run {{ event.run_id }} fetched ({{ event.files }} file{{ 's' if event.files != 1 }})",
-    "output.failed": "📦 {{ agent }}: outputs of run {{ event.run_id }} could not be fetched",
-    "source.recovered": "🔌 watcher reads {{ event.source }} again",
-    "run.stuck": "⏳ {{ agent }}: run {{ event.run_id }} is stuck ({{ event.status }} for {{ duration_of(event.running_s) }})",
-    "agent.missed_schedule": "📅 {{ agent }}: no run started for the {{ event.expected_at }} slot",
-    "run.anomaly": "🔍 {{ agent }}: run {{ event.run_id }} {{ title_outcome }}, but {{ event.message }}",
-    "run.retry_requested": "🔁 {{ agent }}: retry {{ event.try }} of run {{ event.run_id }} requested",
-    "state.restored": "💾 watcher wrote its state file back",
-    "agent.flapping": "🔀 {{ agent }} is flapping: its alerts are held until it is stable",
+    EventType.RUN_FINISHED: "{{ icon }} {{ agent }} {{ title_outcome }} (run {{ event.run_id }})",
+    EventType.RUN_REOPENED: "🔁 {{ agent }}: run {{ event.run_id }} restarted after {{ event.previous_status }}",
+    EventType.RUN_WARNING: "⚠️ {{ agent }}: run {{ event.run_id }} is failing ({{ event.status }})",
+    EventType.RUN_UNKNOWN_STATUS: "❔ {{ agent }}: run {{ event.run_id }} has an unknown status {{ event.status }}",
+    EventType.RUN_DISCOVERED: "{{ agent }}: new run {{ event.run_id }} ({{ event.status }})",
+    EventType.SOURCE_FAILED: "🔌 watcher cannot read {{ event.source }}",
+    EventType.OUTPUT_FETCHED: "📦 {{ agent }}: outputs of run {{ event.run_id }} fetched ({{ event.files }} file{{ 's' if event.files != 1 }})",
+    EventType.OUTPUT_FAILED: "📦 {{ agent }}: outputs of run {{ event.run_id }} could not be fetched",
+    EventType.SOURCE_RECOVERED: "🔌 watcher reads {{ event.source }} again",
+    EventType.RUN_STUCK: "⏳ {{ agent }}: run {{ event.run_id }} is stuck ({{ event.status }} for {{ duration_of(event.running_s) }})",
+    EventType.AGENT_MISSED_SCHEDULE: "📅 {{ agent }}: no run started for the {{ event.expected_at }} slot",
+    EventType.RUN_ANOMALY: "🔍 {{ agent }}: run {{ event.run_id }} {{ title_outcome }}, but {{ event.message }}",
+    EventType.RUN_RETRY_REQUESTED: "🔁 {{ agent }}: retry {{ event.try }} of run {{ event.run_id }} requested",
+    EventType.STATE_RESTORED: "💾 watcher wrote its state file back",
+    EventType.AGENT_FLAPPING: "🔀 {{ agent }} is flapping: its alerts are held until it is stable",
 }  # fmt: skip
 DEFAULT_TITLE = "{{ event.type }} {{ agent }}"
 
@@ -336,7 +336,7 @@ def _digest_line(event: Event, display: Display) -> str:
     """ "❌ steam (2537) failed: run 22552 — Timeout waiting for page to load · LINK": the
     outcome of a finished run, else the event type."""
     context = context_of(event, "", display)
-    what = context["title_outcome"] if event.type == "run.finished" else event.type
+    what = context["title_outcome"] if event.type == EventType.RUN_FINISHED else event.type
     line = f"{context['icon']} {context['agent'] or event.source} {what}"
     if event.run_id:
         line += f": run {event.run_id}"
@@ -368,12 +368,12 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
+def _sample(type: EventType, outcome: Outcome | None = None, **data: Any) -> Event:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     run = type.startswith("run.")
     return Event(
         id="sample",
-        type=type,
+        type=str(type),
         ts=now,
         source="cloud",
         source_kind="sequentum_cloud",
@@ -389,7 +389,7 @@ def _sample(type: str, outcome: Outcome | None = None, **data: Any) -> Event:
 
 SAMPLES = (
     _sample(
-        "run.finished",
+        EventType.RUN_FINISHED,
         Outcome.FAILURE,
         diagnostics={"possibleCauses": ["x"]},
         failures_in_a_row=3,
@@ -398,7 +398,7 @@ SAMPLES = (
         agent_previous_outcome="failure",
     ),
     _sample(
-        "run.finished",
+        EventType.RUN_FINISHED,
         Outcome.SUCCESS,
         failures_in_a_row=0,
         failing_since=None,
@@ -407,7 +407,7 @@ SAMPLES = (
     ),
     replace(
         _sample(
-            "run.finished",
+            EventType.RUN_FINISHED,
             Outcome.FAILURE,
             log_path="steam-20260101.log",
             acc_agent_id="5f0c1f36-8e4b-4c1e-9b65-6d1b5f3c2a10",
@@ -421,7 +421,7 @@ SAMPLES = (
     ),
     replace(
         _sample(
-            "run.finished",
+            EventType.RUN_FINISHED,
             Outcome.FAILURE,
             failed_steps=[["fetch", "Fetch page", "HTTP 500"], ["parse", None, None]],
         ),
@@ -430,11 +430,14 @@ SAMPLES = (
         agent_name=None,
         status="failed",
     ),
-    _sample("run.reopened"),
-    _sample("run.stuck", running_s=9000.0, limit="max_duration 2h 0m"),
-    _sample("run.anomaly", Outcome.SUCCESS, check="min_records", value=0, threshold=1),
-    replace(_sample("run.retry_requested"), data=(("try", 1),)),
-    replace(_sample("agent.missed_schedule", expected_at="2026-01-01T02:00:00Z"), agent_id="2537"),
-    _sample("source.failed", error="auth", http_status=401),
-    _sample("source.recovered", down_s=60.0),
+    _sample(EventType.RUN_REOPENED),
+    _sample(EventType.RUN_STUCK, running_s=9000.0, limit="max_duration 2h 0m"),
+    _sample(EventType.RUN_ANOMALY, Outcome.SUCCESS, check="min_records", value=0, threshold=1),
+    replace(_sample(EventType.RUN_RETRY_REQUESTED), data=(("try", 1),)),
+    replace(
+        _sample(EventType.AGENT_MISSED_SCHEDULE, expected_at="2026-01-01T02:00:00Z"),
+        agent_id="2537",
+    ),
+    _sample(EventType.SOURCE_FAILED, error="auth", http_status=401),
+    _sample(EventType.SOURCE_RECOVERED, down_s=60.0),
 )

@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 
 from watcher import __version__
 from watcher.cycle import PollReport
-from watcher.events import Event
+from watcher.events import Event, EventType
 from watcher.poller import SourcePoller
 from watcher.redact import redact
 from watcher.runs import Phase
@@ -362,11 +362,11 @@ class Metrics:
         """Count freshly recorded events (each is recorded once, so counted once)."""
         for event in events:
             self.events.labels(event.type).inc()
-            if event.type == "notification.sent":
+            if event.type == EventType.NOTIFICATION_SENT:
                 self.notifications_sent.labels(*_channel(event)).inc()
-            elif event.type == "notification.failed":
+            elif event.type == EventType.NOTIFICATION_FAILED:
                 self.notifications_failed.labels(*_channel(event)).inc()
-            elif event.type == "notification.suppressed":
+            elif event.type == EventType.NOTIFICATION_SUPPRESSED:
                 reason = str(event.get("reason") or "")
                 self.notifications_suppressed.labels(_channel(event)[0], reason).inc()
 

@@ -32,14 +32,7 @@ from watcher.events import EventType
 REFRESH = 15
 """Seconds between two renderings of the whole view from `/api/status`."""
 
-EVENT_TYPES = (
-    *EventType,
-    "notification.sent",
-    "notification.failed",
-    "output.fetched",
-    "output.failed",
-    "state.restored",
-)
+EVENT_TYPES = tuple(EventType)
 """The event types the page listens for on `/events` (SSE delivers a named event only to a
 listener of its name); any other type still appears with the next refresh."""
 

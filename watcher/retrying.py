@@ -126,7 +126,7 @@ class Retrier:
     def _requested(self, row: RetryRow, now: datetime) -> Event:
         return Event(
             id=event_id(
-                self.source.name, row.agent_id, row.run_id, "run.retry_requested", row.try_
+                self.source.name, row.agent_id, row.run_id, EventType.RUN_RETRY_REQUESTED, row.try_
             ),
             type=EventType.RUN_RETRY_REQUESTED,
             ts=now,

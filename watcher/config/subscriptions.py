@@ -20,24 +20,29 @@ from pydantic_core import PydanticCustomError
 
 from watcher.config.noise import NoiseKeys
 from watcher.config.problems import problem, problem_detail, read_secret, valid_name
+from watcher.events import EventType
 
 SUBSCRIPTION_OUTCOMES = ("failure", "stopped", "success", "skipped")
-SUBSCRIPTION_EVENTS = (
-    "recovered",
-    "run.reopened",
-    "run.warning",
-    "run.unknown_status",
-    "run.discovered",
-    "source.failed",
-    "source.recovered",
-    "output.fetched",
-    "output.failed",
-    "run.stuck",
-    "agent.missed_schedule",
-    "run.anomaly",
-    "run.retry_requested",
-    "state.restored",
+SUBSCRIPTION_EVENTS: tuple[str, ...] = (
+    "recovered",  # not an event type: the first success of an agent after a failure
+    EventType.RUN_REOPENED,
+    EventType.RUN_WARNING,
+    EventType.RUN_UNKNOWN_STATUS,
+    EventType.RUN_DISCOVERED,
+    EventType.SOURCE_FAILED,
+    EventType.SOURCE_RECOVERED,
+    EventType.OUTPUT_FETCHED,
+    EventType.OUTPUT_FAILED,
+    EventType.RUN_STUCK,
+    EventType.AGENT_MISSED_SCHEDULE,
+    EventType.RUN_ANOMALY,
+    EventType.RUN_RETRY_REQUESTED,
+    EventType.STATE_RESTORED,
 )
+"""What `on` names besides outcomes. The event types it leaves out are never asked for by
+name: `run.finished` is named by its outcome, `agent.flapping` goes to the channel holding the
+agent's alerts, the `notification.*` events are watcher's own bookkeeping about alerts, and
+`source.baselined` and `run.status_changed` are recorded but never alerted."""
 
 
 WEBHOOK_PREFIX = "webhook+"

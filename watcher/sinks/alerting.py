@@ -30,7 +30,7 @@ from urllib.parse import unquote
 from watcher import redact
 from watcher.config import SubscriptionConfig
 from watcher.config.subscriptions import is_webhook
-from watcher.events import Event, follow_up
+from watcher.events import Event, EventType, follow_up
 from watcher.messages import Display, Message, Templates, render_digests
 from watcher.runs import Outcome
 from watcher.sinks.base import DeliveryError, Done, Sink
@@ -63,7 +63,7 @@ class Subscription:
             return False
         if self._agents and event.agent_id is not None and not self._agent_matches(event):
             return False
-        if event.type == "run.finished" and event.outcome is not None:
+        if event.type == EventType.RUN_FINISHED and event.outcome is not None:
             if event.outcome.value in self._on:
                 return True
             return "recovered" in self._on and is_recovery(event)
@@ -155,7 +155,7 @@ class AlertChannel(Sink):
 
     async def abandoned(self, events: Sequence[Event], error: str) -> list[Event]:
         """Delivery was given up: say so in the event log, once per event."""
-        return [self._about(e, "notification.failed", error=error) for e in events]
+        return [self._about(e, EventType.NOTIFICATION_FAILED, error=error) for e in events]
 
     async def send_test(self) -> tuple[bool, str]:
         """A clearly marked test message (`watcher notify-test`): (worked, why not)."""
@@ -173,9 +173,9 @@ class AlertChannel(Sink):
     def _sent(self, events: Sequence[Event], **data: object) -> list[Event]:
         now = self._monotonic()
         self._recent.extend(now for _ in events)
-        return [self._about(e, "notification.sent", **data) for e in events]
+        return [self._about(e, EventType.NOTIFICATION_SENT, **data) for e in events]
 
-    def _about(self, event: Event, type: str, **data: Any) -> Event:
+    def _about(self, event: Event, type: EventType, **data: Any) -> Event:
         return follow_up(
             event,
             type,

@@ -18,7 +18,7 @@ from datetime import datetime
 import apprise
 
 from watcher import redact
-from watcher.events import Event
+from watcher.events import Event, EventType
 from watcher.messages import Message
 from watcher.runs import Outcome
 from watcher.sinks.alerting import (
@@ -35,7 +35,7 @@ _NOTIFY_TYPES = {
     Outcome.STOPPED: apprise.NotifyType.WARNING,
     Outcome.SUCCESS: apprise.NotifyType.SUCCESS,
 }
-_WARNING_TYPES = {"run.warning", "run.unknown_status", "source.failed"}
+_WARNING_TYPES = {EventType.RUN_WARNING, EventType.RUN_UNKNOWN_STATUS, EventType.SOURCE_FAILED}
 
 
 class Channel(AlertChannel):
@@ -81,7 +81,7 @@ class Channel(AlertChannel):
 
 
 def _notify_type(event: Event) -> apprise.NotifyType:
-    if event.type == "source.recovered" or is_recovery(event):
+    if event.type == EventType.SOURCE_RECOVERED or is_recovery(event):
         return apprise.NotifyType.SUCCESS
     if event.outcome is not None:
         return _NOTIFY_TYPES.get(event.outcome, apprise.NotifyType.INFO)

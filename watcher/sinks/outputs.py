@@ -19,7 +19,7 @@ from datetime import datetime
 
 import structlog
 
-from watcher.events import Event, follow_up
+from watcher.events import Event, EventType, follow_up
 from watcher.sinks.base import DeliveryError, Done, Sink
 from watcher.sinks.fetcher import Fetcher, FetchError, FetchResult
 
@@ -38,7 +38,7 @@ class OutputsSink(Sink):
         self._clock = clock
 
     def accepts(self, event: Event) -> bool:
-        if event.type != "run.finished" or event.outcome is None:
+        if event.type != EventType.RUN_FINISHED or event.outcome is None:
             return False
         if not event.agent_id or not event.run_id:
             return False
@@ -72,7 +72,7 @@ class OutputsSink(Sink):
             if err.retryable:
                 log.error("outputs not fetched; will retry", run=where, error=str(err))
                 return f"{where}: {err}", []
-            return None, [self._about(event, "output.failed", reason=str(err))]
+            return None, [self._about(event, EventType.OUTPUT_FAILED, reason=str(err))]
         retry = result.retryable
         if retry:
             reason = "; ".join(f"{f.name}: {f.reason}" for f in retry[:3])
@@ -82,7 +82,7 @@ class OutputsSink(Sink):
 
     async def abandoned(self, events: Sequence[Event], error: str) -> list[Event]:
         """The dispatcher gave up (max_age): say so once per run."""
-        return [self._about(e, "output.failed", reason=f"gave up: {error}") for e in events]
+        return [self._about(e, EventType.OUTPUT_FAILED, reason=f"gave up: {error}") for e in events]
 
     def _summary(self, event: Event, result: FetchResult) -> list[Event]:
         """`output.fetched` for what is in place, `output.failed` for what never will be."""
@@ -96,7 +96,7 @@ class OutputsSink(Sink):
         out = [
             self._about(
                 event,
-                "output.fetched",
+                EventType.OUTPUT_FETCHED,
                 message=message,
                 files=len(placed),
                 bytes=size,
@@ -110,7 +110,7 @@ class OutputsSink(Sink):
             out.append(
                 self._about(
                     event,
-                    "output.failed",
+                    EventType.OUTPUT_FAILED,
                     reason=reason,
                     path=path,
                     failed_files=[f.name for f in result.failed],
@@ -118,7 +118,9 @@ class OutputsSink(Sink):
             )
         return out
 
-    def _about(self, event: Event, type: str, message: str | None = None, **data: object) -> Event:
+    def _about(
+        self, event: Event, type: EventType, message: str | None = None, **data: object
+    ) -> Event:
         if message is None and "reason" in data:
             message = str(data["reason"])
         return follow_up(event, type, by=self.name, ts=self._clock(), message=message, **data)
