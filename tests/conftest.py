@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from watcher import logs
 from watcher.app import App
 from watcher.config import Settings, SourceConfig, WatcherSection
 from watcher.sources.http import HttpClient
@@ -58,6 +60,15 @@ def logging_as_it_was() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log line, as JSON at debug level, into a string the test reads."""
+    stream = io.StringIO()
+    logs.configure("json", "debug", stream)
+    yield stream
+    logs.configure("json", "info", io.StringIO())
 
 
 class FakeClock:

@@ -19,6 +19,7 @@ from watcher.store import Store
 from watcher_sim import World
 
 from .conftest import served_in_a_thread
+from .processes import ROOT, environment
 
 KEY = "cli-secret-key-42"
 
@@ -292,3 +293,37 @@ def test_the_process_entry_freezes_what_the_imports_built() -> None:
         'watcher = "watcher.cli:entry"'
         in (Path(__file__).parents[1] / "pyproject.toml").read_text()
     )
+
+
+LAZY = "{'apprise', 'jinja2', 'prometheus_client', 'apscheduler'}"
+
+
+def test_once_imports_only_what_its_config_uses(sim, tmp_path: Path) -> None:
+    """No subscription, no [http] listen, no outputs: `watcher once` loads no alert library,
+    template engine, scheduler, metrics or web server — neither on a first start nor when a
+    failure is news."""
+    world, url = sim
+    config = write_config(tmp_path, url)
+    script = (
+        "import sys\n"
+        "from watcher.cli import main\n"
+        f"code = main(['--config', {str(config)!r}, 'once'])\n"
+        f"print(code, sorted(m for m in sys.modules if m.split('.')[0] in {LAZY}\n"
+        "                    or m.startswith('aiohttp.web')))\n"
+    )
+
+    def once() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.splitlines() or [done.stderr]
+
+    assert once() == ["0 []"]  # the first start: the agents' history is recorded
+    world.add_run(2537, status=6, run_id=101)
+    assert once() == ["0 []"]  # a failure is news: an event, with its diagnostics
+    assert '"run.finished"' in (tmp_path / "events.jsonl").read_text()

@@ -93,6 +93,7 @@ def test_default_destination_is_the_outputs_layout(sim, tmp_path: Path, capsys) 
     assert main(["--config", str(path), "fetch", "cloud", "2537", "100"]) == 0
     assert (tmp_path / "out" / "cloud" / "2537" / "100" / "prices.csv").read_bytes() == CSV
     assert not (tmp_path / "state.db").exists()  # a manual fetch records nothing
+    assert not (tmp_path / "state.db.lock").exists()  # and takes no lease: a daemon may run
 
 
 def test_a_file_over_the_limit_fails_with_one_line(sim, tmp_path: Path, capsys) -> None:

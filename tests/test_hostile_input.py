@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from watcher.app import App
+from watcher.config import OutputsConfig
 from watcher.diff import diff_agent
 from watcher.errors import SourceProtocolError, SourceUnavailable
 from watcher.events import Event
@@ -25,12 +28,13 @@ from watcher.sources.http import HttpClient
 from watcher.sources.sequentum_acc import SequentumAcc
 from watcher.sources.sequentum_cloud import SequentumCloud
 from watcher.store import Store
-from watcher_sim import AccWorld, AutomationWorld, make_acc_app, make_automation_app
+from watcher_sim import AccWorld, AutomationWorld, SimFile, World, make_acc_app, make_automation_app
 from watcher_sim.acc_model import FAILED, JOB_WITH_FAILURE, SUCCEEDED
 
-from .conftest import source_config
+from .conftest import make_settings, source_config
 from .test_acc import GUID, PATH, TOKEN, acc_config
 from .test_automation_runs import API, KEY, auto_config
+from .test_secrets_and_logs import CANARY, _assert_nowhere
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -125,6 +129,78 @@ async def test_hostile_listing_over_http(world, cloud_url, http) -> None:
     world.inject("/api/v1/agent/7/runs", kind="http", status=200, body='{"runs": 5}', times=1)
     with pytest.raises(SourceProtocolError, match="expected a list of runs"):
         await src.runs(Agent("7"))
+
+
+# --- Sequentum Cloud ids go into URL paths: only plain numbers do ------------------------------
+
+PATH_TRICKS = ["../../x", "x?y=1", "1/../2", f"1?key={CANARY}"]
+"""Ids a hostile or broken listing may send, each of which would make a URL of another path
+(`1/../2` one that exists); the last quotes the API key, which must not be logged with it."""
+
+
+@pytest.fixture
+def cloud_app(world: World, cloud_url: str, clock, http, tmp_path: Path) -> App:
+    """Agent 7 with a finished run; outputs fetched for every finished run (more URLs of ids)."""
+    world.api_keys = {CANARY}
+    world.add_agent(id=7, name="seven")
+    world.add_run(7, status=10, run_id=1)
+    settings = make_settings(tmp_path, source_config(cloud_url, api_key=CANARY))
+    settings.outputs = OutputsConfig(enabled=True, dir=tmp_path / "out", on=["success", "failure"])
+    return App(settings, clock=clock, http=http)
+
+
+def _skipped(logged: str) -> list[tuple[str, str]]:
+    lines = [json.loads(line) for line in logged.splitlines()]
+    return [(e["agent_id"], e["problem"]) for e in lines if e["event"] == "record skipped"]
+
+
+async def test_cloud_agent_ids_that_are_not_numbers_are_never_requested(
+    world: World, cloud_app: App, tmp_path: Path, captured_logs
+) -> None:
+    agents = [{"id": 7, "name": "seven", "status": 10}]
+    agents += [{"id": bad, "name": "evil", "status": 1} for bad in PATH_TRICKS]
+    world.inject("/api/v1/agent/all", kind="http", status=200, body=json.dumps(agents), times=-1)
+    async with cloud_app as app:
+        reports = await app.once()
+    assert [r.error_line for r in reports] == [None]
+    assert {c.path for c in world.calls} == {"/api/v1/agent/all", "/api/v1/agent/7/runs"}
+    assert not any(set(c.query) - {"pageIndex", "recordsPerPage", "sortColumn", "sortOrder",
+                                   "maxRecords"} for c in world.calls)  # fmt: skip
+    logged = captured_logs.getvalue()
+    assert _skipped(logged) == [("*", "agent without a numeric id; skipped")]  # once, not a flood
+    assert not any(bad in logged for bad in PATH_TRICKS)
+    _assert_nowhere(CANARY, tmp_path, logged, [r.error_line or "" for r in reports])
+
+
+async def test_cloud_run_ids_that_are_not_numbers_are_never_requested(
+    world: World, cloud_app: App, clock, tmp_path: Path, captured_logs
+) -> None:
+    """Failed runs with such ids: no diagnostics asked, no outputs fetched, for them — while
+    the real failure beside them gets both."""
+    async with cloud_app as app:
+        await app.once()  # the baseline
+        world.reset_counters()
+        world.add_run(7, status=6, run_id=2, files=[SimFile(11, "a.csv", b"a\n", 1)])
+        runs = [{"id": bad, "status": 6} for bad in PATH_TRICKS]
+        runs += [{"id": 2, "status": 6}, {"id": 1, "status": 10}]
+        world.inject("/api/v1/agent/7/runs", kind="http", status=200, body=json.dumps(runs))
+        clock.advance(15)
+        reports = await app.once()
+        assert app.dispatcher is not None
+        await app.dispatcher.drain()
+    assert [r.error_line for r in reports] == [None]
+    assert {c.path for c in world.calls} == {
+        "/api/v1/agent/all",
+        "/api/v1/agent/7/runs",
+        "/api/v1/analytics/agents/7/runs/2/diagnostics",
+        "/api/v1/agent/7/run/2/files",
+        "/api/v1/agent/7/run/2/file/11/download",
+    }
+    assert (tmp_path / "out" / "cloud" / "7" / "2" / "a.csv").read_bytes() == b"a\n"
+    logged = captured_logs.getvalue()
+    assert _skipped(logged) == [("7", "run without a numeric id; skipped")]
+    assert not any(bad in logged for bad in PATH_TRICKS)
+    _assert_nowhere(CANARY, tmp_path, logged, [r.error_line or "" for r in reports])
 
 
 # --- the ACC and automation-runs sources, through every request they parse ----------------------

@@ -22,14 +22,6 @@ from .test_automation_runs import API, auto_config
 CANARY = "canary-9f8e7d6c5b4a"
 
 
-@pytest.fixture
-def captured_logs():
-    stream = io.StringIO()
-    logs.configure("json", "debug", stream)
-    yield stream
-    logs.configure("json", "info", io.StringIO())
-
-
 async def test_api_key_never_appears_anywhere_at_debug(
     world, cloud_url, clock, http, tmp_path: Path, captured_logs
 ) -> None:

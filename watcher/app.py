@@ -253,7 +253,9 @@ class App:
         return OutputsSink(self.fetcher(), clock=self.clock)
 
     def fetcher(self, *, concurrency: int | None = None) -> Fetcher:
-        """What fetches run outputs to disk: for the outputs sink and `watcher fetch`."""
+        """What fetches run outputs to disk: for the outputs sink and `watcher fetch`. An App
+        built with an `http` serves this unopened too, which `watcher fetch` relies on: a manual
+        download takes no lease and touches no state file."""
         from watcher.sinks.fetcher import Fetcher
 
         return Fetcher(

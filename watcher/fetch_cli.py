@@ -4,23 +4,23 @@ The same `Fetcher` as the daemon's outputs sink, so the files, their safe names,
 and the skipping of what is already in place are the same. Without `--dest` the files go where
 the daemon would put them (the `[outputs]` dir/SOURCE/AGENT_ID/RUN_ID/, whether or not outputs
 are enabled); with it, straight into DIR. A progress bar per file on a terminal (tqdm), one plain
-line per file otherwise. Nothing is recorded in the state file: this is a manual download.
+line per file otherwise. Nothing is recorded in the state file: this is a manual download, so
+the App that builds the fetcher is never opened (no lease taken, no store, no poller).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from tqdm import tqdm
 
-from watcher.app import build_source
+from watcher.app import App
 from watcher.config import Settings
 from watcher.errors import ConfigError, WatcherError
-from watcher.sinks.fetcher import Fetcher, FetchError, FileResult
+from watcher.sinks.fetcher import FetchError, FileResult
 from watcher.sources.http import HttpClient, make_session
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -97,13 +97,8 @@ async def fetch_command(
         raise ConfigError([f"fetch: no source named {source_name!r} (have: {names})"])
     progress = BarProgress(out) if out.isatty() else PlainProgress(out)
     async with make_session() as session:
-        source = build_source(config, HttpClient(session))
-        fetcher = Fetcher(
-            settings.outputs,
-            {source_name: source}.get,
-            clock=lambda: datetime.now(UTC),
-            concurrency=1,  # one bar at a time reads best
-        )
+        app = App(settings, http=HttpClient(session))  # never opened: no lease, no state file
+        fetcher = app.fetcher(concurrency=1)  # one bar at a time reads best
         try:
             result = await fetcher.fetch(
                 source_name, agent_id, run_id, dest=dest, everything=everything, progress=progress

@@ -95,7 +95,7 @@ class SourcePoller:
         self.discovery = DiscoveryStage(source, memory)
         self.commit = CommitStage(source, store, memory, judge=judge, route=route, saved=marks)
         self.listing = ListingStage(source, memory, write_ahead=self.commit.write_ahead)
-        retrier = Retrier(source, store, book)
+        retrier = Retrier(source, store, book, clock=clock)
         self.rules = RulesStage(source, store, memory, judge=judge, retrier=retrier, route=route)
         self._stages: tuple[Stage, ...] = (
             self.discovery.discover,

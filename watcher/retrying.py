@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -37,7 +37,9 @@ THROTTLED_WAIT = 60.0
 
 
 class Retrier:
-    def __init__(self, source: Source, store: Store, book: RuleBook) -> None:
+    def __init__(
+        self, source: Source, store: Store, book: RuleBook, *, clock: Callable[[], datetime]
+    ) -> None:
         self.source = source
         self.store = store
         self.book = book
@@ -49,7 +51,7 @@ class Retrier:
                 log.warning("a retry's outcome is unknown; it is not asked again",
                             source=source.name, run_id=row.run_id, try_=row.try_)  # fmt: skip
                 row = replace(row, state="unknown")
-                now = datetime.now(UTC)
+                now = clock()
                 store.commit(source=source.name, retries=[row], now=now, now_ts=now.timestamp())
             self.rows[(row.run_id, row.try_)] = row
 
