@@ -178,3 +178,27 @@ async def test_watcher_once_right_after_another_does_not_sit_out_the_spent_windo
         (alert,) = [e for e in finishes(app) if e.run_id == str(run.id)]
     assert third.ok and alert.outcome == "failure"
     assert world.throttled == 0
+
+
+async def test_hints_moving_faster_than_the_budget_lists_still_leave_the_sweep_its_turn(
+    world: World, cloud_url: str, clock: FakeClock, http: HttpClient, tmp_path: Path
+) -> None:
+    busy = list(range(1, 7))
+    for agent_id in busy:
+        world.add_agent(id=agent_id, name=f"busy-{agent_id}")
+        world.add_run(agent_id, status=10)
+    world.add_agent(id=99, name="quiet")  # never ran: no hint ever moves for it
+    # 12 requests a minute, a cycle every 15 s: 3 a cycle, the hints and two listings.
+    config = source_config(cloud_url, jitter=0, requests_per_minute=12, sweep_interval=60)
+    async with App(make_settings(tmp_path, config), clock=clock, http=http) as app:
+        (poller,) = app.pollers
+        await poller.poll()
+        swept = []
+        for _ in range(8):  # two minutes in which every busy agent moves every cycle
+            clock.advance(CYCLE)
+            for agent_id in busy:
+                world.add_run(agent_id, status=10)
+            await poller.poll()
+            swept += [c for c in world.calls if c.path == "/api/v1/agent/99/runs"]
+            world.calls.clear()
+    assert len(swept) >= 2  # within every sweep_interval, however much the hints move

@@ -79,19 +79,24 @@ class ListingStage:
             self.memory.cursor = swept[-1]
 
     def _plan(self, cycle: Cycle, *, first: bool) -> Plan:
+        """The round's listings. The first (the changed) leaves one listing of the cycle's
+        allowance to the second when an agent is due there: however many hints move, the
+        sweep — and a run in progress never listed — still goes on."""
         memory = self.memory
         rounds = HINTED if memory.hinted else SWEPT
         tracks = memory.fleet.tracks(memory.runs, after=memory.cursor)
         free = allowance(self.source, cycle)
-        return plan(
-            tracks,
-            now=cycle.ts,
-            allowance=None if free is None else free // self.source.listing_cost,
-            cadence=self.cadence,
-            reasons=rounds.first if first else rounds.second,
-            fair=rounds.fair and not first,
-            force=cycle.force,
-        )
+        listings = None if free is None else free // self.source.listing_cost
+
+        def round_of(reasons: tuple[Reason, ...], limit: int | None, fair: bool) -> Plan:
+            return plan(tracks, now=cycle.ts, allowance=limit, cadence=self.cadence,
+                        reasons=reasons, fair=fair, force=cycle.force)  # fmt: skip
+
+        if not first:
+            return round_of(rounds.second, listings, rounds.fair)
+        if listings is not None and listings > 1 and round_of(rounds.second, 1, False).listings:
+            listings -= 1
+        return round_of(rounds.first, listings, False)
 
     async def _diff_listings(self, cycle: Cycle, due: list[Agent]) -> None:
         wildcard_ok = WILDCARD in {a.id for a in due}
