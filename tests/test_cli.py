@@ -256,7 +256,7 @@ def test_daemon_stops_cleanly_on_sigterm(sim, tmp_path: Path) -> None:
 
 
 def test_demo_shows_success_failure_and_stopped_and_serves_its_status_page() -> None:
-    proc = _spawn(["demo", "--duration", "6", "--tick", "0.4", "--log-format", "json"])
+    proc = _spawn(["demo", "--duration", "10", "--tick", "0.3", "--log-format", "json"])
     assert proc.stderr is not None
     head = []
     for line in proc.stderr:  # until the endpoint says where it listens
@@ -273,6 +273,11 @@ def test_demo_shows_success_failure_and_stopped_and_serves_its_status_page() -> 
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     outcomes = {e.get("outcome") for e in events if e.get("event") == "run.finished"}
     assert {"success", "failure", "stopped"} <= outcomes
+    # And what no status shows: a run that hangs, a success without records, a missed start.
+    found = {(e["event"], e.get("agent_name")) for e in events if "event" in e}
+    assert ("run.stuck", "slow-crawler") in found
+    assert ("run.anomaly", "empty-export") in found
+    assert ("agent.missed_schedule", "minutely-report") in found
 
 
 def test_the_process_entry_freezes_what_the_imports_built() -> None:

@@ -8,8 +8,9 @@ minute per key).
 
 Three more Cloud agents show what no status shows, with the rules that catch them: a run that
 never ends ("slow-crawler", stuck after 20 ticks), a success that brings no records after a
-history of hundreds ("empty-export", an anomaly), and a report expected every minute that
-never starts ("minutely-report", a missed schedule).
+history of hundreds ("empty-export", an anomaly), and a report expected every minute — and
+once by its platform schedule, a few ticks in — that never starts ("minutely-report", a
+missed schedule).
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ async def start_platforms(*, seed: int = 7, tick: float = 1.5, port: int = 0) ->
         RuleConfig(name="stuck", agents=["slow-crawler"], max_duration=20 * tick),
         RuleConfig(name="records", agents=["empty-export"], min_records=1, records_drop=0.5),
         RuleConfig(
-            name="minutely", agents=["minutely-report"], schedule="* * * * *", grace=5 * tick
+            name="minutely",
+            agents=["minutely-report"],
+            schedule="* * * * *",
+            grace=5 * tick,
+            platform_schedules=True,
         ),
     ]
     timing = {
@@ -85,6 +90,11 @@ async def start_platforms(*, seed: int = 7, tick: float = 1.5, port: int = 0) ->
         "sweep_interval": max(1.0, 3 * tick),
         "jitter": 0,
     }
+    # The Cloud allows 100 requests a minute: a cycle every second would spend 60 of them on
+    # its change hints alone and leave one listing a cycle; every 3 s, four.
+    slower = max(3.0, 3 * tick)
+    cloud_timing = {**timing, "poll_interval_active": 3.0, "poll_interval": slower,
+                    "sweep_interval": slower}  # fmt: skip
     acc_agents = [a.path for a in acc.agents.values()]
     acc_agents[0] = next(iter(acc.agents))  # one agent by GUID, the others by path
     platforms.sources = [
@@ -94,7 +104,7 @@ async def start_platforms(*, seed: int = 7, tick: float = 1.5, port: int = 0) ->
             base_url=platforms.urls["cloud"],
             api_key=sorted(cloud.api_keys)[0],  # type: ignore[arg-type]
             agents=["*"],
-            **timing,  # type: ignore[arg-type]
+            **cloud_timing,  # type: ignore[arg-type]
         ),
         SourceConfig(
             name="acc",
@@ -131,5 +141,8 @@ async def _what_no_status_shows(cloud: World, tick: float) -> None:
         created = now - timedelta(hours=hours_ago)
         cloud.add_run(4343, status=10, dataCount=500 + hours_ago, created=created)
     cloud.add_run(4242, status=1)  # running, and never told to stop
+    # The platform says the report runs in a few ticks; it never does.
+    cloud.add_schedule(4444, start=now + timedelta(seconds=6 * tick), fires=False,
+                       name="report after the morning import")  # fmt: skip
     await asyncio.sleep(8 * tick)
     cloud.add_run(4343, status=10, dataCount=0, exportCount=0)
