@@ -101,6 +101,18 @@ def test_the_simulator_is_a_second_implementation() -> None:
     assert borrowed - allowed == set()
 
 
+def test_the_plain_cloud_is_a_third_implementation() -> None:
+    """`tests/plain_cloud.py`, the small Cloud the rules are held to besides the simulator, is
+    written from the API documents alone: it imports neither the product nor the simulator
+    (nor, relatively, a neighbour that does), and stays small enough to check by reading."""
+    path = ROOT / "tests" / "plain_cloud.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    relative = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    borrowed = {m for m in imported(path) if m.split(".")[0] in ("watcher", "watcher_sim")}
+    assert (borrowed, relative) == (set(), [])
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 200
+
+
 def test_event_types_are_spelled_by_their_one_vocabulary() -> None:
     """An event type in the product is an `EventType` member, never its string: a misspelled
     string is a type nobody emits or a filter that never matches, and nothing would say so.
