@@ -60,6 +60,7 @@ async def test_a_run_past_max_duration_is_stuck_once(world: World, watch, clock)
         "max_duration 2h 0m",
     )
     assert stuck.get("running_s") >= 7200 and stuck.message.startswith("pending or running for 2h")
+    assert stuck.to_dict()["started_at"] == "2026-11-23T12:00:00Z"  # as written to every sink
     async with watch(stuck_rule) as app:  # a restart: nothing again
         await tick(app, clock, 600)
         assert len(of(app, "run.stuck")) == 1

@@ -205,11 +205,11 @@ class Judge:
                     url=run.url,
                     message=f"pending or running for {_human(took)}, past {limit.why}",
                     id_parts=(run.attempt,),
+                    started_at=run.started,
                     rule=rule.name,
                     running_s=round(took),
                     limit_s=round(limit.seconds),
                     limit=limit.why,
-                    started_at=iso(run.started),
                 )
             )
         return found
@@ -338,6 +338,7 @@ class Judge:
         url: str | None,
         message: str,
         id_parts: tuple[object, ...],
+        started_at: datetime,
         **data: Any,
     ) -> Event:
         return Event(
@@ -351,6 +352,7 @@ class Judge:
             run_id=run_id,
             status=status,
             attempt=attempt,
+            started_at=started_at,
             message=message,
             url=url,
             data=tuple(sorted(data.items())),
