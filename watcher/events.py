@@ -76,6 +76,11 @@ class Event:
     url: str | None = None
     data: tuple[tuple[str, Any], ...] = ()  # type-specific fields, flattened into the JSON
 
+    def __post_init__(self) -> None:
+        shadowed = [k for k, _ in self.data if k in _FIELDS]
+        if shadowed:  # it would never reach the JSON: the field of that name is written first
+            raise ValueError(f"event data {shadowed} named like fields of the event itself")
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id,
@@ -133,6 +138,9 @@ class Event:
     def get(self, key: str, default: Any = None) -> Any:
         """A type-specific field from `data`."""
         return dict(self.data).get(key, default)
+
+
+_FIELDS = frozenset(f.name for f in fields(Event))
 
 
 def _required_time(value: Any) -> datetime:

@@ -97,7 +97,7 @@ def _failed(
         id_parts=(iso(since),),
         error=first.kind,
         http_status=first.http_status,
-        agent_id=first.agent_id,
+        failed_agent_id=first.agent_id,
         failed_requests=len(errors),
         failing_since=iso(since),
     )
