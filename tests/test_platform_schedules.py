@@ -133,6 +133,22 @@ async def test_the_skipped_run_of_an_archived_agent_counts_as_a_start(
     assert run.outcome is not None and run.outcome.value == "skipped"
 
 
+async def test_a_start_while_watcher_was_down_is_no_miss(world: World, cloud, clock) -> None:
+    """Back after the slot's grace, watcher lists the run the schedule started meanwhile and
+    judges the slot in the same poll: the run it has just seen counts."""
+    start = clock() + timedelta(minutes=30)
+    world.add_schedule(AGENT, every=timedelta(hours=1), start=start, fate="success")
+    async with cloud(PLATFORM) as app:
+        await run_for(app, world, clock, 20, 300)  # 12:20: the 12:30 start is expected
+    clock.advance(40 * 60)  # down until 13:00; the 12:30 run starts and succeeds meanwhile
+    world.step()
+    async with cloud(PLATFORM) as app:
+        await run_for(app, world, clock, 10, 300)
+        (finished,) = [e for e in of(app, "run.finished") if e.run_id != "1"]
+        assert of(app, "agent.missed_schedule") == []
+    assert finished.started_at is not None and finished.started_at.minute == 30
+
+
 @pytest.mark.parametrize(("refresh", "reads"), [(None, 3), (300, 6), (3600, 1)])
 async def test_the_upcoming_schedules_are_read_every_schedule_refresh(
     world: World, cloud, clock, refresh: float | None, reads: int

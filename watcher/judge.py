@@ -75,6 +75,8 @@ class Judge:
         self.active: dict[tuple[str, str], ActiveRun] = {}
         self._stuck = store.reported(source, EventType.RUN_STUCK)
         self._checked: dict[str, datetime] = {}  # schedule slots judged up to, per agent
+        self._seen: dict[str, dict[str, datetime | None]] = {}
+        """The runs this cycle writes, per agent: their starts as the platform gives them."""
         if book:
             for agent_id, run_id, attempt, started, status, url in store.active_runs(source):
                 self.active[(agent_id, run_id)] = ActiveRun(
@@ -93,7 +95,12 @@ class Judge:
         """What this cycle's runs tell that their statuses do not."""
         if not self.book:
             return []
+        changes = list(changes)
         self.follow(changes, now)
+        self._seen = {}
+        for change in changes:
+            snap = change.snapshot
+            self._seen.setdefault(snap.agent_id, {})[snap.run_id] = snap.started_at
         found: list[Event] = []
         for event in events:
             if event.type == EventType.RUN_FINISHED:
@@ -140,8 +147,7 @@ class Judge:
             if at + grace > min(now, listed):
                 continue  # not yet judged: its grace runs, or its runs were not listed since
             eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(at))
-            starts = self.store.starts(self.source, agent_id, at - timedelta(minutes=1), at + grace)
-            if not self.store.has_event(eid) and not started_for(at, rule.grace, starts):
+            if not self.store.has_event(eid) and not self._started(agent_id, at, rule, now):
                 found.append(
                     self._missed_event(
                         eid, now, agent_id, view, rule, at, f"platform schedule {schedule}"
@@ -278,12 +284,7 @@ class Judge:
         found = []
         for slot in slots(rule, start, until):
             eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(slot))
-            if self.store.has_event(eid):
-                continue
-            starts = self.store.starts(
-                self.source, agent_id, slot - timedelta(minutes=1), slot + grace
-            )
-            if started_for(slot, rule.grace, starts):
+            if self.store.has_event(eid) or self._started(agent_id, slot, rule, now):
                 continue
             found.append(
                 self._missed_event(
@@ -293,6 +294,15 @@ class Judge:
         if until > start:
             self._checked[agent_id] = until
         return found
+
+    def _started(self, agent_id: str, slot: datetime, rule: RuleConfig, now: datetime) -> bool:
+        """Did a run of the agent start for `slot`? Its runs as written — and as this cycle
+        writes them: the slot may be judged in the very poll that first lists the run that
+        started for it (back from a downtime, or a start late in the grace)."""
+        starts = self.store.starts(self.source, agent_id)
+        for run_id, started in self._seen.get(agent_id, {}).items():
+            starts[run_id] = started or starts.get(run_id) or now  # new: first seen now
+        return started_for(slot, rule.grace, starts.values())
 
     def _missed_event(
         self,

@@ -78,17 +78,14 @@ class RuleQueries:
                 out.append((agent_id, run_id, attempt, moment, status, url))
         return out
 
-    def starts(
-        self, source: str, agent_id: str, after: datetime, until: datetime
-    ) -> list[datetime]:
-        """When the agent's runs started (or were first seen) within [after, until]."""
+    def starts(self, source: str, agent_id: str) -> dict[str, datetime]:
+        """When each of the agent's runs started (or was first seen), by run id."""
         rows = self._db.execute(
-            "SELECT coalesce(json_extract(snapshot, '$.started_at'), first_seen) FROM runs "
-            "WHERE source = ? AND agent_id = ?",
+            "SELECT run_id, coalesce(json_extract(snapshot, '$.started_at'), first_seen) "
+            "FROM runs WHERE source = ? AND agent_id = ?",
             (source, agent_id),
         )
-        moments = (parse_iso(r[0]) for r in rows)
-        return [m for m in moments if m is not None and after <= m <= until]
+        return {run_id: at for run_id, moment in rows if (at := parse_iso(moment)) is not None}
 
     def reported(self, source: str, type: str) -> set[tuple[str, str, int]]:
         """(agent, run, attempt) of the events of `type` the source recorded."""
