@@ -149,6 +149,26 @@ async def test_a_start_while_watcher_was_down_is_no_miss(world: World, cloud, cl
     assert finished.started_at is not None and finished.started_at.minute == 30
 
 
+async def test_a_skipped_slot_while_watcher_was_down_is_no_miss(world: World, cloud, clock) -> None:
+    """The Skipped run never started, so the platform gives it no start time; watcher first
+    sees it after the slot's grace, back from a restart — the platform's record of it still
+    says the schedule fired."""
+    world.agent(AGENT).archived = True
+    start = clock() + timedelta(minutes=30)
+    world.add_schedule(AGENT, every=timedelta(hours=1), start=start, name="hourly")
+    async with cloud(PLATFORM) as app:
+        await run_for(app, world, clock, 20, 300)  # 12:20: the 12:30 start is expected
+    clock.advance(40 * 60)  # down until 13:00; the platform skips the 12:30 start meanwhile
+    world.step()
+    async with cloud(PLATFORM) as app:
+        await run_for(app, world, clock, 10, 300)
+        (skipped,) = [e for e in of(app, "run.finished") if e.status == "Skipped"]
+        assert of(app, "agent.missed_schedule") == []
+        assert app.store is not None  # and as written, its start is its end, not 13:00
+        assert app.store.starts("cloud", str(AGENT))[skipped.run_id or ""] == start
+    assert skipped.started_at is None and skipped.ended_at == start
+
+
 @pytest.mark.parametrize(("refresh", "reads"), [(None, 3), (300, 6), (3600, 1)])
 async def test_the_upcoming_schedules_are_read_every_schedule_refresh(
     world: World, cloud, clock, refresh: float | None, reads: int

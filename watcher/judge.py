@@ -76,7 +76,8 @@ class Judge:
         self._stuck = store.reported(source, EventType.RUN_STUCK)
         self._checked: dict[str, datetime] = {}  # schedule slots judged up to, per agent
         self._seen: dict[str, dict[str, datetime | None]] = {}
-        """The runs this cycle writes, per agent: their starts as the platform gives them."""
+        """The runs this cycle writes, per agent: their starts as the platform gives them
+        (`watcher.rulestore.STARTED`)."""
         if book:
             for agent_id, run_id, attempt, started, status, url in store.active_runs(source):
                 self.active[(agent_id, run_id)] = ActiveRun(
@@ -100,7 +101,8 @@ class Judge:
         self._seen = {}
         for change in changes:
             snap = change.snapshot
-            self._seen.setdefault(snap.agent_id, {})[snap.run_id] = snap.started_at
+            started = snap.started_at or snap.ended_at  # a Skipped run has only its end
+            self._seen.setdefault(snap.agent_id, {})[snap.run_id] = started
         found: list[Event] = []
         for event in events:
             if event.type == EventType.RUN_FINISHED:
