@@ -4,8 +4,9 @@ host or its network is gone, which no alert of watcher's own could ever say.
 
 `[watcher] heartbeat_url` gets a GET after each cycle in which every source polled
 successfully, at most once a minute; `<url>/fail` (or `heartbeat_fail_url`) a GET when a
-source fails — the healthchecks.io convention. A ping that fails is logged, never fatal: the
-switch is there for when watcher cannot speak, so it must never stop watcher from speaking.
+source is reported failed (`source.failed`, once per outage) — the healthchecks.io
+convention. A ping that fails is logged, never fatal: the switch is there for when watcher
+cannot speak, so it must never stop watcher from speaking.
 """
 
 from __future__ import annotations
