@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import structlog
@@ -36,7 +37,7 @@ class Heartbeat:
         clock: Callable[[], datetime],
     ) -> None:
         self.url = url
-        self.fail_url = fail_url or url.rstrip("/") + "/fail"
+        self.fail_url = fail_url or _fail_url(url)
         self._session = session
         self._clock = clock
         self._last: float | None = None
@@ -70,3 +71,9 @@ class Heartbeat:
             return False
         self.sent += 1
         return ok
+
+
+def _fail_url(url: str) -> str:
+    """`url` + "/fail" on its path, its query kept (healthchecks.io's `?create=1`)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/fail"))
