@@ -217,7 +217,7 @@ class Judge:
                     running_s=round(took),
                     limit_s=round(limit.seconds),
                     limit=limit.why,
-                    started_at=iso(run.started),
+                    started=run.started,
                 )
             )
         return found
@@ -350,6 +350,7 @@ class Judge:
         url: str | None,
         message: str,
         id_parts: tuple[object, ...],
+        started: datetime | None = None,
         **data: Any,
     ) -> Event:
         return Event(
@@ -363,6 +364,7 @@ class Judge:
             run_id=run_id,
             status=status,
             attempt=attempt,
+            started_at=started,
             message=message,
             url=url,
             data=tuple(sorted(data.items())),
