@@ -72,11 +72,30 @@ async def test_a_stuck_run_says_how_long_it_ran_and_its_limit(world, alerted, cl
     text = alert(rec, "is stuck")
     has(
         text,
-        "prices (2537)",
-        "run 11 is stuck (Running for 2h 0m)",
+        "prices (2537): run 11 is stuck (Running for 2h 0m)",
         "pending or running for 2h 0m, past max_duration 2h 0m",
+        "Agent: prices (2537)",
         "Started: 2026-11-23 12:00:00 UTC",
-        LINK.format(agent_id=PRICES, run_id=11),
+        "Link: " + LINK.format(agent_id=PRICES, run_id=11),
+    )
+
+
+async def test_a_missed_slot_says_when_and_which_schedule(world, alerted, clock) -> None:
+    app, rec = alerted
+    async with app:
+        await app.once()
+        for _ in range(9):  # 12:00 → 12:45: the 12:30 slot passes its grace with no run
+            await tick(app, clock, 300)
+    text = alert(rec, "no run started")
+    has(
+        text,
+        "nightly (2538): no run started for the 2026-11-23 12:30:00 UTC slot",
+        "No run started within 10m 0s of its expected start.",
+        "Agent: nightly (2538)",
+        "Expected: 2026-11-23 12:30:00 UTC",
+        "Schedule: 30 * * * * UTC (rule hourly)",
+        "Last run: 50, Success, started 2026-11-23 12:00:00 UTC",
+        "Link: " + LINK.format(agent_id=NIGHTLY, run_id=50),
     )
 
 
@@ -91,9 +110,9 @@ async def test_an_anomaly_says_the_value_the_threshold_and_the_history(
     text = alert(rec, "succeeded, but")
     has(
         text,
-        "prices (2537)",
-        "run 11 succeeded, but",
+        "prices (2537): run 11 succeeded, but",
         "120 records, below 503 (records_drop), the median 1,006 of the last 10 successes",
+        "Agent: prices (2537)",
         "Records 120",
-        LINK.format(agent_id=PRICES, run_id=11),
+        "Link: " + LINK.format(agent_id=PRICES, run_id=11),
     )

@@ -24,7 +24,7 @@ from watcher.diff import Change
 from watcher.durations import duration_of
 from watcher.events import Event, EventType, event_id, with_data
 from watcher.rules import RuleBook, Success, anomalies, slots, started_for, stuck
-from watcher.runs import Phase
+from watcher.runs import Phase, RunSnapshot
 from watcher.standing import Standing
 from watcher.store import Store
 
@@ -75,9 +75,8 @@ class Judge:
         self.active: dict[tuple[str, str], ActiveRun] = {}
         self._stuck = store.reported(source, EventType.RUN_STUCK)
         self._checked: dict[str, datetime] = {}  # schedule slots judged up to, per agent
-        self._seen: dict[str, dict[str, datetime | None]] = {}
-        """The runs this cycle writes, per agent: their starts as the platform gives them
-        (`watcher.rulestore.STARTED`)."""
+        self._seen: dict[str, dict[str, RunSnapshot]] = {}
+        """The runs this cycle writes, per agent and run id."""
         if book:
             for agent_id, run_id, attempt, started, status, url in store.active_runs(source):
                 self.active[(agent_id, run_id)] = ActiveRun(
@@ -101,8 +100,7 @@ class Judge:
         self._seen = {}
         for change in changes:
             snap = change.snapshot
-            started = snap.started_at or snap.ended_at  # a Skipped run has only its end
-            self._seen.setdefault(snap.agent_id, {})[snap.run_id] = started
+            self._seen.setdefault(snap.agent_id, {})[snap.run_id] = snap
         found: list[Event] = []
         for event in events:
             if event.type == EventType.RUN_FINISHED:
@@ -297,14 +295,29 @@ class Judge:
             self._checked[agent_id] = until
         return found
 
-    def _started(self, agent_id: str, slot: datetime, rule: RuleConfig, now: datetime) -> bool:
-        """Did a run of the agent start for `slot`? Its runs as written — and as this cycle
-        writes them: the slot may be judged in the very poll that first lists the run that
-        started for it (back from a downtime, or a start late in the grace)."""
+    def _starts(self, agent_id: str, now: datetime) -> dict[str, datetime]:
+        """When each run of the agent started (`watcher.rulestore.STARTED`): as written — and
+        as this cycle writes them, for the slot may be judged in the very poll that first
+        lists the run that started for it (back from a downtime, or a start late in the
+        grace)."""
         starts = self.store.starts(self.source, agent_id)
-        for run_id, started in self._seen.get(agent_id, {}).items():
-            starts[run_id] = started or starts.get(run_id) or now  # new: first seen now
-        return started_for(slot, rule.grace, starts.values())
+        for run_id, snap in self._seen.get(agent_id, {}).items():
+            # a Skipped run has only its end; a run new to this cycle is first seen now
+            starts[run_id] = snap.started_at or snap.ended_at or starts.get(run_id) or now
+        return starts
+
+    def _started(self, agent_id: str, slot: datetime, rule: RuleConfig, now: datetime) -> bool:
+        """Did a run of the agent start for `slot`?"""
+        return started_for(slot, rule.grace, self._starts(agent_id, now).values())
+
+    def _last_run(self, agent_id: str, now: datetime) -> RunSnapshot | None:
+        """The run of the agent that started last: what a missed slot's alert shows."""
+        starts = self._starts(agent_id, now)
+        if not starts:
+            return None
+        run_id = max(starts, key=starts.__getitem__)
+        seen = self._seen.get(agent_id, {}).get(run_id)
+        return seen or self.store.run(self.source, agent_id, run_id)
 
     def _missed_event(
         self,
@@ -316,6 +329,23 @@ class Judge:
         slot: datetime,
         schedule: str,
     ) -> Event:
+        """The event of a missed slot, with the agent's last run and its link: when it last
+        ran, and where to look."""
+        last = self._last_run(agent_id, now)
+        data: dict[str, Any] = {
+            "rule": rule.name,
+            "expected_at": iso(slot),
+            "schedule": schedule,
+            "grace_s": rule.grace,
+            "last_run": None,
+        }
+        if last is not None:
+            data["last_run"] = {
+                "run_id": last.run_id,
+                "status": last.status,
+                "started_at": iso(last.started_at),
+                "ended_at": iso(last.ended_at),
+            }
         return Event(
             id=eid,
             type=EventType.AGENT_MISSED_SCHEDULE,
@@ -325,16 +355,8 @@ class Judge:
             agent_id=agent_id,
             agent_name=view.name,
             message=f"no run started within {_human(rule.grace)} of {iso(slot)} ({schedule})",
-            data=tuple(
-                sorted(
-                    {
-                        "rule": rule.name,
-                        "expected_at": iso(slot),
-                        "schedule": schedule,
-                        "grace_s": rule.grace,
-                    }.items()
-                )
-            ),
+            url=last.url if last is not None else None,
+            data=tuple(sorted(data.items())),
         )
 
     def _event(

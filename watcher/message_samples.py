@@ -79,7 +79,19 @@ SAMPLES = (
     _sample(EventType.RUN_ANOMALY, Outcome.SUCCESS, check="min_records", value=0, threshold=1),
     replace(_sample(EventType.RUN_RETRY_REQUESTED), data=(("try", 1),)),
     replace(
-        _sample(EventType.AGENT_MISSED_SCHEDULE, expected_at="2026-01-01T02:00:00Z"),
+        _sample(
+            EventType.AGENT_MISSED_SCHEDULE,
+            expected_at="2026-01-01T02:00:00Z",
+            schedule="0 2 * * * UTC",
+            rule="nightly",
+            grace_s=1800.0,
+            last_run={
+                "run_id": "22552",
+                "status": "Success",
+                "started_at": None,
+                "ended_at": "2025-12-31T02:40:00Z",
+            },
+        ),
         agent_id="2537",
     ),
     _sample(EventType.SOURCE_FAILED, error="auth", http_status=401),

@@ -73,7 +73,7 @@ TITLES: dict[str, str] = {
     EventType.OUTPUT_FAILED: "📦 {{ agent }}: outputs of run {{ event.run_id }} could not be fetched",
     EventType.SOURCE_RECOVERED: "🔌 watcher reads {{ event.source }} again",
     EventType.RUN_STUCK: "⏳ {{ agent }}: run {{ event.run_id }} is stuck ({{ event.status }} for {{ duration_of(event.running_s) }})",
-    EventType.AGENT_MISSED_SCHEDULE: "📅 {{ agent }}: no run started for the {{ event.expected_at }} slot",
+    EventType.AGENT_MISSED_SCHEDULE: "📅 {{ agent }}: no run started for the {{ when(event.expected_at) }} slot",
     EventType.RUN_ANOMALY: "🔍 {{ agent }}: run {{ event.run_id }} {{ title_outcome }}, but {{ event.message }}",
     EventType.RUN_RETRY_REQUESTED: "🔁 {{ agent }}: retry {{ event.try }} of run {{ event.run_id }} requested",
     EventType.STATE_RESTORED: "💾 watcher wrote its state file back",
@@ -152,6 +152,22 @@ Source: {{ event.source }} ({{ event.source_kind }})
 {% endif %}
 Since: {{ when(event.ts) }}
 {% if host %}Sent by watcher on {{ host }}{% endif %}"""
+
+MISSED_BODY = """\
+No run started within {{ duration_of(event.grace_s) }} of its expected start.
+
+Agent: {{ agent }}
+Expected: {{ when(event.expected_at) }}
+Schedule: {{ event.schedule }}{% if event.rule %} (rule {{ event.rule }}){% endif %}
+
+{% set last = event.last_run %}
+Last run: {% if last %}{{ last.run_id }}, {{ last.status }}{% if last.started_at %}, started {{ when(last.started_at) }}{% elif last.ended_at %}, ended {{ when(last.ended_at) }}{% endif %}{% else %}none on record{% endif %}
+
+{% if event.url %}Link: {{ event.url }}
+{% endif %}
+Source: {{ event.source }} ({{ event.source_kind }})
+{% if host %}Sent by watcher on {{ host }}{% endif %}"""
+"""A missed slot: when, by which schedule, when the agent last ran, and the link to that run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +337,8 @@ def _default_title(event: Event):  # type: ignore[no-untyped-def]
 
 
 def _default_body(event: Event):  # type: ignore[no-untyped-def]
+    if event.type == EventType.AGENT_MISSED_SCHEDULE:
+        return _compiled(MISSED_BODY)
     return _compiled(RUN_BODY if event.run_id else SOURCE_BODY)
 
 

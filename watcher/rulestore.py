@@ -7,6 +7,7 @@ findings still hold.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import Literal
 
 from watcher.codec import iso, parse_iso
+from watcher.runs import RunSnapshot
 
 STARTED = (
     "coalesce(json_extract(snapshot, '$.started_at'), json_extract(snapshot, '$.ended_at'), "
@@ -93,6 +95,14 @@ class RuleQueries:
             (source, agent_id),
         )
         return {run_id: at for run_id, moment in rows if (at := parse_iso(moment)) is not None}
+
+    def run(self, source: str, agent_id: str, run_id: str) -> RunSnapshot | None:
+        """The run as last written."""
+        row = self._db.execute(
+            "SELECT snapshot FROM runs WHERE source = ? AND agent_id = ? AND run_id = ?",
+            (source, agent_id, run_id),
+        ).fetchone()
+        return RunSnapshot.from_dict(json.loads(row[0])) if row else None
 
     def reported(self, source: str, type: str) -> set[tuple[str, str, int]]:
         """(agent, run, attempt) of the events of `type` the source recorded."""
