@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,26 @@ async def test_a_cron_slot_without_a_run_is_missed_once(world: World, watch, clo
     async with watch(hourly) as app:  # a restart: the 13:00 miss is not reported again
         await tick(app, clock, 300)
         assert len(of(app, "agent.missed_schedule")) == 1
+
+
+async def test_a_run_first_listed_in_the_poll_that_judges_its_slot_counts(
+    world: World, watch, clock
+) -> None:
+    world.add_agent(id=AGENT, name="hourly")
+    world.add_run(AGENT, status=9, run_id=1)
+    clock.t = clock.t.replace(minute=30)  # 12:30
+    hourly = RuleConfig(name="hourly", schedule="0 * * * *", grace="10m")
+    async with watch(hourly) as app:
+        await app.once()
+        for _ in range(7):  # 12:30 → 13:05
+            await tick(app, clock, 300)
+        clock.advance(290)
+        world.add_run(AGENT, status=1, run_id=2)  # starts 13:09:50, late in its grace
+        await tick(app, clock, 10)  # 13:10: the run is listed, and the 13:00 slot judged
+        await tick(app, clock, 300)
+        (started,) = [e for e in of(app, "run.discovered") if e.run_id == "2"]
+        assert of(app, "agent.missed_schedule") == []
+    assert started.ts == started.started_at + timedelta(seconds=10)
 
 
 async def test_a_missed_slot_is_said_from_the_hints_without_waiting_for_the_sweep(

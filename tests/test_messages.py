@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from watcher.events import Event
-from watcher.messages import DIGEST_LINES, Templates, render_digests
+from watcher.messages import DIGEST_LINES, Display, Templates, render_digests
 from watcher.runs import Outcome
 
 STEPS = "Failed steps:\n- fetch (Fetch page): HTTP 500\n- parse: Timeout\n- store\n"
@@ -84,3 +85,34 @@ def test_a_failure_says_a_retry_is_under_way_and_the_last_how_many_were_tried() 
     spent = Templates().render(failure(retries_tried=2)).body
     assert "Retried 2 time(s) already; no more retries." in spent
     assert "retr" not in Templates().render(failure()).body.lower()
+
+
+def test_a_missed_slot_of_an_agent_that_never_ran_in_the_display_timezone() -> None:
+    missed = Event(
+        id="m1",
+        type="agent.missed_schedule",
+        ts=datetime(2026, 1, 1, 2, 30, tzinfo=UTC),
+        source="acc",
+        source_kind="sequentum_acc",
+        agent_id="sequentum/Demo/nightly",
+        agent_name="nightly",
+        message="no run started within 30m 0s of 2026-01-01T02:00:00Z (0 3 * * * Europe/Berlin)",
+        data=(
+            ("expected_at", "2026-01-01T02:00:00Z"),
+            ("grace_s", 1800.0),
+            ("last_run", None),
+            ("rule", "nightly"),
+            ("schedule", "0 3 * * * Europe/Berlin"),
+        ),
+    )
+    message = Templates(display=Display(ZoneInfo("Europe/Berlin"))).render(missed)
+    assert message.title == (
+        "📅 nightly (sequentum/Demo/nightly): no run started for the 2026-01-01 03:00:00 CET slot"
+    )
+    assert message.body.splitlines()[2:6] == [
+        "Agent: nightly (sequentum/Demo/nightly)",
+        "Expected: 2026-01-01 03:00:00 CET",
+        "Schedule: 0 3 * * * Europe/Berlin (rule nightly)",
+        "Last run: none on record",
+    ]
+    assert "Link:" not in message.body

@@ -206,7 +206,7 @@ async def pings(aiohttp_server) -> AsyncIterator[tuple[list[str], str]]:
     got: list[str] = []
 
     async def ping(request: web.Request) -> web.Response:
-        got.append(request.path)
+        got.append(request.path_qs)
         return web.Response(text="OK")
 
     app = web.Application()
@@ -231,3 +231,52 @@ async def test_the_heartbeat_pings_while_healthy_and_fails_with_a_source(
         clock.advance(60)
         await app.once()
     assert got[-1] == "/ping/uuid-1234-secret/fail"
+
+
+async def test_heartbeat_fail_url_is_what_a_source_failed_pings(
+    world: World, tmp_path: Path, cloud_url: str, clock: FakeClock, http, pings
+) -> None:
+    got, url = pings
+    alarm = url.replace("/ping/", "/alarm/")
+    world.add_agent(id=AGENT, name="steam")
+    settings = make_settings(tmp_path, source_config(cloud_url, agents=[AGENT]))
+    fields = {"heartbeat_url": url, "heartbeat_fail_url": alarm}
+    settings.watcher = WatcherSection(**{**settings.watcher.model_dump(), **fields})
+    async with App(settings, clock=clock, http=http) as app:
+        await app.once()
+        assert got == ["/ping/uuid-1234-secret"]
+        world.inject("*", status=503, times=-1)  # the platform is down …
+        clock.advance(60)
+        await app.once()
+        assert got == ["/ping/uuid-1234-secret"]  # … a blip so far: no ping, and no alarm
+        for _ in range(4):  # … until it has failed source_failed_after (3 minutes)
+            clock.advance(60)
+            await app.once()
+            if of(app, "source.failed"):
+                break
+        assert len(of(app, "source.failed")) == 1
+        assert got == ["/ping/uuid-1234-secret", "/alarm/uuid-1234-secret"]
+        clock.advance(60)
+        await app.once()  # still down: said once
+        world.faults.clear()
+        clock.advance(60)
+        await app.once()
+    assert got == ["/ping/uuid-1234-secret", "/alarm/uuid-1234-secret", "/ping/uuid-1234-secret"]
+
+
+async def test_the_default_fail_url_keeps_the_ping_urls_query(
+    world: World, tmp_path: Path, cloud_url: str, clock: FakeClock, http, pings
+) -> None:
+    """healthchecks.io's `?create=1` (make the check on the first ping): "/fail" goes on the
+    path, or the failure would arrive as a success ping with create=1/fail."""
+    got, url = pings
+    world.add_agent(id=AGENT, name="steam")
+    settings = make_settings(tmp_path, source_config(cloud_url, agents=[AGENT]))
+    fields = {"heartbeat_url": url + "/?create=1"}
+    settings.watcher = WatcherSection(**{**settings.watcher.model_dump(), **fields})
+    async with App(settings, clock=clock, http=http) as app:
+        await app.once()
+        world.api_keys = set()  # a refused key: source.failed at once
+        clock.advance(60)
+        await app.once()
+    assert got == ["/ping/uuid-1234-secret/?create=1", "/ping/uuid-1234-secret/fail?create=1"]

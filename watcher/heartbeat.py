@@ -4,14 +4,16 @@ host or its network is gone, which no alert of watcher's own could ever say.
 
 `[watcher] heartbeat_url` gets a GET after each cycle in which every source polled
 successfully, at most once a minute; `<url>/fail` (or `heartbeat_fail_url`) a GET when a
-source fails — the healthchecks.io convention. A ping that fails is logged, never fatal: the
-switch is there for when watcher cannot speak, so it must never stop watcher from speaking.
+source is reported failed (`source.failed`, once per outage) — the healthchecks.io
+convention. A ping that fails is logged, never fatal: the switch is there for when watcher
+cannot speak, so it must never stop watcher from speaking.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import structlog
@@ -35,7 +37,7 @@ class Heartbeat:
         clock: Callable[[], datetime],
     ) -> None:
         self.url = url
-        self.fail_url = fail_url or url.rstrip("/") + "/fail"
+        self.fail_url = fail_url or _fail_url(url)
         self._session = session
         self._clock = clock
         self._last: float | None = None
@@ -69,3 +71,9 @@ class Heartbeat:
             return False
         self.sent += 1
         return ok
+
+
+def _fail_url(url: str) -> str:
+    """`url` + "/fail" on its path, its query kept (healthchecks.io's `?create=1`)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/fail"))

@@ -24,7 +24,7 @@ from watcher.diff import Change
 from watcher.durations import duration_of
 from watcher.events import Event, EventType, event_id, with_data
 from watcher.rules import RuleBook, Success, anomalies, slots, started_for, stuck
-from watcher.runs import Phase
+from watcher.runs import Phase, RunSnapshot
 from watcher.standing import Standing
 from watcher.store import Store
 
@@ -75,6 +75,8 @@ class Judge:
         self.active: dict[tuple[str, str], ActiveRun] = {}
         self._stuck = store.reported(source, EventType.RUN_STUCK)
         self._checked: dict[str, datetime] = {}  # schedule slots judged up to, per agent
+        self._seen: dict[str, dict[str, RunSnapshot]] = {}
+        """The runs this cycle writes, per agent and run id."""
         if book:
             for agent_id, run_id, attempt, started, status, url in store.active_runs(source):
                 self.active[(agent_id, run_id)] = ActiveRun(
@@ -93,7 +95,12 @@ class Judge:
         """What this cycle's runs tell that their statuses do not."""
         if not self.book:
             return []
+        changes = list(changes)
         self.follow(changes, now)
+        self._seen = {}
+        for change in changes:
+            snap = change.snapshot
+            self._seen.setdefault(snap.agent_id, {})[snap.run_id] = snap
         found: list[Event] = []
         for event in events:
             if event.type == EventType.RUN_FINISHED:
@@ -140,8 +147,7 @@ class Judge:
             if at + grace > min(now, listed):
                 continue  # not yet judged: its grace runs, or its runs were not listed since
             eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(at))
-            starts = self.store.starts(self.source, agent_id, at - timedelta(minutes=1), at + grace)
-            if not self.store.has_event(eid) and not started_for(at, rule.grace, starts):
+            if not self.store.has_event(eid) and not self._started(agent_id, at, rule, now):
                 found.append(
                     self._missed_event(
                         eid, now, agent_id, view, rule, at, f"platform schedule {schedule}"
@@ -278,12 +284,7 @@ class Judge:
         found = []
         for slot in slots(rule, start, until):
             eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(slot))
-            if self.store.has_event(eid):
-                continue
-            starts = self.store.starts(
-                self.source, agent_id, slot - timedelta(minutes=1), slot + grace
-            )
-            if started_for(slot, rule.grace, starts):
+            if self.store.has_event(eid) or self._started(agent_id, slot, rule, now):
                 continue
             found.append(
                 self._missed_event(
@@ -293,6 +294,30 @@ class Judge:
         if until > start:
             self._checked[agent_id] = until
         return found
+
+    def _starts(self, agent_id: str, now: datetime) -> dict[str, datetime]:
+        """When each run of the agent started (`watcher.rulestore.STARTED`): as written — and
+        as this cycle writes them, for the slot may be judged in the very poll that first
+        lists the run that started for it (back from a downtime, or a start late in the
+        grace)."""
+        starts = self.store.starts(self.source, agent_id)
+        for run_id, snap in self._seen.get(agent_id, {}).items():
+            # a Skipped run has only its end; a run new to this cycle is first seen now
+            starts[run_id] = snap.started_at or snap.ended_at or starts.get(run_id) or now
+        return starts
+
+    def _started(self, agent_id: str, slot: datetime, rule: RuleConfig, now: datetime) -> bool:
+        """Did a run of the agent start for `slot`?"""
+        return started_for(slot, rule.grace, self._starts(agent_id, now).values())
+
+    def _last_run(self, agent_id: str, now: datetime) -> RunSnapshot | None:
+        """The run of the agent that started last: what a missed slot's alert shows."""
+        starts = self._starts(agent_id, now)
+        if not starts:
+            return None
+        run_id = max(starts, key=starts.__getitem__)
+        seen = self._seen.get(agent_id, {}).get(run_id)
+        return seen or self.store.run(self.source, agent_id, run_id)
 
     def _missed_event(
         self,
@@ -304,6 +329,23 @@ class Judge:
         slot: datetime,
         schedule: str,
     ) -> Event:
+        """The event of a missed slot, with the agent's last run and its link: when it last
+        ran, and where to look."""
+        last = self._last_run(agent_id, now)
+        data: dict[str, Any] = {
+            "rule": rule.name,
+            "expected_at": iso(slot),
+            "schedule": schedule,
+            "grace_s": rule.grace,
+            "last_run": None,
+        }
+        if last is not None:
+            data["last_run"] = {
+                "run_id": last.run_id,
+                "status": last.status,
+                "started_at": iso(last.started_at),
+                "ended_at": iso(last.ended_at),
+            }
         return Event(
             id=eid,
             type=EventType.AGENT_MISSED_SCHEDULE,
@@ -313,16 +355,8 @@ class Judge:
             agent_id=agent_id,
             agent_name=view.name,
             message=f"no run started within {_human(rule.grace)} of {iso(slot)} ({schedule})",
-            data=tuple(
-                sorted(
-                    {
-                        "rule": rule.name,
-                        "expected_at": iso(slot),
-                        "schedule": schedule,
-                        "grace_s": rule.grace,
-                    }.items()
-                )
-            ),
+            url=last.url if last is not None else None,
+            data=tuple(sorted(data.items())),
         )
 
     def _event(

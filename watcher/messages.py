@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -33,6 +33,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from watcher.codec import parse_iso
 from watcher.durations import duration_of
 from watcher.events import Event, EventType
+from watcher.message_samples import SAMPLES
 from watcher.runs import Outcome
 
 __all__ = ["Display", "Message", "Templates", "check_template", "duration_of", "render_digests"]
@@ -72,7 +73,7 @@ TITLES: dict[str, str] = {
     EventType.OUTPUT_FAILED: "📦 {{ agent }}: outputs of run {{ event.run_id }} could not be fetched",
     EventType.SOURCE_RECOVERED: "🔌 watcher reads {{ event.source }} again",
     EventType.RUN_STUCK: "⏳ {{ agent }}: run {{ event.run_id }} is stuck ({{ event.status }} for {{ duration_of(event.running_s) }})",
-    EventType.AGENT_MISSED_SCHEDULE: "📅 {{ agent }}: no run started for the {{ event.expected_at }} slot",
+    EventType.AGENT_MISSED_SCHEDULE: "📅 {{ agent }}: no run started for the {{ when(event.expected_at) }} slot",
     EventType.RUN_ANOMALY: "🔍 {{ agent }}: run {{ event.run_id }} {{ title_outcome }}, but {{ event.message }}",
     EventType.RUN_RETRY_REQUESTED: "🔁 {{ agent }}: retry {{ event.try }} of run {{ event.run_id }} requested",
     EventType.STATE_RESTORED: "💾 watcher wrote its state file back",
@@ -151,6 +152,22 @@ Source: {{ event.source }} ({{ event.source_kind }})
 {% endif %}
 Since: {{ when(event.ts) }}
 {% if host %}Sent by watcher on {{ host }}{% endif %}"""
+
+MISSED_BODY = """\
+No run started within {{ duration_of(event.grace_s) }} of its expected start.
+
+Agent: {{ agent }}
+Expected: {{ when(event.expected_at) }}
+Schedule: {{ event.schedule }}{% if event.rule %} (rule {{ event.rule }}){% endif %}
+
+{% set last = event.last_run %}
+Last run: {% if last %}{{ last.run_id }}, {{ last.status }}{% if last.started_at %}, started {{ when(last.started_at) }}{% elif last.ended_at %}, ended {{ when(last.ended_at) }}{% endif %}{% else %}none on record{% endif %}
+
+{% if event.url %}Link: {{ event.url }}
+{% endif %}
+Source: {{ event.source }} ({{ event.source_kind }})
+{% if host %}Sent by watcher on {{ host }}{% endif %}"""
+"""A missed slot: when, by which schedule, when the agent last ran, and the link to that run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +337,8 @@ def _default_title(event: Event):  # type: ignore[no-untyped-def]
 
 
 def _default_body(event: Event):  # type: ignore[no-untyped-def]
+    if event.type == EventType.AGENT_MISSED_SCHEDULE:
+        return _compiled(MISSED_BODY)
     return _compiled(RUN_BODY if event.run_id else SOURCE_BODY)
 
 
@@ -366,78 +385,3 @@ def _one_line(text: str | None) -> str:
 def _shorten(text: str, limit: int) -> str:
     text = _one_line(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _sample(type: EventType, outcome: Outcome | None = None, **data: Any) -> Event:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    run = type.startswith("run.")
-    return Event(
-        id="sample",
-        type=str(type),
-        ts=now,
-        source="cloud",
-        source_kind="sequentum_cloud",
-        agent_id="2537" if run else None,
-        agent_name="steam" if run else None,
-        run_id="22552" if run else None,
-        status="Failure" if run else None,
-        outcome=outcome,
-        message="Timeout waiting for page to load",
-        data=tuple(sorted(data.items())),
-    )
-
-
-SAMPLES = (
-    _sample(
-        EventType.RUN_FINISHED,
-        Outcome.FAILURE,
-        diagnostics={"possibleCauses": ["x"]},
-        failures_in_a_row=3,
-        failing_since="2025-12-31T22:00:00Z",
-        last_success="2025-12-31T20:00:00Z",
-        agent_previous_outcome="failure",
-    ),
-    _sample(
-        EventType.RUN_FINISHED,
-        Outcome.SUCCESS,
-        failures_in_a_row=0,
-        failing_since=None,
-        last_success="2026-01-01T00:00:00Z",
-        agent_previous_outcome="failure",
-    ),
-    replace(
-        _sample(
-            EventType.RUN_FINISHED,
-            Outcome.FAILURE,
-            log_path="steam-20260101.log",
-            acc_agent_id="5f0c1f36-8e4b-4c1e-9b65-6d1b5f3c2a10",
-            failures_in_a_row=1,
-            failing_since="2026-01-01T00:00:00Z",
-            last_success=None,
-        ),
-        source="acc",
-        source_kind="sequentum_acc",
-        status="Failed",
-    ),
-    replace(
-        _sample(
-            EventType.RUN_FINISHED,
-            Outcome.FAILURE,
-            failed_steps=[["fetch", "Fetch page", "HTTP 500"], ["parse", None, None]],
-        ),
-        source="automation",
-        source_kind="automation_runs",
-        agent_name=None,
-        status="failed",
-    ),
-    _sample(EventType.RUN_REOPENED),
-    _sample(EventType.RUN_STUCK, running_s=9000.0, limit="max_duration 2h 0m"),
-    _sample(EventType.RUN_ANOMALY, Outcome.SUCCESS, check="min_records", value=0, threshold=1),
-    replace(_sample(EventType.RUN_RETRY_REQUESTED), data=(("try", 1),)),
-    replace(
-        _sample(EventType.AGENT_MISSED_SCHEDULE, expected_at="2026-01-01T02:00:00Z"),
-        agent_id="2537",
-    ),
-    _sample(EventType.SOURCE_FAILED, error="auth", http_status=401),
-    _sample(EventType.SOURCE_RECOVERED, down_s=60.0),
-)

@@ -7,6 +7,7 @@ findings still hold.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -15,6 +16,15 @@ from datetime import datetime
 from typing import Literal
 
 from watcher.codec import iso, parse_iso
+from watcher.runs import RunSnapshot
+
+STARTED = (
+    "coalesce(json_extract(snapshot, '$.started_at'), json_extract(snapshot, '$.ended_at'), "
+    "first_seen)"
+)
+"""When a run started, for a schedule: as the platform says it started; for a run that never
+did — a Skipped run, a schedule firing for an archived agent — when the platform says it ended
+(the schedule fired then, however late watcher lists it); else when watcher first saw it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +88,21 @@ class RuleQueries:
                 out.append((agent_id, run_id, attempt, moment, status, url))
         return out
 
-    def starts(
-        self, source: str, agent_id: str, after: datetime, until: datetime
-    ) -> list[datetime]:
-        """When the agent's runs started (or were first seen) within [after, until]."""
+    def starts(self, source: str, agent_id: str) -> dict[str, datetime]:
+        """When each of the agent's runs started (`STARTED`), by run id."""
         rows = self._db.execute(
-            "SELECT coalesce(json_extract(snapshot, '$.started_at'), first_seen) FROM runs "
-            "WHERE source = ? AND agent_id = ?",
+            f"SELECT run_id, {STARTED} FROM runs WHERE source = ? AND agent_id = ?",
             (source, agent_id),
         )
-        moments = (parse_iso(r[0]) for r in rows)
-        return [m for m in moments if m is not None and after <= m <= until]
+        return {run_id: at for run_id, moment in rows if (at := parse_iso(moment)) is not None}
+
+    def run(self, source: str, agent_id: str, run_id: str) -> RunSnapshot | None:
+        """The run as last written."""
+        row = self._db.execute(
+            "SELECT snapshot FROM runs WHERE source = ? AND agent_id = ? AND run_id = ?",
+            (source, agent_id, run_id),
+        ).fetchone()
+        return RunSnapshot.from_dict(json.loads(row[0])) if row else None
 
     def reported(self, source: str, type: str) -> set[tuple[str, str, int]]:
         """(agent, run, attempt) of the events of `type` the source recorded."""
@@ -103,7 +117,7 @@ class RuleQueries:
     def open_findings(self) -> list[Finding]:
         """The rules' findings that still hold, of every source: the runs reported stuck and
         not finished since, then per agent its latest missed slot if no run of it started at
-        or after that slot (as the platform says it started, else as watcher first saw it)."""
+        or after that slot (`STARTED`)."""
         stuck = self._db.execute(
             "WITH stuck AS (SELECT ts, json_extract(body, '$.source') AS source, "
             "json_extract(body, '$.agent_id') AS agent_id, "
@@ -145,8 +159,7 @@ class RuleQueries:
         """Did a run of the agent start at or after its missed slot?"""
         assert missed.expected_at is not None
         rows = self._db.execute(
-            "SELECT coalesce(json_extract(snapshot, '$.started_at'), first_seen) FROM runs "
-            "WHERE source = ? AND agent_id = ?",
+            f"SELECT {STARTED} FROM runs WHERE source = ? AND agent_id = ?",
             (missed.source, missed.agent_id),
         )
         moments = (parse_iso(r[0]) for r in rows)

@@ -39,7 +39,8 @@ class WatcherSection(BaseModel):
     """A dead man's switch (healthchecks.io, Cronitor): GET after each cycle in which every
     source polled successfully, at most once a minute."""
     heartbeat_fail_url: SecretStr | None = None
-    """GET when a source fails; default: `heartbeat_url` + "/fail" (the healthchecks way)."""
+    """GET when a source is reported failed (`source.failed`); default: `heartbeat_url` +
+    "/fail" (the healthchecks way)."""
     schedule_refresh: float = 600.0
     """Seconds between two reads of the platforms' own schedules (rules with
     `platform_schedules`)."""
