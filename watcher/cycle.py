@@ -30,9 +30,6 @@ from watcher.standing import Standing
 
 log = structlog.get_logger("watcher.poller")
 
-WILDCARD = "*"
-"""The agent id of a source whose one listing answers for every agent (automation runs)."""
-
 Route = Callable[[Event], list[str]]
 """The sinks that must receive an event (`Dispatcher.route`), decided before the commit."""
 OnEvents = Callable[[list[Event]], None]

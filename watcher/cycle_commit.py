@@ -21,7 +21,8 @@ from datetime import datetime
 
 import structlog
 
-from watcher.cycle import WILDCARD, Cycle, Memory, Route
+from watcher.config.problems import WILDCARD
+from watcher.cycle import Cycle, Memory, Route
 from watcher.diff import Change
 from watcher.errors import SourceError
 from watcher.events import Event, EventType, source_event, with_data

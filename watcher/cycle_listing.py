@@ -22,7 +22,8 @@ from typing import Any
 
 import structlog
 
-from watcher.cycle import WILDCARD, Cycle, Memory, allowance, as_source_error
+from watcher.config.problems import WILDCARD
+from watcher.cycle import Cycle, Memory, allowance, as_source_error
 from watcher.diff import Change, diff_agent
 from watcher.errors import SourceError
 from watcher.events import EventType

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from watcher.config.problems import WILDCARD
 from watcher.planner import Track
 from watcher.runs import Agent, Hint, Phase, RunState
 from watcher.runstore import AgentRecord
@@ -165,7 +166,7 @@ class Fleet:
     def _active(self, agent_id: str, runs: Mapping[str, Mapping[str, RunState]]) -> bool:
         """Has the agent a run in progress: as its runs were last listed, or — never listed —
         as its hint says."""
-        if agent_id == "*":  # one listing for all (automation runs): active if any is
+        if agent_id == WILDCARD:  # one listing for all (automation runs): active if any is
             return any(_running(r) for r in runs.values())
         if agent_id in runs:
             return _running(runs[agent_id])

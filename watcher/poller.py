@@ -72,7 +72,7 @@ class SourcePoller:
             runs=store.load_runs(source.name),
             health=store.source_health(source.name),
             standings=standings(store.finishes(source.name)),
-            fleet=Fleet(store.load_agents(source.name), wildcard=source.config.agents == ["*"]),
+            fleet=Fleet(store.load_agents(source.name), wildcard=source.config.watches_all),
             last_success=marks.last_success,
             cursor=marks.cursor,
         )

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from watcher import view as views
 from watcher.app import build_channels
 from watcher.config import Settings
+from watcher.config.problems import WILDCARD
 from watcher.durations import duration_of
 from watcher.errors import ConfigError
 from watcher.store import Store
@@ -78,7 +79,7 @@ def _check_agent(settings: Settings, view: dict[str, Any], pattern: str) -> None
     agents = view["agents"]
     if any(views.agent_matches(a, pattern) for a in agents):
         return
-    ids = {str(a) for s in settings.sources for a in s.agents if str(a) != "*"}
+    ids = {str(a) for s in settings.sources for a in s.agents if str(a) != WILDCARD}
     if any(views.agent_matches({"agent_id": i}, pattern) for i in ids):
         return
     names = [f"{a['name']} ({a['agent_id']})" if a["name"] else a["agent_id"] for a in agents]

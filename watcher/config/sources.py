@@ -164,6 +164,11 @@ class SourceConfig(BaseModel):
     max_pages: int = Field(default=10, ge=1, le=1000)
     """automation_runs only: pages of `max_records` runs read per poll, newest first."""
 
+    @property
+    def watches_all(self) -> bool:
+        """`agents = ["*"]`: every agent the platform lists."""
+        return self.agents == [WILDCARD]
+
     def secret(self) -> str:
         """The API key in clear, for the one place that builds the request header."""
         if self.api_key is None:  # only possible with model_construct(), which skips validation

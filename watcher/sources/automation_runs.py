@@ -27,6 +27,7 @@ from typing import Any
 
 from watcher.codec import parse_iso
 from watcher.config.kinds import KindRules
+from watcher.config.problems import WILDCARD
 from watcher.errors import SourceError, SourceProtocolError
 from watcher.events import Event, with_data
 from watcher.redact import redact
@@ -36,7 +37,6 @@ from watcher.sources.fields import as_id, as_number, as_text, error_text, is_pat
 from watcher.status import automation_status
 
 API = "/api/v1/automation-runs"
-WILDCARD = "*"
 SHOWN_STEPS = 3
 """Failed steps named in a run's message (all of them are in `failed_steps`)."""
 
@@ -107,7 +107,7 @@ class AutomationRuns(Source):
     async def _grouped(self) -> dict[str, list[RunSnapshot]]:
         """Every listed run of a watched automation, by automation id, oldest first."""
         items = await self.list_runs()
-        wanted = None if self.config.agents == [WILDCARD] else set(self.config.agents)
+        wanted = None if self.config.watches_all else set(self.config.agents)
         raw: dict[str, list[dict[str, Any]]] = {}
         for item in items:
             automation = as_id(item.get("automationId"))
@@ -233,7 +233,7 @@ class AutomationRuns(Source):
         self.checked_agents = len(self.config.agents)
         _, total = await self._page(1, 0)
         lines = [CheckResult(True, f"authenticated; {total} run(s) in the listing")]
-        if self.config.agents != [WILDCARD]:
+        if not self.config.watches_all:
             watched = ", ".join(self.config.agents)
             lines.append(CheckResult(True, f"watching automation(s) {watched}"))
         return lines

@@ -80,7 +80,7 @@ class SequentumCloud(Source):
         return {"Authorization": f"{scheme} {self.config.secret()}"}
 
     async def agents(self) -> list[Agent]:
-        if self.config.agents != ["*"]:
+        if not self.config.watches_all:
             return [Agent(id=str(a)) for a in self.config.agents]
         listing = await self.hints(None, complete=True)
         return [agent for agent, _ in listing.agents]
@@ -173,7 +173,7 @@ class SequentumCloud(Source):
             self._first_page = 0
 
     def _wanted(self, found: dict[str, tuple[Agent, Hint]]) -> list[tuple[Agent, Hint]]:
-        if self.config.agents == ["*"]:
+        if self.config.watches_all:
             return list(found.values())
         return [found[a] for a in self.config.agents if a in found]
 
@@ -364,7 +364,7 @@ class SequentumCloud(Source):
         self.hinted = any(hint.last_activity is not None for _, hint in listing.agents)
         found = {agent.id: agent for agent, _ in listing.agents}
         self.checked_agents = len(found)
-        if self.config.agents == ["*"]:
+        if self.config.watches_all:
             lines = [CheckResult(True, f"authenticated; {len(found)} agent(s) to watch")]
         else:
             wanted = len(self.config.agents)
