@@ -157,13 +157,9 @@ class RuleQueries:
 
     def _started_since(self, missed: Finding) -> bool:
         """Did a run of the agent start at or after its missed slot?"""
-        assert missed.expected_at is not None
-        rows = self._db.execute(
-            f"SELECT {STARTED} FROM runs WHERE source = ? AND agent_id = ?",
-            (missed.source, missed.agent_id),
-        )
-        moments = (parse_iso(r[0]) for r in rows)
-        return any(m is not None and m >= missed.expected_at for m in moments)
+        slot = missed.expected_at
+        assert slot is not None
+        return any(at >= slot for at in self.starts(missed.source, missed.agent_id).values())
 
     def has_event(self, event_id: str) -> bool:
         return (
