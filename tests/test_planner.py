@@ -122,3 +122,13 @@ def test_among_changed_agents_a_settled_run_and_the_oldest_change_come_first() -
         Track(Agent("older"), NOW - 9, False, True, settled=True, changed_at=NOW - 50),
     ]
     assert [a for a, _ in planned(tracks, allowance=2)] == ["older", "new"]
+
+
+def test_a_round_leaves_one_listing_to_a_later_one_with_an_agent_due() -> None:
+    changed = [track(str(i), changed=True) for i in range(5)]
+    idle = track("idle", None)
+    first = {"reasons": HINTED.first, "leave_for": HINTED.second}
+    assert len(planned([*changed, idle], allowance=3, **first)) == 2
+    assert len(planned(changed, allowance=3, **first)) == 3  # nobody waits: all of it
+    assert len(planned([*changed, idle], allowance=1, **first)) == 1  # one is not split
+    assert len(planned([*changed, idle], allowance=None, **first)) == 5

@@ -85,19 +85,17 @@ class ListingStage:
         sweep — and a run in progress never listed — still goes on."""
         memory = self.memory
         rounds = HINTED if memory.hinted else SWEPT
-        tracks = memory.fleet.tracks(memory.runs, after=memory.cursor)
         free = allowance(self.source, cycle)
-        listings = None if free is None else free // self.source.listing_cost
-
-        def round_of(reasons: tuple[Reason, ...], limit: int | None, fair: bool) -> Plan:
-            return plan(tracks, now=cycle.ts, allowance=limit, cadence=self.cadence,
-                        reasons=reasons, fair=fair, force=cycle.force)  # fmt: skip
-
-        if not first:
-            return round_of(rounds.second, listings, rounds.fair)
-        if listings is not None and listings > 1 and round_of(rounds.second, 1, False).listings:
-            listings -= 1
-        return round_of(rounds.first, listings, False)
+        return plan(
+            memory.fleet.tracks(memory.runs, after=memory.cursor),
+            now=cycle.ts,
+            allowance=None if free is None else free // self.source.listing_cost,
+            cadence=self.cadence,
+            reasons=rounds.first if first else rounds.second,
+            fair=rounds.fair and not first,
+            force=cycle.force,
+            leave_for=rounds.second if first else (),
+        )
 
     async def _diff_listings(self, cycle: Cycle, due: list[Agent]) -> None:
         wildcard_ok = WILDCARD in {a.id for a in due}

@@ -101,16 +101,23 @@ def plan(
     reasons: tuple[Reason, ...] = (Reason.CHANGED, Reason.SWEEP, Reason.ACTIVE),
     fair: bool = False,
     force: bool = False,
+    leave_for: tuple[Reason, ...] = (),
 ) -> Plan:
     """The listings to make now, at most `allowance` of them (None: no limit), for the
     `reasons` given: in their order, or — `fair` — all together, the most overdue first.
     `force` makes every agent due (`watcher once`). `tracks` come in sweep order: ties in
-    "least recently listed" keep it."""
+    "least recently listed" keep it. `leave_for`: the reasons of a later round — when an
+    agent is due for one, one listing of a limited allowance (of two or more) is left to it."""
     due: list[tuple[Reason, Track]] = []
+    waiting = False
     for track in tracks:
         reason = _why_due(track, now, cadence, force)
-        if reason is not None and reason in reasons:
+        if reason in reasons:
             due.append((reason, track))
+        elif reason in leave_for:
+            waiting = True
+    if waiting and allowance is not None and allowance > 1:
+        allowance -= 1
     if fair:
         due.sort(key=lambda item: (-_overdue(item[1], item[0], now, cadence), _seen(item[1])))
     else:
