@@ -117,11 +117,11 @@ def new_silence(
             seconds = parse_duration(duration)  # type: ignore[arg-type]
         except ValueError as err:
             raise SilenceError("for", str(err)) from None
-        if not seconds > 0:  # NaN too
+        if seconds <= 0:
             raise SilenceError("for", "must be longer than 0s")
         try:
             end = start + timedelta(seconds=seconds)
-        except (OverflowError, ValueError):
+        except OverflowError:
             raise SilenceError("for", "too long: it would end after the year 9999") from None
     else:
         end = _time("ends_at", ends_at)
