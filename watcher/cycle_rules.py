@@ -61,21 +61,12 @@ class RulesStage:
         listed in this cycle — or listed before, when the change hints read now show it has
         not moved since (no run started: a missed schedule is said without waiting for the
         sweep to list it)."""
-        members = self.memory.fleet.members
-        views = {
-            agent_id: AgentView(
-                m.agent.name,
-                m.recorded_at,
-                cycle.ts
-                if cycle.hinted and m.listed_at is not None and not m.changed
-                else m.listed_at,
-            )
-            for agent_id, m in members.items()
-        }
-        for agent_id in cycle.listed:
-            member = members.get(agent_id)
-            if member is not None:
-                views[agent_id] = AgentView(member.agent.name, member.recorded_at, cycle.ts)
+        listed = set(cycle.listed)
+        views = {}
+        for agent_id, m in self.memory.fleet.members.items():
+            unmoved = cycle.hinted and m.listed_at is not None and not m.changed
+            known = cycle.ts if agent_id in listed or unmoved else m.listed_at
+            views[agent_id] = AgentView(m.agent.name, m.recorded_at, known)
         return views
 
     async def _read_schedules(self, cycle: Cycle, views: dict[str, AgentView]) -> None:
