@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from watcher import redact
 from watcher.config.noise import Duration
-from watcher.config.problems import DIGITS, problem
+from watcher.config.problems import DIGITS, problem, read_secret
 from watcher.config.rules import duration
 
 
@@ -113,12 +113,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 def _read_token(path: Path) -> str:
     """The token in the file at `path`, registered as a secret; a problem naming the path if
     it cannot be read or is too short to be one."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as err:
-        raise problem(f"cannot read {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise problem(f"cannot read {path}: not UTF-8 text") from None
+    token = read_secret(path)
     if len(token) < 16:
         raise problem(f"{path} must hold a token of 16 characters or more")
     redact.register(token)
