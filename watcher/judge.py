@@ -6,9 +6,10 @@ commits; the judge answers with events — `run.stuck`, `run.anomaly`,
 restarts too: every finding has a stable event id (a replay is ignored by the store), and what
 was already reported is looked up rather than written again each cycle.
 
-A schedule slot is judged only once the agent's runs are known past the slot's grace — listed
-after it, or listed before with a change hint read after it that has not moved since — so a
-start the budget has not got round to listing yet is never taken for a miss.
+A schedule slot is judged only once the agent's runs are known past the slot's grace
+(`AgentView.known_at`) — listed after it, or listed before with a change hint read after it
+that has not moved since — so a start the budget has not got round to listing yet is never
+taken for a miss.
 """
 
 from __future__ import annotations
@@ -50,8 +51,16 @@ class AgentView:
     name: str | None
     recorded_at: datetime | None
     """When watcher began watching it: no slot before is judged."""
-    listed_at: float | None
-    """When its runs were last listed (a slot is judged once they were listed after it)."""
+    known_at: float | None
+    """Up to when its runs are known: when they were last listed, or later, when the change
+    hints read then showed it had not moved since. A slot is judged once its grace ended
+    before this."""
+
+    def known_until(self, now: datetime) -> datetime | None:
+        """Up to when its runs are known, as a moment no later than `now`."""
+        if self.known_at is None:
+            return None
+        return min(now, datetime.fromtimestamp(self.known_at, tz=now.tzinfo))
 
 
 class Judge:
@@ -140,12 +149,11 @@ class Judge:
         for agent_id, at, schedule in self.store.expected(self.source, now):
             view = agents.get(agent_id)
             rule = self._rule(agent_id, agents)
-            if view is None or view.listed_at is None or rule is None:
+            if view is None or rule is None:
                 continue
-            grace = timedelta(seconds=rule.grace)
-            listed = datetime.fromtimestamp(view.listed_at, tz=now.tzinfo)
-            if at + grace > min(now, listed):
-                continue  # not yet judged: its grace runs, or its runs were not listed since
+            known = view.known_until(now)
+            if known is None or at + timedelta(seconds=rule.grace) > known:
+                continue  # not yet judged: its grace runs, or its runs are not known since
             eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(at))
             if not self.store.has_event(eid) and not self._started(agent_id, at, rule, now):
                 found.append(
@@ -272,15 +280,13 @@ class Judge:
         self, rule: RuleConfig, agent_id: str, view: AgentView, now: datetime
     ) -> list[Event]:
         """The slots of `rule.schedule` whose grace ran out without a run starting."""
-        if view.listed_at is None:
+        known = view.known_until(now)
+        if known is None:
             return []
-        grace = timedelta(seconds=rule.grace)
         start = self._checked.get(agent_id)
         if start is None:
             start = max(view.recorded_at or now, now - LOOKBACK)
-        # Judge a slot only once the agent was listed after its grace ran out.
-        listed = datetime.fromtimestamp(view.listed_at, tz=now.tzinfo)
-        until = min(now, listed) - grace
+        until = known - timedelta(seconds=rule.grace)  # a slot whose grace ended by then
         found = []
         for slot in slots(rule, start, until):
             eid = event_id(self.source, agent_id, EventType.AGENT_MISSED_SCHEDULE, iso(slot))
