@@ -166,10 +166,9 @@ class SequentumCloud(Source):
         """Pages from 1 on fell short of the total: page 0 too. It is the first page of a
         platform that counts from 0 when none of its agents were on the others (a platform
         that counts from 1 may answer page 0 as page 1); its new agents are taken either way."""
-        entries = self._entries((await self._agent_page(0, WHOLE_ORDER))[0])
-        fresh = [(agent, hint) for agent, hint in entries if agent.id not in found]
-        found.update((agent.id, (agent, hint)) for agent, hint in fresh)
-        if entries and len(fresh) == len(entries):
+        before = len(found)
+        entries = self._add(found, (await self._agent_page(0, WHOLE_ORDER))[0])
+        if entries and len(found) - before == len(entries):
             self._first_page = 0
 
     def _wanted(self, found: dict[str, tuple[Agent, Hint]]) -> list[tuple[Agent, Hint]]:
