@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,10 @@ from watcher_sim.model import (
 from watcher_sim.server import autopilot
 from watcher_sim.statuses import CLOUD_FINISHED, CLOUD_NAMES
 
-API = "/api/v1"
-KEY = {"Authorization": "ApiKey sim-key"}
+from .simcloud import API, KEY, ClientFactory, get_json, two_agents
+
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 class FakeClock:
@@ -67,21 +64,12 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def world(clock: FakeClock) -> World:
-    w = World(now=clock)
-    w.add_agent(2537, "steam")
-    w.add_agent(1596, "amazon-prices")
-    return w
+    return two_agents(clock)
 
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, world: World) -> TestClient[Any, Any]:
     return await aiohttp_client(make_cloud_app(world))
-
-
-async def get_json(client: TestClient[Any, Any], path: str, status: int = 200) -> Any:
-    resp = await client.get(path, headers=KEY)
-    assert resp.status == status, await resp.text()
-    return await resp.json()
 
 
 def assert_cloud_error(body: dict[str, Any], status: int) -> None:

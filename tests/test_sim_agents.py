@@ -3,7 +3,6 @@ from the runs, filters, sort orders and pages of `GET /api/v1/agent/all`."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,29 +13,17 @@ from watcher_sim import World, make_cloud_app
 from watcher_sim.model import COMPLETED, FAILURE, QUEUING, RUNNING, STOPPING, SUCCESS
 
 from .conftest import FakeClock
-
-API = "/api/v1"
-KEY = {"Authorization": "ApiKey sim-key"}
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+from .simcloud import API, ClientFactory, get_json, two_agents
 
 
 @pytest.fixture
 def world(clock: FakeClock) -> World:
-    w = World(now=clock)
-    w.add_agent(2537, "steam")
-    w.add_agent(1596, "amazon-prices", spaceId=4)
-    return w
+    return two_agents(clock, spaceId=4)
 
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, world: World) -> TestClient[Any, Any]:
     return await aiohttp_client(make_cloud_app(world))
-
-
-async def get_json(client: TestClient[Any, Any], path: str, status: int = 200) -> Any:
-    resp = await client.get(path, headers=KEY)
-    assert resp.status == status, await resp.text()
-    return await resp.json()
 
 
 async def hint(client: TestClient[Any, Any], agent_id: int) -> tuple[Any, Any]:

@@ -3,7 +3,6 @@ agent's latest failure, and the start endpoint keeping a run's input parameters.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,29 +21,17 @@ from watcher_sim.model import (
 )
 
 from .conftest import FakeClock
-
-API = "/api/v1"
-KEY = {"Authorization": "ApiKey sim-key"}
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+from .simcloud import API, KEY, ClientFactory, get_json, two_agents
 
 
 @pytest.fixture
 def world(clock: FakeClock) -> World:
-    w = World(now=clock)
-    w.add_agent(2537, "steam")
-    w.add_agent(1596, "amazon-prices")
-    return w
+    return two_agents(clock)
 
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, world: World) -> TestClient[Any, Any]:
     return await aiohttp_client(make_cloud_app(world))
-
-
-async def get_json(client: TestClient[Any, Any], path: str, status: int = 200) -> Any:
-    resp = await client.get(path, headers=KEY)
-    assert resp.status == status, await resp.text()
-    return await resp.json()
 
 
 async def test_runs_summary_counts_and_failed_details(client, world, clock) -> None:

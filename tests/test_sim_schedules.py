@@ -4,7 +4,6 @@ Skipped runs, and the two endpoints that show them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,30 +15,19 @@ from watcher_sim.model import SCHEDULE_FIELDS, SKIPPED
 from watcher_sim.schedules import Recurrence
 
 from .conftest import FakeClock
+from .simcloud import API, ClientFactory, get_json, two_agents
 
-API = "/api/v1"
-KEY = {"Authorization": "ApiKey sim-key"}
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # the conftest clock's start
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
 def world(clock: FakeClock) -> World:
-    w = World(now=clock)
-    w.add_agent(2537, "steam")
-    w.add_agent(1596, "amazon-prices")
-    return w
+    return two_agents(clock)
 
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, world: World) -> TestClient[Any, Any]:
     return await aiohttp_client(make_cloud_app(world))
-
-
-async def get_json(client: TestClient[Any, Any], path: str, status: int = 200) -> Any:
-    resp = await client.get(path, headers=KEY)
-    assert resp.status == status, await resp.text()
-    return await resp.json()
 
 
 def advance(world: World, clock: FakeClock, seconds: float) -> None:
