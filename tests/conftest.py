@@ -18,6 +18,7 @@ import pytest
 from watcher import logs
 from watcher.app import App
 from watcher.config import Settings, SourceConfig, WatcherSection
+from watcher.events import Event
 from watcher.sources.http import HttpClient
 from watcher_sim import World, make_cloud_app, serve
 
@@ -144,6 +145,19 @@ def source_config(base_url: str, **overrides: object) -> SourceConfig:
     }
     fields.update(overrides)
     return SourceConfig(**fields)  # type: ignore[arg-type]
+
+
+def of(app: App, type: str) -> list[Event]:
+    """The events of `type` the App's state file holds."""
+    assert app.store is not None
+    return app.store.events(type=type)
+
+
+async def tick(app: App, clock: FakeClock, seconds: float = 15) -> None:
+    """`seconds` later, `watcher once`: every source must answer."""
+    clock.advance(seconds)
+    reports = await app.once()
+    assert all(r.ok for r in reports), [r.error_line for r in reports]
 
 
 def make_settings(tmp_path: Path, *sources: SourceConfig) -> Settings:

@@ -11,10 +11,9 @@ import pytest
 
 from watcher.app import App
 from watcher.config import RuleConfig
-from watcher.events import Event
 from watcher_sim import World
 
-from .conftest import FakeClock, make_settings, source_config
+from .conftest import FakeClock, make_settings, of, source_config, tick
 
 AGENT = 2537
 
@@ -29,17 +28,6 @@ def watch(tmp_path: Path, cloud_url: str, clock: FakeClock, http) -> Callable[..
         return App(settings, clock=clock, http=http)
 
     return build
-
-
-def of(app: App, type: str) -> list[Event]:
-    assert app.store is not None
-    return app.store.events(type=type)
-
-
-async def tick(app: App, clock: FakeClock, seconds: float) -> None:
-    clock.advance(seconds)
-    reports = await app.once()
-    assert all(r.ok for r in reports), [r.error_line for r in reports]
 
 
 async def test_a_run_past_max_duration_is_stuck_once(world: World, watch, clock) -> None:

@@ -15,23 +15,12 @@ from watcher.config import RuleConfig, WatcherSection
 from watcher.events import Event
 from watcher_sim import AccWorld, World, make_acc_app
 
-from .conftest import FakeClock, make_settings, source_config
+from .conftest import FakeClock, make_settings, of, source_config, tick
 from .test_acc import GUID, PATH, TOKEN, acc_config
 
 AGENT = 2537
 PLATFORM = RuleConfig(name="platform", platform_schedules=True, grace="10m")
 UPCOMING = "/api/v1/analytics/schedules/upcoming"
-
-
-def of(app: App, type: str) -> list[Event]:
-    assert app.store is not None
-    return app.store.events(type=type)
-
-
-async def tick(app: App, clock: FakeClock, seconds: float) -> None:
-    clock.advance(seconds)
-    reports = await app.once()
-    assert all(r.ok for r in reports), [r.error_line for r in reports]
 
 
 # --- the ACC's job schedules -----------------------------------------------------------------

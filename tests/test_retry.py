@@ -15,21 +15,15 @@ from aiohttp import web
 
 from watcher.app import App
 from watcher.config import RuleConfig, WatcherSection
-from watcher.events import Event
 from watcher_sim import AccWorld, AutomationWorld, World, make_acc_app, make_automation_app
 from watcher_sim.acc_model import FAILED as ACC_FAILED
 
-from .conftest import FakeClock, make_settings, source_config
+from .conftest import FakeClock, make_settings, of, source_config, tick
 from .test_acc import GUID, PATH, TOKEN, acc_config
 from .test_automation_runs import API, KEY, auto_config
 
 AGENT = 2537
 RETRY = RuleConfig(name="again", retry={"max": 2, "after": "5m"})
-
-
-def of(app: App, type: str) -> list[Event]:
-    assert app.store is not None
-    return app.store.events(type=type)
 
 
 def posts(world: World | AccWorld | AutomationWorld) -> list[tuple[str, str, object]]:
@@ -47,12 +41,6 @@ def cloud(world: World, tmp_path: Path, cloud_url: str, clock: FakeClock, http):
         return App(settings, clock=clock, http=http)
 
     return build
-
-
-async def tick(app: App, clock: FakeClock, seconds: float = 15) -> None:
-    clock.advance(seconds)
-    reports = await app.once()
-    assert all(r.ok for r in reports), [r.error_line for r in reports]
 
 
 async def test_a_cloud_failure_is_retried_with_the_agents_input_up_to_max(

@@ -12,7 +12,7 @@ from watcher.app import App
 from watcher.config import RuleConfig
 from watcher_sim import World
 
-from .conftest import FakeClock, make_settings, source_config
+from .conftest import FakeClock, make_settings, source_config, tick
 from .test_notify import no_apprise_throttle, receiver, subscription, with_subs
 
 __all__ = ["no_apprise_throttle", "receiver"]  # the fixtures, used by name
@@ -41,12 +41,6 @@ def alerted(world: World, tmp_path: Path, cloud_url: str, clock: FakeClock, http
     settings.rules = list(RULES)
     app = App(with_subs(settings, sub), clock=clock, http=http)
     return app, rec
-
-
-async def tick(app: App, clock: FakeClock, seconds: float) -> None:
-    clock.advance(seconds)
-    reports = await app.once()
-    assert all(r.ok for r in reports), [r.error_line for r in reports]
 
 
 def alert(rec, about: str) -> str:

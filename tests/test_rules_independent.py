@@ -15,9 +15,8 @@ import pytest
 
 from watcher.app import App
 from watcher.config import RuleConfig, SourceConfig
-from watcher.events import Event
 
-from .conftest import FakeClock, make_settings
+from .conftest import FakeClock, make_settings, of
 from .plain_cloud import PlainCloud
 
 KEY = "plain-key-5f3c9a"
@@ -81,11 +80,6 @@ async def run_for(app: App, clock: FakeClock, seconds: float) -> None:
 async def first_poll(app: App) -> None:
     report = await app.poll(app.pollers[0])
     assert report.ok, report.error_line
-
-
-def of(app: App, type: str) -> list[Event]:
-    assert app.store is not None
-    return app.store.events(type=type)
 
 
 def at(clock: FakeClock, hours: float = 0, minutes: float = 0) -> datetime:
